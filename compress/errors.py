@@ -1,0 +1,34 @@
+"""The toolkit's error classes.
+
+Every error a user can cause derives from :class:`CompressError` and from the builtin it stands for, so
+Python callers can catch ``ValueError`` as usual and the CLI can print a one-line message (exit 2 for bad
+usage or configuration, 1 for runtime failures).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CompressError", "ConfigError", "DataError", "RunError"]
+
+
+class CompressError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(CompressError, ValueError):
+    """A bad argument, option, spec or configuration file (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(CompressError, ValueError):
+    """A data set that is missing or malformed (exit code 2)."""
+
+    exit_code = 2
+
+
+class RunError(CompressError, RuntimeError):
+    """A run directory, study or artifact that cannot be used as asked (exit code 1)."""
+
+    exit_code = 1
