@@ -1,0 +1,26 @@
+"""A progress bar on stderr (rich) that disappears when done, or nothing at all when disabled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+__all__ = ["track"]
+
+T = TypeVar("T")
+
+
+def track(items: Iterable[T], *, total: int, description: str, enabled: bool) -> Iterator[T]:
+    """Yield ``items`` while a transient progress bar counts them (when ``enabled``)."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

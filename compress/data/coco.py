@@ -1,0 +1,273 @@
+"""Data specs, the COCO-format loader and its tensor cache: ``load_data`` turns a spec into two data sets.
+
+A data spec is ``"builtin"`` (the procedural scenes of :mod:`compress.data.scenes`, generated once into the
+cache folder) or ``"coco:PATH"``, where PATH is either
+
+* a folder laid out as COCO's releases: ``annotations/instances_train.json`` and
+  ``annotations/instances_val.json``, images in ``train/`` and ``val/`` (or ``train2017/``, ``val2017/``); or
+* one instances JSON whose ``file_name`` entries are relative to the JSON's folder; a validation part
+  (``val_fraction`` of the images, chosen by ``seed``) is then split off deterministically.
+
+Targets: tags are the categories present in an image (crowd annotations included); boxes come from
+``bbox`` (crowd regions excluded, since they box groups); saliency is the union of every annotation's
+segmentation (polygons or RLE, crowd included; an annotation without one contributes its box).
+
+Cache: the decoded, resized tensors of both splits go to one file per key under ``cache_dir``. The key
+holds the spec (the scene config's hash for ``builtin``; for ``coco:`` the resolved annotation files with
+their sizes and mtimes and the image folders with their mtimes) and the resolution. Files are written
+atomically (temp file + rename) and read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
+from compress.data._progress import track
+from compress.data.dataset import MultiTaskDataset
+from compress.data.scenes import SceneConfig, generate_scenes
+from compress.errors import ConfigError, DataError
+
+__all__ = ["DataSpec", "default_cache_dir", "load_data", "parse_data_spec"]
+
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed data spec: ``kind`` is ``"builtin"`` or ``"coco"`` (then ``path`` is set)."""
+
+    kind: str
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        return "builtin" if self.kind == "builtin" else f"coco:{self.path}"
+
+
+def parse_data_spec(text: str | DataSpec) -> DataSpec:
+    """Parse ``"builtin"`` or ``"coco:PATH"`` (``~`` expanded); anything else is a ``ConfigError``."""
+    if isinstance(text, DataSpec):
+        return text
+    if not isinstance(text, str):
+        raise ConfigError(f"data spec must be a string, but got {text!r}; use 'builtin' or 'coco:PATH'")
+    if text.strip() == "builtin":
+        return DataSpec("builtin")
+    if text.startswith("coco:") and text[5:].strip():
+        return DataSpec("coco", Path(text[5:].strip()).expanduser())
+    raise ConfigError(f"unknown data spec {text!r}; use 'builtin' or 'coco:PATH'")
+
+
+def default_cache_dir() -> Path:
+    """``platformdirs.user_cache_dir("compress")/data``."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("compress")) / "data"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Resolved files of a COCO data set: (instances JSON, image folder) for train and maybe val."""
+
+    train: tuple[Path, Path]
+    val: tuple[Path, Path] | None
+
+
+def _image_dir(root: Path, split: str) -> Path:
+    for name in (split, f"{split}2017"):
+        if (root / name).is_dir():
+            return root / name
+    raise DataError(f"{root}: no image folder {split}/ or {split}2017/ beside annotations/")
+
+
+def _resolve(path: Path) -> _Source:
+    """Find the annotation files and image folders of a ``coco:PATH`` spec."""
+    if path.is_file():
+        return _Source(train=(path, path.parent), val=None)
+    if not path.is_dir():
+        raise DataError(f"coco:{path}: no such file or folder; give a COCO folder or an instances JSON")
+    ann = path / "annotations"
+    files = [ann / f"instances_{s}.json" for s in ("train", "val")]
+    missing = [str(f.relative_to(path)) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(
+            f"coco:{path}: missing {', '.join(missing)}; a COCO folder needs "
+            "annotations/instances_train.json and annotations/instances_val.json "
+            "(or pass coco:PATH/TO/instances.json)"
+        )
+    return _Source(train=(files[0], _image_dir(path, "train")), val=(files[1], _image_dir(path, "val")))
+
+
+def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[np.ndarray, int, int]:
+    """The image resized (squashed) to resolution x resolution, uint8 [3, R, R], and its original size."""
+    from PIL import Image, UnidentifiedImageError
+
+    file = image_dir / rec.file_name
+    try:
+        with Image.open(file) as im:
+            im = im.convert("RGB")
+            width, height = im.size
+            small = im.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    except (FileNotFoundError, IsADirectoryError):
+        raise DataError(f"{coco.path}: image {rec.id}: field 'file_name': no file {file}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(
+            f"{coco.path}: image {rec.id}: field 'file_name': cannot read {file} ({exc})"
+        ) from None
+    for key, want, got in (("width", rec.width, width), ("height", rec.height, height)):
+        if want is not None and want != got:
+            raise DataError(f"{coco.path}: image {rec.id}: field {key!r} is {want}, but {file} has {got}")
+    return np.asarray(small).transpose(2, 0, 1), width, height
+
+
+def _build(
+    coco: CocoFile, image_dir: Path, categories: list[tuple[int, str]], resolution: int, progress: bool
+):
+    """Decode and resize every image of ``coco`` into the tensors of a MultiTaskDataset (a state dict)."""
+    from PIL import Image
+
+    label = {cid: i for i, (cid, _) in enumerate(categories)}
+    n, r = len(coco.images), resolution
+    k = max([sum(not a.get("iscrowd") for a in rec.annotations) for rec in coco.images] + [1])
+    images = torch.zeros((n, 3, r, r), dtype=torch.uint8)
+    tags = torch.zeros((n, len(categories)), dtype=torch.float32)
+    boxes = torch.zeros((n, k, 4), dtype=torch.float32)
+    labels = torch.full((n, k), -1, dtype=torch.int64)
+    saliency = torch.zeros((n, 1, r, r), dtype=torch.uint8)
+    desc = f"caching {coco.path.name} @{r}px"
+    for i, rec in track(enumerate(coco.images), total=n, description=desc, enabled=progress):
+        pixels, width, height = _read_image(coco, rec, image_dir, r)
+        images[i] = torch.from_numpy(pixels.copy())
+        scale = np.array([r / width, r / height, r / width, r / height], dtype=np.float32)
+        j = 0
+        for ann in rec.annotations:
+            box = check_box(coco.path, ann, width, height)
+            tags[i, label[ann["category_id"]]] = 1.0
+            if not ann.get("iscrowd"):
+                boxes[i, j] = torch.from_numpy(np.asarray(box, dtype=np.float32) * scale)
+                labels[i, j] = label[ann["category_id"]]
+                j += 1
+        if rec.annotations:
+            mask = union_mask(coco.path, rec.annotations, width, height)
+            small = Image.fromarray(mask.astype(np.uint8)).resize((r, r), Image.Resampling.NEAREST)
+            saliency[i, 0] = torch.from_numpy(np.array(small))
+    names = [name for _, name in categories]
+    return {"images": images, "tags": tags, "boxes": boxes, "box_labels": labels, "saliency": saliency,
+            "categories": names}  # fmt: skip
+
+
+def _ensure_builtin(cache_dir: Path, config: SceneConfig, progress: bool) -> Path:
+    """Generate the built-in scenes into ``cache_dir/scenes-<hash>`` once; return that folder."""
+    final = cache_dir / f"scenes-{config.config_hash()}"
+    if (final / "DONE").is_file():
+        return final
+    tmp = cache_dir / f".{final.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate_scenes(tmp, config, progress=progress)
+    (tmp / "DONE").write_text(json.dumps({"scene_config_hash": config.config_hash()}))
+    shutil.rmtree(final, ignore_errors=True)  # an incomplete folder from an interrupted run
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _cache_key(spec: DataSpec, source: _Source, resolution: int, config: SceneConfig | None) -> str:
+    parts: dict[str, object] = {"version": _CACHE_VERSION, "resolution": resolution, "spec": spec.kind}
+    if config is not None:
+        parts["scenes"] = config.config_hash()
+    else:
+        for name, pair in (("train", source.train), ("val", source.val)):
+            if pair is not None:
+                ann, img = (p.resolve() for p in pair)
+                st, sd = ann.stat(), img.stat()
+                parts[name] = [str(ann), st.st_size, st.st_mtime_ns, str(img), sd.st_mtime_ns]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, object]:
+    train = read_coco(source.train[0])
+    val = read_coco(source.val[0]) if source.val is not None else None
+    if val is not None and val.categories != train.categories:
+        raise DataError(
+            f"{val.path}: field 'categories' differs from {train.path}'s; "
+            "both splits need the same categories"
+        )
+    out: dict[str, object] = {"train": _build(train, source.train[1], train.categories, resolution, progress)}
+    if val is not None and source.val is not None:
+        out["val"] = _build(val, source.val[1], train.categories, resolution, progress)
+    return out
+
+
+def _load_or_build(file: Path, source: _Source, resolution: int, progress: bool) -> dict:
+    if file.is_file():
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated or foreign file: rebuild it
+            pass
+    state = _build_all(source, resolution, progress)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, file)
+    return state
+
+
+def _split(data: MultiTaskDataset, val_fraction: float, seed: int, where: str):
+    n = len(data)
+    if n < 2:
+        raise DataError(f"{where}: {n} image(s); splitting off a validation part needs at least 2")
+    n_val = min(n - 1, max(1, round(val_fraction * n)))
+    order = np.random.default_rng(seed).permutation(n)
+    return data.subset(np.sort(order[n_val:]).tolist()), data.subset(np.sort(order[:n_val]).tolist())
+
+
+def load_data(
+    spec: str | DataSpec = "builtin",
+    *,
+    resolution: int,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    scenes: SceneConfig | None = None,
+) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+    """Load the (train, val) data sets of ``spec`` at ``resolution`` px, building the cache once.
+
+    Args:
+        spec: ``"builtin"`` or ``"coco:PATH"`` (see the module docstring), or a parsed ``DataSpec``.
+        resolution: image side in pixels (16..2048); images are squashed (no crop), boxes scaled, masks
+            resized nearest.
+        cache_dir: where generated scenes and tensor caches live (default :func:`default_cache_dir`).
+        progress: show progress bars on stderr while generating or caching.
+        val_fraction: share of images split off for validation, only when PATH is a single JSON.
+        seed: seed of that split.
+        scenes: the scene config for ``"builtin"`` (default ``SceneConfig()``); ignored for ``coco:``.
+    """
+    parsed = parse_data_spec(spec)
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 16 <= resolution <= 2048:
+        raise ConfigError(f"resolution must be an integer in 16..2048, but got {resolution!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), but got {val_fraction!r}")
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    config = None
+    if parsed.kind == "builtin":
+        config = scenes if scenes is not None else SceneConfig()
+        source = _resolve(_ensure_builtin(cache, config, progress))
+    else:
+        assert parsed.path is not None  # parse_data_spec sets it for "coco"
+        source = _resolve(parsed.path)
+    key = _cache_key(parsed, source, resolution, config)
+    state = _load_or_build(cache / f"{parsed.kind}-{resolution}px-{key}.pt", source, resolution, progress)
+    train = MultiTaskDataset.from_state(state["train"])
+    if "val" in state:
+        return train, MultiTaskDataset.from_state(state["val"])
+    return _split(train, val_fraction, seed, str(source.train[0]))
