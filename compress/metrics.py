@@ -1,0 +1,237 @@
+"""Quality metrics for the three tasks, and one aggregate quality number. Pure numpy; no model knowledge.
+
+* Tagging: :func:`tagging_map`, macro average precision over categories (scikit-learn).
+* Detection: :func:`detection_map`, COCO mAP@0.5 and mAP@[.5:.95] (pycocotools ``COCOeval``).
+* Saliency: :func:`saliency_scores`, max F-beta (beta^2 = 0.3) and MAE.
+* :class:`Quality` holds per-task metrics and :func:`aggregate_quality` of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compress.errors import ConfigError, DataError
+
+__all__ = [
+    "PRIMARY_METRICS",
+    "Quality",
+    "aggregate_quality",
+    "detection_map",
+    "saliency_scores",
+    "tagging_map",
+]
+
+# The one metric per task that enters the aggregate (each in [0, 1], higher is better).
+PRIMARY_METRICS: dict[str, str] = {"tagging": "map", "detection": "map", "saliency": "max_fbeta"}
+_BETA2 = 0.3
+
+
+def tagging_map(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Macro average precision over the categories with at least one positive, in [0, 1].
+
+    Args:
+        scores: [N, C] scores (logits or probabilities; only their order matters).
+        targets: [N, C] multi-hot {0, 1}.
+
+    Raises:
+        DataError: shapes differ, or no category has a positive.
+    """
+    from sklearn.metrics import average_precision_score
+
+    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
+    if scores.ndim != 2 or scores.shape != targets.shape:
+        raise DataError(
+            f"tagging_map: scores and targets must both be [N, C], but got {scores.shape} and {targets.shape}"
+        )
+    present = targets.sum(axis=0) > 0
+    if not present.any():
+        raise DataError("tagging_map: targets have no positive in any category; AP is undefined")
+    aps = [average_precision_score(targets[:, c] > 0, scores[:, c]) for c in np.flatnonzero(present)]
+    return float(np.mean(aps))
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def _coco_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray, image_size: int):
+    """An in-memory pycocotools ``COCO`` object for padded xyxy boxes (labels -1 are padding)."""
+    from pycocotools.coco import COCO
+
+    images, annotations = [], []
+    for i in range(gt_boxes.shape[0]):
+        images.append({"id": i + 1, "width": image_size, "height": image_size})
+        keep = gt_labels[i] >= 0
+        for box, label in zip(_xywh(gt_boxes[i][keep]), gt_labels[i][keep], strict=True):
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(label) + 1,
+                 "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0}
+            )  # fmt: skip
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations, "categories": []}
+    return gt
+
+
+def _detection_rows(detections: Sequence[tuple[Any, Any, Any]], n_images: int) -> np.ndarray:
+    """[M, 7] rows ``(image_id, x, y, w, h, score, category_id)`` as ``COCO.loadRes`` takes them."""
+    if len(detections) != n_images:
+        raise DataError(f"detection_map: {len(detections)} detection entries for {n_images} images")
+    rows = []
+    for i, (boxes, scores, labels) in enumerate(detections):
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+        if not len(boxes) == len(scores) == len(labels):
+            raise DataError(
+                f"detection_map: image {i}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+            )
+        ids = np.full((len(boxes), 1), i + 1.0)
+        rows.append(np.concatenate([ids, _xywh(boxes), scores[:, None], labels[:, None] + 1.0], axis=1))
+    return np.concatenate(rows) if rows else np.zeros((0, 7))
+
+
+def detection_map(
+    detections: Sequence[tuple[Any, Any, Any]],
+    gt_boxes: np.ndarray,
+    gt_labels: np.ndarray,
+    *,
+    image_size: int,
+) -> dict[str, float]:
+    """COCO box mAP: ``{"map50": AP@IoU 0.5, "map": AP@IoU [.5:.95]}``, each in [0, 1].
+
+    Computed by pycocotools ``COCOeval`` (bbox, up to 100 detections per image, all object sizes: the
+    area-range breakdown is skipped for speed), averaged over the categories with ground truth.
+
+    Args:
+        detections: one ``(boxes [k, 4] xyxy pixels, scores [k], labels [k])`` per image.
+        gt_boxes: [N, K, 4] xyxy pixels, padded (as ``MultiTaskDataset.boxes``).
+        gt_labels: [N, K] category indices, -1 for padding.
+        image_size: the square image side in pixels.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt_boxes, gt_labels = np.asarray(gt_boxes, dtype=np.float64), np.asarray(gt_labels)
+    if gt_boxes.ndim != 3 or gt_boxes.shape[2] != 4 or gt_labels.shape != gt_boxes.shape[:2]:
+        raise DataError(f"detection_map: gt_boxes [N, K, 4] and gt_labels [N, K], got {gt_boxes.shape}, "
+                        f"{gt_labels.shape}")  # fmt: skip
+    rows = _detection_rows(detections, gt_boxes.shape[0])
+    cats = sorted(set(gt_labels[gt_labels >= 0].tolist()) | set((rows[:, 6] - 1).astype(int).tolist()))
+    if not (gt_labels >= 0).any():
+        raise DataError("detection_map: no ground-truth boxes; mAP is undefined")
+    if len(rows) == 0:
+        return {"map50": 0.0, "map": 0.0}
+    gt = _coco_ground_truth(gt_boxes, gt_labels, image_size)
+    gt.dataset["categories"] = [{"id": c + 1, "name": str(c)} for c in cats]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(rows)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.areaRng, ev.params.areaRngLbl = [[0.0, 1e10]], ["all"]
+        ev.params.maxDets = [100]
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"][:, :, :, 0, 0]  # [T, R, K]
+    return {"map50": _mean_valid(precision[0]), "map": _mean_valid(precision)}
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else 0.0
+
+
+def saliency_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Saliency quality: ``{"max_fbeta": ..., "mae": ...}``, both in [0, 1].
+
+    ``max_fbeta`` is the maximum over 256 thresholds t = k / 255 (k = 0..255) of the dataset-level F-beta:
+    pixels of all images are pooled, a pixel is predicted salient when ``pred >= t``, precision
+    P = TP / (TP + FP) and recall R = TP / (TP + FN) are counted over the whole set, and
+    F = (1 + beta^2) P R / (beta^2 P + R) with beta^2 = 0.3 (0 where P + R = 0). ``mae`` is the mean
+    absolute difference ``|pred - gt|`` over all pixels.
+
+    Args:
+        pred: [N, H, W] probabilities in [0, 1] (clipped).
+        gt: [N, H, W] masks in {0, 1}.
+    """
+    pred, gt = np.asarray(pred, dtype=np.float32), np.asarray(gt)
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise DataError(f"saliency_scores: pred and gt must both be [N, H, W], got {pred.shape}, {gt.shape}")
+    pred = np.clip(pred, 0.0, 1.0)
+    positive = gt > 0.5
+    if not positive.any():
+        raise DataError("saliency_scores: gt has no salient pixel; F-beta is undefined")
+    level = np.floor(pred * 255.0 + 1e-4).astype(np.int64)  # pred >= k/255  <=>  level >= k
+    pos_hist = np.bincount(level[positive], minlength=256)
+    neg_hist = np.bincount(level[~positive], minlength=256)
+    tp = np.cumsum(pos_hist[::-1])[::-1].astype(np.float64)  # tp[k]: positives with level >= k
+    fp = np.cumsum(neg_hist[::-1])[::-1].astype(np.float64)
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+    recall = tp / positive.sum()
+    denom = _BETA2 * precision + recall
+    fbeta = np.divide((1 + _BETA2) * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    mae = float(np.abs(pred - positive).mean())
+    return {"max_fbeta": float(fbeta.max()), "mae": mae}
+
+
+def aggregate_quality(tasks: Mapping[str, Mapping[str, float]]) -> float:
+    """One quality number in [0, 100]: 100 x the mean, over the tasks present, of each task's primary metric.
+
+    Primary metrics (``PRIMARY_METRICS``): tagging mAP, detection mAP@[.5:.95], saliency max F-beta. Each is
+    in [0, 1] and higher is better, so the aggregate is monotone (non-decreasing) in every one of them;
+    other metrics (mAP@0.5, MAE) are reported but do not enter it.
+
+    Raises:
+        ConfigError: no task, an unknown task, or a task without its primary metric (or outside [0, 1]).
+    """
+    if not tasks:
+        raise ConfigError("aggregate_quality: no task metrics given")
+    values = []
+    for task, metrics in tasks.items():
+        if task not in PRIMARY_METRICS:
+            raise ConfigError(
+                f"aggregate_quality: unknown task {task!r}; known: {', '.join(PRIMARY_METRICS)}"
+            )
+        key = PRIMARY_METRICS[task]
+        value = metrics.get(key)
+        if not isinstance(value, int | float) or math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"aggregate_quality: {task} needs {key!r} in [0, 1], but got {value!r}")
+        values.append(float(value))
+    return 100.0 * sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Per-task metrics (``{"tagging": {"map": ...}, "detection": {"map50": ..., "map": ...}, ...}``) and
+    their :func:`aggregate_quality`."""
+
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    aggregate: float = 0.0
+
+    @classmethod
+    def from_tasks(cls, tasks: Mapping[str, Mapping[str, float]]) -> Quality:
+        """A Quality whose aggregate is computed from ``tasks``."""
+        plain = {t: {k: float(v) for k, v in m.items()} for t, m in tasks.items()}
+        return cls(tasks=plain, aggregate=aggregate_quality(plain))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {"tasks": {t: dict(m) for t, m in self.tasks.items()}, "aggregate": self.aggregate}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quality:
+        """Rebuild from :meth:`to_dict` output; rejects unknown or missing keys (``ConfigError``)."""
+        if not isinstance(data, Mapping) or set(data) != {"tasks", "aggregate"}:
+            keys = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+            raise ConfigError(f"Quality.from_dict needs exactly keys 'tasks' and 'aggregate', but got {keys}")
+        tasks = data["tasks"]
+        if not isinstance(tasks, Mapping) or not all(isinstance(m, Mapping) for m in tasks.values()):
+            raise ConfigError(
+                f"Quality.from_dict: 'tasks' must map task -> {{metric: value}}, got {tasks!r:.80}"
+            )
+        plain = {str(t): {str(k): float(v) for k, v in m.items()} for t, m in tasks.items()}
+        return cls(tasks=plain, aggregate=float(data["aggregate"]))
