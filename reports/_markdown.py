@@ -1,0 +1,125 @@
+"""A Markdown summary of a run (to paste into a pull request)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reports._compare import compare_runs
+from reports._data import compression_rows, device_plot_data, layer_table
+from reports._format import fmt_mb, fmt_ms, fmt_params, fmt_pct, fmt_quality
+from reports._html import headline
+from reports._run import Run
+
+__all__ = ["markdown", "write_markdown"]
+
+
+def write_markdown(run: Run, path: str | Path, *, compare: Run | None = None) -> Path:
+    """Write :func:`markdown` of the run to ``path`` and return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(run, compare=compare), encoding="utf-8")
+    return out
+
+
+def markdown(run: Run, *, compare: Run | None = None) -> str:
+    """The summary as Markdown: headline, chosen model per device, front, heads, compression, config."""
+    parts = [f"# compress report: {_esc(run.name)}", "", _esc(headline(run)), ""]
+    if compare is not None:
+        cmp = compare_runs(run, compare)
+        parts += [f"## Comparison: {_esc(cmp.name_a)} vs {_esc(cmp.name_b)}", ""]
+        parts += _table(["figure", cmp.name_a, cmp.name_b, "change (B - A)"], [r.cells() for r in cmp.rows])
+    dev = device_plot_data(run)
+    parts += [
+        f"## Chosen model (trial {run.card['trial']}, {_esc(run.card['quant'])})",
+        "",
+        _code(run.card["arch"]),
+        "",
+    ]
+    parts += _table(
+        ["device", "latency", "peak memory", "disk", "source"],
+        [
+            (d, fmt_ms(lat), fmt_mb(mem), fmt_mb(disk), prov)
+            for d, lat, mem, disk, prov in zip(
+                dev.device, dev.latency_ms, dev.peak_memory_mb, dev.disk_mb, dev.provenance, strict=True
+            )
+        ],
+    )
+    parts += [
+        f"Budget: {run.budget_ms:g} ms on the slowest device.",
+        "",
+        f"## Pareto front ({len(run.front)})",
+        "",
+    ]
+    front = run.front.sort_values("worst_latency_ms").to_dict("records")
+    parts += _table(
+        ["trial", "quality", "worst latency", "worst device", "feasible", "disk", "quant"],
+        [
+            (
+                r["trial"],
+                fmt_quality(r["quality"]),
+                fmt_ms(r["worst_latency_ms"]),
+                r["worst_device"],
+                "yes" if r["feasible"] else "no",
+                fmt_mb(r["disk_mb"]),
+                r["quant"],
+            )
+            for r in front
+        ],
+    )
+    layers = layer_table(run)
+    parts += [f"## Per-head cost on {layers.device}", ""]
+    parts += _table(
+        ["head", "latency", "share", "params", "disk"],
+        [
+            (h.head, fmt_ms(h.ms), fmt_pct(100 * h.share), fmt_params(h.params), fmt_mb(h.disk_mb))
+            for h in layers.heads
+        ],
+    )
+    fallbacks = [row[0] for row, fb in zip(layers.rows, layers.fallback, strict=True) if fb]
+    if fallbacks:
+        parts += [f"Neural Engine fallbacks: {', '.join(_code(n) for n in fallbacks)}", ""]
+    steps = compression_rows(run)
+    if steps:
+        parts += ["## Compression", ""]
+        parts += _table(
+            ["scheme", "pruned", "params", "disk", "quality", "change"],
+            [
+                (
+                    s.scheme,
+                    f"{s.prune:.0%}",
+                    fmt_params(s.params),
+                    fmt_mb(s.disk_mb),
+                    fmt_quality(s.quality),
+                    "—" if s.quality_change is None else f"{s.quality_change:+.2f}",
+                )
+                for s in steps
+            ],
+        )
+    parts += ["## Config", "", _code(run.meta.get("command", "")), ""]
+    parts += _table(["setting", "value"], [(k, v) for k, v in run.config.items() if k != "space"])
+    return "\n".join(parts)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(_esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_esc(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _esc(value: Any) -> str:
+    """Cell text safe for a Markdown table: pipes escaped, newlines folded, HTML brackets neutralised."""
+    text = "—" if value is None else str(value)
+    return (
+        text.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("\n", " ")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+    )
+
+
+def _code(value: Any) -> str:
+    """Inline code outside tables: backticks and newlines cannot break out of the span."""
+    return "`" + str(value).replace("`", "'").replace("\n", " ") + "`"
