@@ -4,3 +4,36 @@ Device profiles as data (A11-A17 Pro, M1-M4, plus a measured ``host``), ``estima
 device)`` -> ``Cost`` for any torch CNN built from standard layers, measurement and calibration.
 Imports nothing of ``compress``, ``search`` or ``reports``.
 """
+
+from __future__ import annotations
+
+from profiles._cost import Cost, disk_mb, estimate, estimate_graph, weights_mb
+from profiles._errors import ProfileError
+from profiles._graph import Graph, Node, extract_graph
+from profiles._quant import SCHEMES, QuantScheme, parse_quant
+from profiles._registry import DEVICES, host_profile_path, list_profiles, load_profile
+from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts
+
+__all__ = [
+    "DEVICES",
+    "OP_CLASSES",
+    "SCHEMES",
+    "ComputeUnit",
+    "Cost",
+    "DeviceProfile",
+    "Graph",
+    "Node",
+    "ProfileError",
+    "QuantScheme",
+    "Sourced",
+    "UnitCosts",
+    "disk_mb",
+    "estimate",
+    "estimate_graph",
+    "extract_graph",
+    "host_profile_path",
+    "list_profiles",
+    "load_profile",
+    "parse_quant",
+    "weights_mb",
+]

@@ -1,0 +1,367 @@
+"""The cost model: ``estimate_graph(graph, device, quant=...) -> Cost`` and ``estimate(model, ...)``.
+
+Per layer ``i`` on compute unit ``u`` (all arrays over the graph's nodes, so a re-cost is a few numpy ops)::
+
+    t[i, u] = overhead_u[c] + flops[i] / (peak_u(precision) * efficiency_u[c])
+                            + (activation bytes[i] + weight bytes[i]) / (bandwidth * mem_efficiency_u[c])
+
+with ``c`` the node's op class. Units that fuse (Core ML) give folded batch norms and activations that
+follow a compute op zero cost. Scheduling follows Core ML's ``all`` compute units: one primary unit runs
+every layer it supports; layers it cannot run (Neural Engine fallbacks, or everything when ``fp32`` bars
+the Neural Engine) go to the cheaper other unit, and every switch between units costs ``switch_cost_us``
+plus copying the tensor. Each unit used adds its fixed per-inference overhead. The primary is the unit
+giving the lowest total; a profile without an ``ane`` unit (A11) never schedules a layer on the Neural
+Engine.
+
+Quantization: weight-only schemes shrink the weight bytes a unit that holds compressed weights must read (the
+Neural Engine decompresses on the fly, iOS 17+), grouped LUTs add a measured slowdown to weight layers there
+(coremltools opt-resnet.md); ``w8a8`` runs at the unit's int8 rate with 1-byte activations where the unit
+has an int8 path; ``fp32`` bars the Neural Engine (typed-execution.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from profiles._errors import ProfileError
+from profiles._graph import Graph, extract_graph
+from profiles._quant import QuantScheme, parse_quant
+from profiles._registry import load_profile
+from profiles._schema import FALLBACK_RULES, OP_CLASSES, DeviceProfile
+
+__all__ = ["Cost", "disk_mb", "estimate", "estimate_graph", "weights_mb"]
+
+MB = 1e6  # sizes are reported in 10^6 bytes (as Finder and Xcode report package sizes)
+#: Slowdown of weight layers on the Neural Engine with grouped-channel LUTs, relative to one LUT per tensor.
+#: [D] from coremltools docs-guides opt-resnet.md (ResNet-50, iPhone 15 Pro, iOS 18 seed): 4-bit per-tensor
+#: 1.12 ms vs group 16: 1.38 ms, group 8: 1.34 ms (mean +21%), group 4: 1.71 ms (+53%).
+GROUPED_LUT_PENALTY = {8: 0.21, 4: 0.53}
+_COMPUTE = np.array([c in ("conv", "pw", "dw", "gconv", "linear") for c in OP_CLASSES])
+_FALLBACK_INDEX = {r: i for i, r in enumerate(FALLBACK_RULES)}
+
+# Core ML .mlpackage layout, measured on packages written by coremltools 9 (see disk_mb's docstring).
+_BLOB_HEADER = 64  # bytes of metadata per weight blob in weight.bin
+_FILE_HEADER = 64  # bytes at the start of weight.bin
+_WEIGHT_THRESHOLD = (
+    2048  # coremltools compresses only tensors with more elements (OpPalettizerConfig default)
+)
+_MLMODEL_BASE = 3000.0  # model.mlmodel bytes: fixed part (program header, I/O descriptions) ...
+_MLMODEL_PER_OP = 250.0  # ... plus this many bytes per op in the program
+_MANIFEST = 617  # Manifest.json
+
+
+def _grouped_penalty(group: int) -> float:
+    if group <= 0:
+        return 0.0
+    if group >= 8:
+        return GROUPED_LUT_PENALTY[8]
+    if group <= 4:
+        return GROUPED_LUT_PENALTY[4]
+    return GROUPED_LUT_PENALTY[4] + (group - 4) / 4 * (GROUPED_LUT_PENALTY[8] - GROUPED_LUT_PENALTY[4])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sizes
+
+
+def _blob(nbytes: np.ndarray | float) -> np.ndarray | float:
+    """Bytes a blob takes in weight.bin: metadata header plus payload padded to 64 bytes."""
+    return _BLOB_HEADER + np.ceil(np.asarray(nbytes) / 64.0) * 64.0
+
+
+def _tensor_bytes(numel: np.ndarray, outch: np.ndarray, q: QuantScheme, *, blobs: bool) -> np.ndarray:
+    """Stored bytes per weight tensor under scheme ``q`` (payload only, or weight.bin blobs)."""
+    wrap = _blob if blobs else (lambda b: np.asarray(b, dtype=float))
+    plain = wrap(numel * q.float_bits / 8)
+    if not q.compresses:
+        return plain
+    big = numel > _WEIGHT_THRESHOLD
+    if q.kind == "linear":  # int8 data + one fp16 scale per output channel
+        packed = wrap(numel) + wrap(outch * 2.0)
+    else:
+        luts = np.ceil(outch / q.group) if q.group else np.ones_like(numel)
+        if q.group:  # coremltools skips tensors whose output channels do not split into groups
+            big &= np.mod(outch, q.group) == 0
+        packed = wrap(np.ceil(numel * q.weight_bits / 8.0)) + wrap(luts * (2**q.weight_bits) * 2.0)
+    return np.where(big, packed, plain)
+
+
+def _as_graph(graph_or_model: Any, input_shape: Any = None) -> Graph:
+    if isinstance(graph_or_model, Graph):
+        return graph_or_model
+    if input_shape is None:
+        raise ProfileError("disk_mb(model, quant) needs input_shape= when given a model instead of a Graph")
+    return extract_graph(graph_or_model, input_shape)
+
+
+def weights_mb(graph_or_model: Any, quant: str | None = "fp16", *, input_shape: Any = None) -> float:
+    """Weight storage in MB under ``quant``: compressed payloads, LUTs and scales (no file overheads)."""
+    g = _as_graph(graph_or_model, input_shape)
+    q = parse_quant(quant)
+    return float(_tensor_bytes(g.arrays["w_numel"], g.arrays["w_outch"], q, blobs=False).sum()) / MB
+
+
+def disk_mb(graph_or_model: Any, quant: str | None = "fp16", *, input_shape: Any = None) -> float:
+    """Predicted size in MB of the Core ML ``.mlpackage`` of a model compressed with ``quant``.
+
+    The formula, checked against packages coremltools 9 writes (``weight.bin`` exact to the byte on small
+    nets; ``model.mlmodel`` within a few KB)::
+
+        disk = Manifest.json (617 B) + model.mlmodel (3000 B + 250 B per op)
+             + weight.bin = 64 B + sum over blobs of (64 B header + payload padded to 64 B)
+
+    Blobs per weight tensor: fp16 (fp32 for ``fp32``) data for tensors of <= 2048 elements and for the
+    uncompressed schemes; ``int8``/``w8a8``: int8 data + fp16 per-output-channel scales; ``palN``: N-bit
+    packed indices + a 2^N-entry fp16 LUT (one per group of K output channels for ``palN-gK``; tensors whose
+    output channels are not a multiple of K stay fp16, as coremltools skips them). A batch norm that follows a
+    conv
+    is folded into it (one bias). Pass a :class:`Graph`, or a model with ``input_shape=``.
+    """
+    g = _as_graph(graph_or_model, input_shape)
+    q = parse_quant(quant)
+    weight_bin = _FILE_HEADER + float(
+        _tensor_bytes(g.arrays["w_numel"], g.arrays["w_outch"], q, blobs=True).sum()
+    )
+    n_ops = int((~g.arrays["fused"]).sum()) + len(g.arrays["w_numel"])
+    return (weight_bin + _MLMODEL_BASE + _MLMODEL_PER_OP * n_ops + _MANIFEST) / MB
+
+
+# ----------------------------------------------------------------------------------------------------------
+# latency
+
+
+@dataclass(frozen=True)
+class _Plan:
+    unit: np.ndarray  # unit index per node
+    ms: np.ndarray  # predicted ms per node
+    total_ms: float
+    used: tuple[str, ...]
+    switches: int
+
+
+def _unit_times(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> np.ndarray:
+    """Predicted ms of every node if it ran on unit ``name``."""
+    unit = profile.units[name]
+    tab = profile.tables[name]
+    a = g.arrays
+    cls = a["cls"]
+    int8 = q.act == "int8" and "int8" in unit.peak_gflops
+    if name == "cpu" or q.name == "fp32":
+        prec, act_b, w_b = "fp32", 4.0, 4.0
+    elif int8:
+        prec, act_b, w_b = "int8", 1.0, 1.0
+    else:
+        prec, act_b = "fp16", 2.0
+        w_b = q.weight_bits / 8.0 if unit.holds_compressed_weights and q.compresses else 2.0
+    rate = unit.peak(prec) * (unit.costs.int8_speedup if int8 else 1.0) * 1e6  # FLOP per ms
+    bw = unit.bandwidth_gbs.value * 1e6  # bytes per ms
+    t = tab["ovh"][cls] + a["flops"] / (rate * tab["eff"][cls])
+    t = t + (a["act_elems"] * act_b + a["params"] * w_b) / (bw * tab["mem"][cls])
+    if q.kind == "palette" and q.group and unit.holds_compressed_weights:
+        t = t * np.where(a["params"] > _WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group), 1.0)
+    if unit.fuses:
+        t = np.where(a["fused"], 0.0, t)
+    return t
+
+
+def _schedule(g: Graph, profile: DeviceProfile, q: QuantScheme) -> _Plan:
+    names = list(profile.units)
+    times = {n: _unit_times(g, profile, n, q) for n in names}
+    fallback = np.zeros(len(g), dtype=bool)
+    for rule in profile.ane_fallbacks:
+        fallback |= g.arrays["fallback"][:, _FALLBACK_INDEX[rule]]
+    best: _Plan | None = None
+    for primary in names:
+        if primary == "ane" and q.name == "fp32":
+            continue  # fp32 bars the Neural Engine
+        off = fallback if primary == "ane" else np.zeros(len(g), dtype=bool)
+        others = [n for n in names if n != primary and n != "ane"] if primary == "ane" else []
+        plan = _plan(g, profile, times, primary, off, others, q)
+        if best is None or plan.total_ms < best.total_ms:
+            best = plan
+    assert best is not None  # every profile has a cpu or gpu unit (schema)
+    return best
+
+
+def _plan(
+    g: Graph,
+    profile: DeviceProfile,
+    times: dict,
+    primary: str,
+    off: np.ndarray,
+    others: list[str],
+    q: QuantScheme,
+) -> _Plan:
+    names = list(profile.units)
+    unit = np.full(len(g), names.index(primary))
+    ms = times[primary].copy()
+    used = [primary]
+    switches = 0
+    if off.any() and others:
+        sec = min(
+            others, key=lambda n: float(times[n][off].sum()) + profile.units[n].costs.inference_overhead_us
+        )
+        unit[off] = names.index(sec)
+        ms[off] = times[sec][off]
+        used.append(sec)
+        edges = np.flatnonzero(np.diff(off.astype(np.int8)) != 0)
+        switches = len(edges)
+        act_b = 1.0 if q.act == "int8" else 2.0
+        bw = profile.units[primary].bandwidth_gbs.value * 1e6
+        per = profile.switch_cost_us.value * 1e-3 + g.arrays["out_elems"][edges] * act_b / bw
+        ms[edges + 1] += per  # the switch is charged to the layer after it
+    total = float(ms.sum()) + sum(profile.units[u].costs.inference_overhead_us for u in used) * 1e-3
+    return _Plan(unit, ms, total, tuple(used), switches)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# memory
+
+
+def _memory_mb(g: Graph, profile: DeviceProfile, q: QuantScheme, plan: _Plan) -> float:
+    primary = profile.units[plan.used[0]]
+    if primary.name == "cpu" or q.name == "fp32":
+        act_bytes = g.peaks["raw"] * 4.0
+    elif primary.pad_last_axis_bytes and q.act == "int8":
+        act_bytes = g.peaks["int8_pad64"] * 1.0
+    elif primary.pad_last_axis_bytes:
+        act_bytes = g.peaks["fp16_pad64"] * 2.0
+    else:
+        act_bytes = g.peaks["raw"] * 2.0
+    if primary.holds_compressed_weights and q.compresses:
+        held = weights_mb(g, q.name) * MB
+    else:
+        held = float(g.arrays["w_numel"].sum()) * (4.0 if primary.name == "cpu" or q.name == "fp32" else 2.0)
+    return (act_bytes + held) / MB
+
+
+# ----------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a model costs on one device: latency, memory, size, per layer, and where the numbers come from."""
+
+    latency_ms: float
+    peak_memory_mb: float
+    weights_mb: float
+    disk_mb: float
+    device: str
+    source: str
+    quant: str
+    units: tuple[str, ...]
+    calibration_error_pct: float | None = None
+    graph: Graph = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _unit: np.ndarray = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _ms: np.ndarray = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _unit_names: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    _overheads: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+    @cached_property
+    def layers(self) -> Any:
+        """One row per recorded op (op, class, name, shapes, FLOPs, bytes, params, unit, fused, output, ms),
+        then one ``inference`` row per compute unit used (its fixed per-inference overhead); ``ms`` sums to
+        ``latency_ms``."""
+        import pandas as pd
+
+        g, a = self.graph, self.graph.arrays
+        act_b = 4.0 if self.quant == "fp32" or self.units == ("cpu",) else 2.0
+        rows = pd.DataFrame(
+            {
+                "op": [n.op for n in g.nodes],
+                "class": [n.cls for n in g.nodes],
+                "name": [n.name for n in g.nodes],
+                "input_shapes": [n.in_shapes for n in g.nodes],
+                "output_shape": [n.out_shape for n in g.nodes],
+                "flops": a["flops"],
+                "bytes": a["act_elems"] * act_b + a["params"] * parse_quant(self.quant).weight_bits / 8,
+                "params": a["params"].astype(np.int64),
+                "unit": [self._unit_names[u] for u in self._unit],
+                "fused": a["fused"],
+                "output": a["group"],
+                "ms": self._ms,
+            }
+        )
+        extra = pd.DataFrame(
+            {
+                "op": "inference",
+                "class": "overhead",
+                "name": [f"per-inference overhead ({u})" for u in self.units],
+                "input_shapes": [()] * len(self.units),
+                "output_shape": [()] * len(self.units),
+                "flops": 0.0,
+                "bytes": 0.0,
+                "params": 0,
+                "unit": list(self.units),
+                "fused": False,
+                "output": "shared",
+                "ms": list(self._overheads),
+            }
+        )
+        return pd.concat([rows, extra], ignore_index=True)
+
+    def by_output(self) -> Any:
+        """Latency, parameters and weight MB per output group (``shared`` = the layers every head uses)."""
+        import pandas as pd
+
+        df = self.layers
+        out = df.groupby("output", sort=False).agg(
+            ms=("ms", "sum"), params=("params", "sum"), layers=("op", "size")
+        )
+        q = parse_quant(self.quant)
+        a = self.graph.arrays
+        per_tensor = _tensor_bytes(a["w_numel"], a["w_outch"], q, blobs=False) / MB
+        groups = a["group"][a["w_owner"]] if len(a["w_owner"]) else np.array([], dtype=object)
+        w = (
+            pd.Series(per_tensor, index=groups).groupby(level=0).sum()
+            if len(per_tensor)
+            else pd.Series(dtype=float)
+        )
+        out["weights_mb"] = w.reindex(out.index).fillna(0.0)
+        return out
+
+
+def estimate_graph(graph: Graph, device: str | DeviceProfile, *, quant: str | None = None) -> Cost:
+    """Cost of an extracted graph on ``device`` (a profile name, path or :class:`DeviceProfile`).
+
+    ``quant`` defaults to the profile's ``default_quant`` (``fp16`` on Apple devices, ``fp32`` on the host).
+    Takes well under a millisecond; the per-layer table is built only when ``Cost.layers`` is read.
+    """
+    if not isinstance(graph, Graph):
+        raise ProfileError(
+            f"graph must be a profiles.Graph from extract_graph(), but got {type(graph).__name__}"
+        )
+    profile = load_profile(device)
+    q = parse_quant(quant, default=profile.default_quant)
+    plan = _schedule(graph, profile, q)
+    cal = profile.calibration
+    return Cost(
+        latency_ms=plan.total_ms,
+        peak_memory_mb=_memory_mb(graph, profile, q, plan),
+        weights_mb=weights_mb(graph, q.name),
+        disk_mb=disk_mb(graph, q.name),
+        device=profile.name,
+        source=profile.basis,
+        quant=q.name,
+        units=plan.used,
+        calibration_error_pct=cal.loo_median_abs_pct,
+        graph=graph,
+        _unit=plan.unit,
+        _ms=plan.ms,
+        _unit_names=tuple(profile.units),
+        _overheads=tuple(profile.units[u].costs.inference_overhead_us * 1e-3 for u in plan.used),
+    )
+
+
+def estimate(model: Any, input_shape: Any, device: str | DeviceProfile, *, quant: str | None = None) -> Cost:
+    """Cost of a torch model at ``input_shape`` on ``device``: extracts the graph once, then costs it.
+
+    To cost one model on many devices, call :func:`extract_graph` once and :func:`estimate_graph` per device.
+    """
+    profile = load_profile(device)  # fail on a bad device before running the model
+    return estimate_graph(extract_graph(model, input_shape), profile, quant=quant)
