@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["CATEGORIES", "Category", "background", "pixel_grid", "render_object", "stroke_mask"]
+__all__ = ["CATEGORIES", "Category", "background", "blob_mask", "pixel_grid", "render_object", "stroke_mask"]
 
 Array = np.ndarray
 
@@ -167,14 +167,22 @@ def render_object(
     return mask, rgb * shade[..., None].astype(np.float32)
 
 
-def _upsample(grid: Array, size: int) -> Array:
-    """Bilinearly upsample a small [g, g, ...] grid to [size, size, ...]."""
-    g = grid.shape[0]
+@lru_cache(maxsize=32)
+def _interpolation(g: int, size: int) -> Array:
+    """The [size, g] matrix of 1-D linear interpolation from g samples to size (corners aligned)."""
     pos = np.linspace(0, g - 1, size)
     i0 = np.clip(np.floor(pos).astype(int), 0, g - 2)
-    t = (pos - i0).astype(np.float32)
-    rows = grid[i0] * (1 - t)[:, None, None] + grid[i0 + 1] * t[:, None, None]
-    return rows[:, i0] * (1 - t)[None, :, None] + rows[:, i0 + 1] * t[None, :, None]
+    t = pos - i0
+    weights = np.zeros((size, g), dtype=np.float32)
+    weights[np.arange(size), i0] = 1 - t
+    weights[np.arange(size), i0 + 1] = t
+    return weights
+
+
+def _upsample(grid: Array, size: int) -> Array:
+    """Bilinearly upsample a small [g, g, C] grid to [size, size, C] (two small matrix products)."""
+    w = _interpolation(grid.shape[0], size)
+    return (w @ grid.transpose(2, 0, 1) @ w.T).transpose(1, 2, 0)
 
 
 def background(size: int, rng: np.random.Generator) -> Array:
@@ -186,12 +194,33 @@ def background(size: int, rng: np.random.Generator) -> Array:
     angle = rng.uniform(0, np.pi)
     freq = rng.uniform(4.0, 14.0)
     pattern = np.sin(2 * np.pi * freq * (np.cos(angle) * x + np.sin(angle) * y)) * rng.uniform(0.0, 0.06)
-    return base + smooth + pattern[..., None].astype(np.float32)
+    canvas = smooth + pattern[..., None]
+    canvas += base
+    return canvas.astype(np.float32, copy=False)
 
 
-def stroke_mask(size: int, p0: Array, p1: Array, width: float) -> Array:
-    """A bool [size, size] mask of the pixels within ``width / 2`` of the segment p0-p1 (x, y pixels)."""
+Window = tuple[slice, slice]
+
+
+def _window(size: int, lo: Array, hi: Array) -> tuple[Window, Array, Array]:
+    """The pixel window [lo, hi) (x, y, clipped to the image) and its pixel-centre grids ``(y, x)``."""
+    x0, y0 = (max(0, int(np.floor(v))) for v in lo)
+    x1, y1 = (min(size, int(np.ceil(v)) + 1) for v in hi)
     y, x = pixel_grid(size)
+    return (slice(y0, y1), slice(x0, x1)), y[y0:y1, x0:x1], x[y0:y1, x0:x1]
+
+
+def stroke_mask(size: int, p0: Array, p1: Array, width: float) -> tuple[Window, Array]:
+    """Pixels within ``width / 2`` of the segment p0-p1 (x, y pixels): a window and its bool mask."""
+    window, y, x = _window(size, np.minimum(p0, p1) - width, np.maximum(p0, p1) + width)
     d = p1 - p0
     t = np.clip(((x - p0[0]) * d[0] + (y - p0[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
-    return np.hypot(x - p0[0] - t * d[0], y - p0[1] - t * d[1]) <= width / 2
+    return window, np.hypot(x - p0[0] - t * d[0], y - p0[1] - t * d[1]) <= width / 2
+
+
+def blob_mask(size: int, centre: Array, radius: float, rng: np.random.Generator) -> tuple[Window, Array]:
+    """A small irregular blob (a wobbly disc): a window and its bool mask."""
+    window, y, x = _window(size, centre - 1.3 * radius, centre + 1.3 * radius)
+    theta = np.arctan2(y - centre[1], x - centre[0])
+    wobble = 1 + 0.3 * np.sin(3 * theta + rng.uniform(0, 6.3)) * rng.uniform(0, 1)
+    return window, np.hypot(x - centre[0], y - centre[1]) <= radius * wobble

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.data._progress import track
-from compress.data._shapes import CATEGORIES, background, pixel_grid, render_object, stroke_mask
+from compress.data._shapes import CATEGORIES, background, blob_mask, render_object, stroke_mask
 from compress.errors import ConfigError
 
 __all__ = ["CATEGORY_NAMES", "SceneConfig", "generate_scenes"]
@@ -116,19 +116,15 @@ def _add_clutter(canvas: np.ndarray, cfg: SceneConfig, rng: np.random.Generator)
         if rng.random() < 0.6:
             p0 = rng.uniform(0, size, size=2).astype(np.float32)
             p1 = p0 + rng.normal(0, size * 0.25, size=2).astype(np.float32)
-            mask = stroke_mask(size, p0, p1, float(rng.uniform(1.0, 3.0)))
+            window, mask = stroke_mask(size, p0, p1, float(rng.uniform(1.0, 3.0)))
         else:
             centre = rng.uniform(0, size, size=2)
-            radius = rng.uniform(0.02, 0.045) * size
-            y, x = pixel_grid(size)
-            theta = np.arctan2(y - centre[1], x - centre[0])
-            wobble = 1 + 0.3 * np.sin(3 * theta + rng.uniform(0, 6.3)) * rng.uniform(0, 1)
-            mask = np.hypot(x - centre[0], y - centre[1]) <= radius * wobble
-        canvas[mask] = colour
+            window, mask = blob_mask(size, centre, rng.uniform(0.02, 0.045) * size, rng)
+        canvas[window][mask] = colour
 
 
-def _place(cfg: SceneConfig, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """Draw one object at a random pose: (category index, full-canvas bool mask, canvas-sized colours)."""
+def _place(cfg: SceneConfig, rng: np.random.Generator) -> tuple[int, np.ndarray, tuple, np.ndarray] | None:
+    """Draw one object at a random pose: (category, full-canvas bool mask, patch window, patch colours)."""
     size = cfg.image_size
     cat = int(rng.integers(len(CATEGORIES)))
     side = max(8, int(round(rng.uniform(cfg.min_scale, cfg.max_scale) * size)))
@@ -136,11 +132,10 @@ def _place(cfg: SceneConfig, rng: np.random.Generator) -> tuple[int, np.ndarray,
         CATEGORIES[cat], side, float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.9, 1.1)), rng
     )
     x0, y0 = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    window = (slice(y0, y0 + side), slice(x0, x0 + side))
     full = np.zeros((size, size), dtype=bool)
-    full[y0 : y0 + side, x0 : x0 + side] = mask
-    colours = np.zeros((size, size, 3), dtype=np.float32)
-    colours[y0 : y0 + side, x0 : x0 + side] = rgb
-    return (cat, full, colours) if full.any() else None
+    full[window] = mask
+    return (cat, full, window, rgb) if mask.any() else None
 
 
 def make_scene(cfg: SceneConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
@@ -153,16 +148,18 @@ def make_scene(cfg: SceneConfig, rng: np.random.Generator) -> tuple[np.ndarray, 
             placed = _place(cfg, rng)
             if placed is None:
                 continue
-            cat, full, colours = placed
+            cat, full, window, rgb = placed
             if all((vis & ~full).sum() >= cfg.min_visible * area for _, vis, area in objects):
                 break
         else:
             continue  # no placement kept the earlier objects visible enough: drop this one
-        canvas[full] = colours[full]
+        np.copyto(canvas[window], rgb, where=full[window][..., None])
         objects = [(c, vis & ~full, area) for c, vis, area in objects]
         objects.append((cat, full, int(full.sum())))
-    canvas += rng.normal(0.0, cfg.noise, size=canvas.shape).astype(np.float32)
-    image = np.clip(np.rint(canvas * 255.0), 0, 255).astype(np.uint8)
+    canvas += rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(cfg.noise)
+    canvas *= 255.0
+    canvas += 0.5  # round half up on the cast below
+    image = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
     return image, [(c, vis) for c, vis, _ in objects]
 
 

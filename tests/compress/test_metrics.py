@@ -148,3 +148,49 @@ def test_quality_round_trip() -> None:
         ConfigError, match="exactly keys 'tasks' and 'aggregate', but got \\['aggregate', 'x'\\]"
     ):
         Quality.from_dict({"aggregate": 1.0, "x": {}})
+
+
+def _random_case(seed: int):  # noqa: ANN202
+    """Small random detection problems with score ties, duplicate boxes, >100 detections per group and
+    degenerate (negative-size) detections: the corners where greedy matching and sorting must agree."""
+    rng = np.random.default_rng(seed)
+    n, k, c = int(rng.integers(1, 8)), int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    gt_boxes, gt_labels = np.zeros((n, k, 4)), np.full((n, k), -1)
+    for i in range(n):
+        m = int(rng.integers(0, k + 1))
+        xy = rng.integers(0, 40, (m, 2)).astype(float)
+        gt_boxes[i, :m] = np.concatenate([xy, xy + rng.integers(6, 30, (m, 2))], axis=1)
+        gt_labels[i, :m] = rng.integers(0, c, m)
+        if m > 1 and rng.random() < 0.3:
+            gt_boxes[i, 1], gt_labels[i, 1] = gt_boxes[i, 0], gt_labels[i, 0]
+    gt_labels[0, 0], gt_boxes[0, 0] = 0, [1, 1, 10, 10]
+    dets = []
+    for i in range(n):
+        m = int(rng.integers(0, 130 if i == 0 and seed % 3 == 0 else 8))
+        xy = rng.integers(0, 40, (m, 2)).astype(float)
+        boxes = np.concatenate([xy, xy + rng.integers(1, 24, (m, 2))], axis=1)
+        labels = rng.integers(0, c, m)
+        j = min(int((gt_labels[i] >= 0).sum()), m)
+        boxes[:j] = gt_boxes[i, :j] + rng.integers(-2, 3, (j, 4))
+        labels[:j] = np.where(rng.random(j) < 0.8, gt_labels[i, :j], labels[:j])
+        scores = np.round(rng.uniform(0, 0.8, m), 1)
+        scores[:j] = np.round(rng.uniform(0.3, 1.0, j), 1)
+        dets.append((boxes, scores, labels))
+    return dets, gt_boxes, gt_labels
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_detection_map_numpy_equals_pycocotools(seed: int) -> None:
+    dets, gt_boxes, gt_labels = _random_case(seed)
+    fast = detection_map(dets, gt_boxes, gt_labels, image_size=64)
+    reference = detection_map(dets, gt_boxes, gt_labels, image_size=64, backend="pycocotools")
+    assert fast == pytest.approx(reference, abs=1e-12)
+    assert 0 < fast["map"] < fast["map50"] <= 1  # not a trivial case
+
+
+def test_detection_map_argument_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown backend 'torch'"):
+        detection_map(_perfect(), GT_BOXES, GT_LABELS, image_size=128, backend="torch")
+    bad = [(GT_BOXES[0], np.ones(2), np.array([0, -1])), _perfect()[1]]
+    with pytest.raises(DataError, match="image 0: labels must be category indices >= 0"):
+        detection_map(bad, GT_BOXES, GT_LABELS, image_size=128)
