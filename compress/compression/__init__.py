@@ -1,0 +1,12 @@
+"""compress.compression: structured pruning (Torch-Pruning) and quantization / palettization schemes.
+
+``prune(model, PruneSpec(...))`` shrinks a ``MultiTaskNet``'s expanded channels and returns a plain
+``MultiTaskNet`` again; ``simulate(model, scheme)`` returns a copy whose weights are exactly what the Core ML
+artifact written by ``compress.export.export_coreml`` holds for that scheme.
+"""
+
+from __future__ import annotations
+
+from compress.compression.pruning import PruneSpec, kept_channels, prune, pruned_spec
+
+__all__ = ["PruneSpec", "kept_channels", "prune", "pruned_spec"]

@@ -1,0 +1,340 @@
+"""Quantization schemes, simulated in torch with exactly the math of the shipped Core ML artifact.
+
+Scheme names (shared by every room): ``fp32``, ``fp16``, ``int8`` (weight-only, per-output-channel
+symmetric), ``pal2``/``pal4``/``pal6``/``pal8`` (k-means palettization, one LUT per tensor), ``palN-gK``
+(one LUT per group of K output channels) and ``w8a8`` (int8 weights and int8 per-tensor activations).
+
+``simulate(model, scheme)`` returns a copy of the model whose weights are what the exported ML Program holds:
+
+1. BatchNorm is folded into the preceding conv (coremltools fuses conv + BN during conversion too; folding
+   first means the weights that get compressed are the same tensors on both sides).
+2. Every float parameter and buffer is rounded to float16 (the ML Program stores fp16 weights); ``fp32``
+   skips this step.
+3. Weight compression of every Conv2d / Linear weight with more than ``WEIGHT_THRESHOLD`` elements (the
+   exporter passes the same threshold to coremltools explicitly; smaller tensors stay fp16 on both sides):
+   - ``int8``/``w8a8``: coremltools' ``linear_symmetric`` rule, reproduced in numpy float16 arithmetic:
+     ``scale = fp16(2 * max|w| / 254)`` per output channel, ``q = clip(round(fp16(w / scale)), -127, 127)``,
+     weight ``fp16(q * scale)``. The exporter lets coremltools quantize the same fp16 weights.
+   - ``palN``/``palN-gK``: weighted 1-D k-means (Lloyd, quantile initialisation) over the distinct fp16
+     values of the tensor (or of each group of K output channels), LUT rounded to fp16, each weight mapped
+     to its nearest LUT entry. The exporter stores exactly these values and indices as a
+     ``constexpr_lut_to_dense`` LUT, so simulation and artifact agree bit for bit. Grouped palettization
+     skips a tensor whose output channels are not a multiple of K (as coremltools does).
+4. ``w8a8`` also quantizes activations: an ``ActQuant`` (int8, per-tensor affine) in front of every Conv2d
+   and Linear, its range the mean over calibration batches of each batch's min / max (the MinMax
+   statistics NNCF's post-training quantization uses by default). ``ActQuant`` traces to ``quantize`` /
+   ``dequantize`` ops, which the Core ML ML Program (iOS 17+) keeps.
+
+Activations of the other schemes are simulated in float32 (the device computes in fp16; the difference is
+the usual fp16 rounding noise and is not modelled).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import ConfigError
+
+__all__ = [
+    "WEIGHT_THRESHOLD",
+    "ActQuant",
+    "QuantScheme",
+    "compressed_layers",
+    "fold_batchnorm",
+    "kmeans_lut",
+    "quantize_int8",
+    "simulate",
+]
+
+WEIGHT_THRESHOLD = 2048
+"""A weight tensor is compressed only when it has more elements than this (coremltools' default, made
+explicit: the exporter passes it to coremltools and the simulation applies the same rule)."""
+
+PALETTE_BITS = (2, 4, 6, 8)
+_PATTERN = re.compile(r"^(fp32|fp16|int8|w8a8|pal(\d+)(?:-g(\d+))?)$")
+_FORMS = "fp32, fp16, int8, pal2, pal4, pal6, pal8, palN-gK (e.g. pal4-g16), w8a8"
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """A parsed scheme name; build one with ``QuantScheme.parse("pal4-g16")``."""
+
+    name: str
+    kind: str
+    """``"float"`` (fp32/fp16), ``"linear"`` (int8), ``"palette"`` (palN[-gK]) or ``"w8a8"``."""
+    weight_bits: int
+    group_size: int | None = None
+    activation_bits: int | None = None
+
+    @classmethod
+    def parse(cls, name: str | QuantScheme) -> QuantScheme:
+        """Parse a scheme name; a bad one raises ConfigError listing the valid forms."""
+        if isinstance(name, QuantScheme):
+            return name
+        text = str(name).strip().lower()
+        m = _PATTERN.match(text)
+        if m is None:
+            raise ConfigError(f"unknown quantization scheme {name!r}; valid: {_FORMS}")
+        if text in ("fp32", "fp16"):
+            return cls(text, "float", int(text[2:]))
+        if text == "int8":
+            return cls(text, "linear", 8)
+        if text == "w8a8":
+            return cls(text, "w8a8", 8, activation_bits=8)
+        bits, group = int(m.group(2)), m.group(3)
+        if bits not in PALETTE_BITS:
+            raise ConfigError(
+                f"palettization width in {name!r} must be one of {PALETTE_BITS}; valid: {_FORMS}"
+            )
+        if group is not None and not 1 <= int(group) <= 4096:
+            raise ConfigError(f"group size in {name!r} must lie in [1, 4096], but got {group}")
+        return cls(text, "palette", bits, None if group is None else int(group))
+
+    @property
+    def min_ios(self) -> int:
+        """Minimum iOS deployment target of the artifact: 16; 17 for w8a8; 18 for grouped palettes."""
+        if self.kind == "w8a8":
+            return 17
+        if self.kind == "palette" and self.group_size is not None:
+            return 18
+        return 16
+
+    @property
+    def compresses_weights(self) -> bool:
+        return self.kind in ("linear", "palette", "w8a8")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# -- BN folding and fp16 -------------------------------------------------------------------------------------
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d inside an ``nn.Sequential`` (in place).
+
+    The BN is replaced by ``nn.Identity`` and the conv gains the folded bias; returns ``model``.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                seq._modules[b] = nn.Identity()
+    return model
+
+
+def _round_fp16(model: nn.Module) -> None:
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+
+
+# -- which layers ------------------------------------------------------------------------------------------
+def compressed_layers(model: nn.Module, scheme: str | QuantScheme) -> list[str]:
+    """Names of the Conv2d/Linear modules whose weights ``scheme`` compresses (the exporter's rule too)."""
+    qs = QuantScheme.parse(scheme)
+    if not qs.compresses_weights:
+        return []
+    out = []
+    for name, m in model.named_modules():
+        if (
+            isinstance(m, nn.Conv2d | nn.Linear)
+            and m.weight.dim() > 1
+            and m.weight.numel() > WEIGHT_THRESHOLD
+        ):
+            if qs.group_size is not None and m.weight.shape[0] % qs.group_size:
+                continue
+            out.append(name)
+    return out
+
+
+# -- weight math -------------------------------------------------------------------------------------------
+def quantize_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """coremltools' per-output-channel ``linear_symmetric`` int8 rule on float16 weights.
+
+    Returns ``(q int8 [same shape], scale float16 [C_out])``; the dequantized weight is ``fp16(q * scale)``.
+    """
+    w = np.asarray(weight, dtype=np.float16)
+    axes = tuple(range(1, w.ndim))
+    max_abs = np.maximum(
+        np.abs(np.amin(w, axis=axes, keepdims=True)), np.abs(np.amax(w, axis=axes, keepdims=True))
+    )
+    scale = (max_abs - (-max_abs)) / np.float16(254)
+    scale = np.where(scale == 0, np.float16(1), scale).astype(np.float16)  # all-zero channel: q = 0 anyway
+    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    return q, scale.reshape(-1)
+
+
+def _dequant_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    shape = (-1,) + (1,) * (q.ndim - 1)
+    return (q.astype(np.float32) * scale.astype(np.float32).reshape(shape)).astype(np.float16)
+
+
+def kmeans_lut(values: np.ndarray, nbits: int, *, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Palettize ``values`` to ``2**nbits`` levels: ``(lut float16 [2**nbits], indices uint8 [values.size])``.
+
+    Weighted 1-D k-means over the distinct float16 values (at most 65,536, so the cost does not grow with
+    the tensor size), quantile initialisation, Lloyd iterations until assignments settle; the LUT is rounded
+    to float16 and each value is mapped to its nearest LUT entry. Fewer distinct values than levels: the
+    LUT holds them exactly (padded with repeats of the last).
+    """
+    flat = np.asarray(values, dtype=np.float16).reshape(-1).astype(np.float32)
+    k = 1 << nbits
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if len(uniq) <= k:
+        lut = np.concatenate([uniq, np.full(k - len(uniq), uniq[-1], np.float32)]).astype(np.float16)
+        return lut, inverse.astype(np.uint8)
+    w = counts.astype(np.float64)
+    cum = np.cumsum(w)
+    centres = uniq[np.searchsorted(cum, (np.arange(k) + 0.5) / k * cum[-1])].astype(np.float64)
+    centres = np.unique(centres)
+    if len(centres) < k:  # heavy ties: spread the remaining centres evenly over the range
+        extra = np.linspace(uniq[0], uniq[-1], k - len(centres) + 2)[1:-1]
+        centres = np.sort(np.concatenate([centres, extra]))
+    assign = None
+    for _ in range(iterations):
+        new = np.searchsorted((centres[1:] + centres[:-1]) / 2, uniq)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        mass = np.bincount(assign, weights=w, minlength=k)
+        sums = np.bincount(assign, weights=w * uniq, minlength=k)
+        centres = np.where(mass > 0, sums / np.maximum(mass, 1e-300), centres)
+        centres = np.sort(centres)
+    lut = np.sort(centres.astype(np.float16))
+    lut32 = lut.astype(np.float32)
+    nearest = np.searchsorted((lut32[1:] + lut32[:-1]) / 2, uniq)
+    return lut, nearest[inverse].astype(np.uint8)
+
+
+def _palettize(weight: np.ndarray, nbits: int, group_size: int | None) -> np.ndarray:
+    w = np.asarray(weight, dtype=np.float16)
+    groups = [w] if group_size is None else np.split(w, w.shape[0] // group_size, axis=0)
+    parts = []
+    for g in groups:
+        lut, idx = kmeans_lut(g, nbits)
+        parts.append(lut[idx].reshape(g.shape))
+    return np.concatenate(parts, axis=0)
+
+
+def _compress_weights(model: nn.Module, qs: QuantScheme) -> None:
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name in compressed_layers(model, qs):
+            weight = modules[name].weight
+            w16 = weight.detach().cpu().numpy().astype(np.float16)
+            if qs.kind == "palette":
+                new = _palettize(w16, qs.weight_bits, qs.group_size)
+            else:
+                new = _dequant_int8(*quantize_int8(w16))
+            weight.copy_(torch.from_numpy(new.astype(np.float32)).reshape(weight.shape))
+
+
+# -- activations (w8a8) ------------------------------------------------------------------------------------
+class ActQuant(nn.Module):
+    """Per-tensor affine int8 fake quantization of an activation (``quantize`` then ``dequantize``).
+
+    Before calibration (``observing`` true) it records each batch's min / max and passes data through.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("zero_point", torch.zeros((), dtype=torch.int64))
+        self.observing = True
+        self._mins: list[float] = []
+        self._maxs: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            self._mins.append(float(x.detach().min()))
+            self._maxs.append(float(x.detach().max()))
+            return x
+        q = torch.quantize_per_tensor(x, float(self.scale), int(self.zero_point), torch.qint8)
+        return q.dequantize()
+
+    def finish(self) -> None:
+        """Fix scale and zero point from the recorded ranges (mean of per-batch min / max, 0 included)."""
+        if not self._mins:
+            raise ConfigError("w8a8 calibration saw no data for an activation; give calibration images")
+        lo = min(0.0, float(np.mean(self._mins)))
+        hi = max(0.0, float(np.mean(self._maxs)))
+        scale = max(hi - lo, 1e-8) / 255.0
+        scale = float(np.float32(np.float16(scale))) or scale  # the ML Program stores the scale in fp16
+        zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+        self.scale.fill_(scale)
+        self.zero_point.fill_(zp)
+        self.observing = False
+        self._mins, self._maxs = [], []
+
+    def extra_repr(self) -> str:
+        return f"scale={float(self.scale):.3g}, zero_point={int(self.zero_point)}"
+
+
+def _insert_act_quant(model: nn.Module) -> list[ActQuant]:
+    inserted = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d | nn.Linear):
+                aq = ActQuant()
+                setattr(parent, name, nn.Sequential(aq, child))
+                inserted.append(aq)
+    return inserted
+
+
+def _calibration_batches(calibration: object, batch_size: int = 32) -> Iterable[torch.Tensor]:
+    if calibration is None:
+        raise ConfigError("scheme 'w8a8' needs calibration images to set activation ranges (calibration=...)")
+    images = calibration["images"] if isinstance(calibration, Mapping) else calibration
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ConfigError(
+                f"calibration images must be a tensor [N, 3, R, R], but got {tuple(images.shape)}"
+            )
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    return [b["images"] if isinstance(b, Mapping) else b for b in images]  # an iterable of batches
+
+
+def _calibrate(model: nn.Module, quants: list[ActQuant], calibration: object) -> None:
+    with torch.no_grad():
+        for batch in _calibration_batches(calibration):
+            model(batch)
+    for aq in quants:
+        aq.finish()
+
+
+# -- public entry point ------------------------------------------------------------------------------------
+def simulate(
+    model: nn.Module,
+    scheme: str | QuantScheme,
+    *,
+    calibration: object = None,
+    compress_weights: bool = True,
+) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose weights are what the Core ML artifact for ``scheme`` holds.
+
+    ``calibration`` (images [N, 3, R, R] in [0, 1] or uint8, a batch dict, or an iterable of image batches)
+    is required for ``w8a8``. ``compress_weights=False`` stops after BN folding, fp16 rounding and activation
+    quantization (what the exporter hands to coremltools for ``int8``/``w8a8``). The copy keeps ``spec``.
+    """
+    qs = QuantScheme.parse(scheme)
+    sim = fold_batchnorm(copy.deepcopy(model).eval())
+    if qs.name != "fp32":
+        _round_fp16(sim)
+    if compress_weights and qs.compresses_weights:
+        _compress_weights(sim, qs)
+    if qs.kind == "w8a8":
+        quants = _insert_act_quant(sim)
+        _calibrate(sim, quants, calibration)
+    return sim.eval()

@@ -1,0 +1,363 @@
+"""Deployable artifacts: Core ML ML Program packages and ONNX files (the only module importing coremltools).
+
+``export_coreml`` writes what ``compress.compression.simulate`` scored: the model is first turned into its
+simulated form (BN folded, fp16 weights, palettized weights, activation quantizers for ``w8a8``), then traced
+and converted, and the weight compression is applied by coremltools with the same rules:
+
+- ``int8`` / ``w8a8``: coremltools' ``linear_symmetric`` per-channel int8 quantizer on the same fp16 weights
+  (the simulation reproduces its arithmetic) -> ``constexpr_affine_dequantize`` ops;
+- ``palN`` / ``palN-gK``: the already-palettized weights are stored as a look-up table of exactly their
+  distinct values (``N`` bits, one LUT per tensor or per group of K output channels) ->
+  ``constexpr_lut_to_dense`` ops; equality with the simulation is exact by construction;
+- both with ``weight_threshold=WEIGHT_THRESHOLD``, the rule ``simulate`` applies; after compressing, the
+  exporter checks that coremltools compressed exactly the tensors the simulation did (``RunError`` if not).
+
+The package has one image input ``image`` (RGB, pixel values scaled by 1/255 so the model's own
+normalisation applies), one output per head output (``tags``, ``det_heatmap``, ``det_box``, ``saliency``) and
+metadata: ``compress.arch_spec`` (ArchSpec JSON), ``compress.scheme`` and anything passed in ``metadata``
+(e.g. predicted per-device latency), JSON-encoded unless it is a string. Running the package needs macOS;
+on Linux conversion and compression work and the model is not loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.compression.quant import WEIGHT_THRESHOLD, QuantScheme, compressed_layers, simulate
+from compress.errors import ConfigError, RunError
+
+__all__ = [
+    "OUTPUT_KEYS",
+    "CoreMLWeight",
+    "export_coreml",
+    "export_onnx",
+    "output_keys",
+    "package_size_mb",
+    "read_coreml_weights",
+]
+
+OUTPUT_KEYS = ("tags", "det_heatmap", "det_box", "saliency")
+INPUT_NAME = "image"
+_WRAPPED = "model"
+"""Attribute name of the wrapped model: Core ML const names start with ``model_``."""
+
+
+class _TupleOutputs(nn.Module):
+    """Wraps a dict-returning model so that it returns a tuple in a fixed key order (tracing needs it)."""
+
+    def __init__(self, model: nn.Module, keys: tuple[str, ...]) -> None:
+        super().__init__()
+        setattr(self, _WRAPPED, model)
+        self.keys = keys
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = getattr(self, _WRAPPED)(x)
+        return tuple(out[k] for k in self.keys)
+
+
+def _resolution(model: nn.Module, resolution: int | None) -> int:
+    if resolution is not None:
+        return int(resolution)
+    spec = getattr(model, "spec", None)
+    if spec is None or not hasattr(spec, "resolution"):
+        raise ConfigError("the model has no ArchSpec .spec; pass resolution=... to export it")
+    return int(spec.resolution)
+
+
+def output_keys(model: nn.Module, *, resolution: int | None = None) -> tuple[str, ...]:
+    """The model's head output keys in export order; ConfigError for a model without the expected heads."""
+    res = _resolution(model, resolution)
+    was_training = model.training
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 3, res, res))
+    model.train(was_training)
+    if not isinstance(out, Mapping):
+        raise ConfigError(
+            f"export needs a model whose forward returns a dict of head outputs ({', '.join(OUTPUT_KEYS)}), "
+            f"but it returned {type(out).__name__}"
+        )
+    unknown = sorted(set(out) - set(OUTPUT_KEYS))
+    if unknown or not out:
+        raise ConfigError(
+            f"model outputs {sorted(out)}; expected head outputs among {', '.join(OUTPUT_KEYS)}"
+        )
+    spec = getattr(model, "spec", None)
+    if spec is not None and hasattr(spec, "heads"):
+        from compress.model.heads import HEAD_OUTPUTS
+
+        want = {k for h in spec.heads for k in HEAD_OUTPUTS[h.task]}
+        if want != set(out):
+            raise ConfigError(
+                f"model outputs {sorted(out)} but its spec's heads "
+                f"({', '.join(h.task for h in spec.heads)}) need {sorted(want)}"
+            )
+    return tuple(k for k in OUTPUT_KEYS if k in out)
+
+
+def _quiet_coremltools() -> None:
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
+def _convert(model: nn.Module, keys: tuple[str, ...], res: int, qs: QuantScheme) -> Any:
+    import coremltools as ct
+
+    _quiet_coremltools()
+    wrapped = _TupleOutputs(model, keys).eval()
+    example = torch.rand(1, 3, res, res)
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, example, strict=False)
+    target = {16: ct.target.iOS16, 17: ct.target.iOS17, 18: ct.target.iOS18}[qs.min_ios]
+    precision = ct.precision.FLOAT32 if qs.name == "fp32" else ct.precision.FLOAT16
+    return ct.convert(
+        traced,
+        inputs=[
+            ct.ImageType(
+                name=INPUT_NAME, shape=(1, 3, res, res), scale=1 / 255.0, color_layout=ct.colorlayout.RGB
+            )
+        ],
+        outputs=[ct.TensorType(name=k) for k in keys],
+        convert_to="mlprogram",
+        minimum_deployment_target=target,
+        compute_precision=precision,
+        skip_model_load=True,
+    )
+
+
+def _unique_lut(nbits: int) -> Any:
+    """A coremltools ``lut_function`` storing a tensor's (already palettized) distinct values as its LUT."""
+
+    def lut_function(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values, indices = np.unique(weight.reshape(-1), return_inverse=True)
+        if len(values) > 1 << nbits:
+            raise RunError(
+                f"a weight to palettize at {nbits} bits has {len(values)} distinct values; the simulated "
+                "weights did not reach the exporter unchanged"
+            )
+        lut = np.concatenate([values, np.full((1 << nbits) - len(values), values[-1], values.dtype)])
+        return lut.astype(weight.dtype), indices.astype(np.uint8)
+
+    return lut_function
+
+
+def _compression_config(qs: QuantScheme) -> Any:
+    from coremltools.optimize import coreml as cto
+
+    if qs.kind in ("linear", "w8a8"):
+        op: Any = cto.OpLinearQuantizerConfig(
+            mode="linear_symmetric",
+            dtype="int8",
+            granularity="per_channel",
+            weight_threshold=WEIGHT_THRESHOLD,
+        )
+    else:
+        op = cto.OpPalettizerConfig(
+            mode="custom",
+            lut_function=_unique_lut(qs.weight_bits),
+            granularity="per_tensor" if qs.group_size is None else "per_grouped_channel",
+            group_size=qs.group_size or 32,
+            weight_threshold=WEIGHT_THRESHOLD,
+        )
+    return cto.OptimizationConfig(global_config=op)
+
+
+def _compress(mlmodel: Any, qs: QuantScheme) -> Any:
+    """Apply the scheme's coremltools weight compression (public ``coremltools.optimize.coreml`` API)."""
+    from coremltools.optimize import coreml as cto
+
+    if not qs.compresses_weights:
+        return mlmodel
+    if qs.kind == "palette":
+        return cto.palettize_weights(mlmodel, _compression_config(qs))
+    return cto.linear_quantize_weights(mlmodel, _compression_config(qs))
+
+
+def _metadata(
+    mlmodel: Any, model: nn.Module, qs: QuantScheme, keys: tuple[str, ...], metadata: Mapping[str, Any] | None
+) -> None:
+    from compress import __version__
+
+    meta = mlmodel.user_defined_metadata
+    spec = getattr(model, "spec", None)
+    if spec is not None and hasattr(spec, "to_json"):
+        meta["compress.arch_spec"] = spec.to_json()
+    meta["compress.scheme"] = qs.name
+    meta["compress.version"] = __version__
+    for key, value in (metadata or {}).items():
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    mlmodel.short_description = f"Multi-task MobileNetV3 ({', '.join(keys)}), weights {qs.name}"
+    mlmodel.input_description[INPUT_NAME] = "RGB image; pixel values 0-255 (scaled by 1/255 inside)"
+
+
+def _package_path(path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    return out if out.suffix == ".mlpackage" else out.with_name(out.name + ".mlpackage")
+
+
+def export_coreml(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    scheme: str | QuantScheme = "fp16",
+    metadata: Mapping[str, Any] | None = None,
+    calibration: Any = None,
+    resolution: int | None = None,
+) -> Path:
+    """Write ``model`` as a Core ML ML Program package compressed with ``scheme``; return its path.
+
+    ``path`` gets a ``.mlpackage`` suffix if it has none; an existing package there is replaced.
+    ``calibration`` images are needed for ``w8a8`` (activation ranges). ``resolution`` defaults to the
+    model's ``spec.resolution``. Minimum deployment target: iOS 16; iOS 17 for ``w8a8`` (activation
+    quantization); iOS 18 for grouped palettization (``palN-gK``).
+    """
+    qs = QuantScheme.parse(scheme)
+    res = _resolution(model, resolution)
+    keys = output_keys(model, resolution=res)
+    base = simulate(model, qs, calibration=calibration, compress_weights=qs.kind == "palette")
+    expected = len(compressed_layers(simulate(model, "fp16"), qs))
+    mlmodel = _compress(_convert(base, keys, res, qs), qs)
+    got = _count_compressed(mlmodel)
+    if got != expected:
+        raise RunError(
+            f"coremltools compressed {got} weight tensors but the {qs.name} simulation "
+            f"compressed {expected}; "
+            "the artifact would not match the scored model"
+        )
+    _metadata(mlmodel, model, qs, keys, metadata)
+    out = _package_path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    mlmodel.save(str(out))
+    return out
+
+
+def _count_compressed(mlmodel: Any) -> int:
+    prog = mlmodel._mil_program if mlmodel._mil_program is not None else _mil_program(mlmodel)
+    return sum(1 for op in _ops(prog) if op.op_type.startswith("constexpr_"))
+
+
+# -- reading an artifact back -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CoreMLWeight:
+    """A weight as stored in an ML Program: its dense value and how it is stored."""
+
+    name: str
+    value: np.ndarray
+    storage: str
+    """``"const"`` (plain fp16/fp32), ``"lut"`` (palettized) or ``"affine"`` (linear quantized)."""
+    nbits: int
+    consumer: str
+    """Op type that reads it (``conv``, ``linear``, ...)."""
+
+
+def _mil_program(mlmodel: Any) -> Any:
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+    from coremltools.models import utils as model_utils
+
+    spec = mlmodel.get_spec()
+    return model_utils._convert_model_spec_to_pymil_prog(mlmodel, spec.specificationVersion, milproto_load)
+
+
+def _ops(prog: Any) -> list[Any]:
+    return [op for f in prog.functions.values() for op in f.operations]
+
+
+def _stored_name(op: Any) -> str:
+    for suffix in ("_palettized", "_quantized"):
+        if op.name.endswith(suffix):
+            return op.name[: -len(suffix)]
+    return op.name
+
+
+def read_coreml_weights(
+    path_or_model: str | os.PathLike[str] | Any, *, min_size: int = 10
+) -> dict[str, CoreMLWeight]:
+    """The weights an ML Program stores, decompressed, keyed by their Core ML const name.
+
+    Only tensors of rank >= 2 with at least ``min_size`` elements that feed a compute op (conv, linear,
+    matmul) are returned. Names follow the traced module paths (``model_stem_0_weight_to_fp16``).
+    """
+    import coremltools as ct
+
+    _quiet_coremltools()
+    mlmodel = path_or_model
+    if isinstance(path_or_model, str | os.PathLike):
+        mlmodel = ct.models.MLModel(str(path_or_model), skip_model_load=True)
+    out: dict[str, CoreMLWeight] = {}
+    for op in _ops(_mil_program(mlmodel)):
+        if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+            consumers = [c for c in op.outputs[0].child_ops if not c.op_type.startswith("constexpr_")]
+            if not consumers or consumers[0].op_type not in ("conv", "linear", "matmul"):
+                continue
+            value = op.outputs[0].val if op.op_type == "const" else op.materialized_val_inference()
+            value = np.asarray(value)
+            if value.ndim < 2 or value.size < min_size:
+                continue
+            storage, nbits = _storage(op, value)
+            name = _stored_name(op)
+            out[name] = CoreMLWeight(name, value, storage, nbits, consumers[0].op_type)
+    return out
+
+
+def _storage(op: Any, value: np.ndarray) -> tuple[str, int]:
+    if op.op_type == "const":
+        return "const", value.dtype.itemsize * 8
+    if "lut" in op.op_type:
+        lut = op.lut.val
+        entries = lut.shape[-1] if op.op_type == "constexpr_lut_to_dense" and lut.ndim == 1 else lut.shape[-2]
+        return "lut", int(np.log2(entries))
+    return "affine", 8
+
+
+# -- ONNX and sizes ---------------------------------------------------------------------------------------
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike[str], *, opset: int = 17, resolution: int | None = None
+) -> Path:
+    """Write ``model`` as ONNX (input ``image`` float [B, 3, R, R] in [0, 1], one named output per head).
+
+    The batch dimension is dynamic; the file is checked with ``onnx.checker``. ``opset`` must be >= 17.
+    """
+    import onnx
+
+    if not isinstance(opset, int) or opset < 17:
+        raise ConfigError(f"ONNX opset must be an int >= 17, but got {opset!r}")
+    res = _resolution(model, resolution)
+    keys = output_keys(model, resolution=res)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = _TupleOutputs(model, keys).eval()
+    dynamic = {INPUT_NAME: {0: "batch"}, **{k: {0: "batch"} for k in keys}}
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapped,
+            (torch.rand(1, 3, res, res),),
+            str(out),
+            input_names=[INPUT_NAME],
+            output_names=list(keys),
+            opset_version=opset,
+            dynamic_axes=dynamic,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(out))
+    return out
+
+
+def package_size_mb(path: str | os.PathLike[str]) -> float:
+    """On-disk size of a package directory (all files in it) or a single file, in MB (10^6 bytes)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"no file or package at {str(p)!r}")
+    if p.is_file():
+        return p.stat().st_size / 1e6
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1e6
