@@ -2,9 +2,9 @@
 
 Talks to the browser over the DevTools protocol on a pipe (``--remote-debugging-pipe``: fd 3 in, fd 4 out,
 one JSON message per NUL-terminated chunk), so it needs only the standard library. Used by
-``tests/reports/test_browser.py`` and runnable by hand or from a nox session::
+``tests/reports/test_reports_browser.py`` and runnable by hand or from a nox session::
 
-    python tests/reports/browser_check.py runs/demo/report.html --screenshot /tmp/pareto.png
+    python tests/reports/report_browser.py runs/demo/report.html --screenshot /tmp/pareto.png
 """
 
 from __future__ import annotations
@@ -181,9 +181,11 @@ def check_page(
     chromium: str | None = None,
     size: tuple[int, int] = (1280, 1600),
     timeout: float = 90.0,
+    render_wait: float = 15.0,
 ) -> PageCheck:
-    """Open ``path`` in headless Chromium, wait for the element to render, screenshot it, then evaluate
-    ``expressions`` (name -> JavaScript, after the screenshot) and return what was seen."""
+    """Open ``path`` in headless Chromium, wait (up to ``render_wait`` s) for a plotly plot to render in the
+    element, screenshot it, then evaluate ``expressions`` (name -> JavaScript, after the screenshot) and
+    return what was seen. ``timeout`` bounds the whole conversation with the browser."""
     binary = chromium or find_chromium()
     if binary is None:
         raise BrowserError("no chromium on PATH (apt-get install -y chromium, or set $CHROMIUM)")
@@ -195,7 +197,7 @@ def check_page(
         proc, write_fd, read_fd = _launch(binary, str(Path(tmp) / "profile"), size, log)
         pipe = _Pipe(write_fd, read_fd, time.monotonic() + timeout)
         try:
-            return _drive(pipe, url, element_id, expressions or {}, size, timeout)
+            return _drive(pipe, url, element_id, expressions or {}, size, render_wait)
         except BrowserError as exc:
             log.flush()
             tail = (Path(tmp) / "stderr.log").read_text(errors="replace")[-2000:]
@@ -205,7 +207,12 @@ def check_page(
 
 
 def _drive(
-    pipe: _Pipe, url: str, element_id: str, expressions: dict[str, str], size: tuple[int, int], timeout: float
+    pipe: _Pipe,
+    url: str,
+    element_id: str,
+    expressions: dict[str, str],
+    size: tuple[int, int],
+    render_wait: float,
 ) -> PageCheck:
     targets = pipe.call("Target.getTargets")["targetInfos"]
     page = next(t for t in targets if t["type"] == "page")
@@ -220,7 +227,7 @@ def _drive(
     pipe.call("Page.navigate", {"url": url}, session)
     pipe.wait_for("Page.loadEventFired")
     check = PageCheck()
-    if not _evaluate(pipe, session, _READY % (json.dumps(element_id), int(timeout * 500))):
+    if not _evaluate(pipe, session, _READY % (json.dumps(element_id), int(render_wait * 1000))):
         check.errors.append(f"no element with id {element_id!r} on the page")
     else:
         check.box = _evaluate(
