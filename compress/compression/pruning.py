@@ -248,7 +248,9 @@ def prune(
     pruned = MultiTaskNet(new_arch)
     pruned.load_state_dict(work.state_dict(), strict=True)
     if calibration is not None and recalibrate and not spec.is_identity:
-        _recalibrate(pruned, _images(calibration))
+        from compress.model import recalibrate_bn
+
+        recalibrate_bn(pruned, _images(calibration))
     if finetune is not None:
         finetune(pruned)
     return pruned.train(model.training)
@@ -261,30 +263,3 @@ def _importance(name: str, model: nn.Module, calibration: Calibration | None, re
         _taylor_gradients(model, calibration, res)
         return tp.importance.GroupTaylorImportance()
     return tp.importance.GroupMagnitudeImportance(p=2)
-
-
-def _recalibrate(model: nn.Module, images: torch.Tensor) -> None:
-    from compress import model as model_pkg
-
-    recalibrate = getattr(model_pkg, "recalibrate_bn", None)
-    if recalibrate is not None:
-        recalibrate(model, images)
-        return
-    _recalibrate_bn_local(model, images)
-
-
-def _recalibrate_bn_local(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> None:
-    """Re-estimate BN running statistics (cumulative average) with forward passes in train mode."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum) for m in bns]
-    was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size])
-    for m, momentum in saved:
-        m.momentum = momentum
-    model.train(was_training)
