@@ -1,0 +1,33 @@
+"""``compress train``: train (or reuse, or resume) the elastic supernet of the default space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def train_cmd(
+    data: Annotated[str, typer.Option(help="'builtin' (generated scenes) or 'coco:PATH'.")] = "builtin",
+    out: Annotated[Path, typer.Option(help="Run directory; the supernet goes to OUT/supernet.pt.")] = Path(
+        "runs/train"
+    ),
+    steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 600,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    resolution: Annotated[int, typer.Option(help="Training resolution (pixels).")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,
+    grad_checkpoint: Annotated[bool, typer.Option(help="Gradient checkpointing (GPU memory).")] = False,
+) -> None:
+    """Train the supernet: sandwich rule + in-place distillation, then heads on the frozen backbone."""
+    from compress.training import TrainConfig, train
+
+    config = TrainConfig(
+        steps=steps, batch_size=batch_size, resolution=resolution, lr=lr, seed=seed, amp=amp,
+        grad_checkpoint=grad_checkpoint,
+    )
+    result = train(data=data, out=out, config=config)
+    verb = "reused" if result.reused else f"trained in {result.seconds / 60:.1f} min ({result.images_per_second:.0f} img/s)"
+    typer.echo(f"supernet {verb}: {result.path}")

@@ -1,0 +1,374 @@
+"""Training: the elastic supernet (sandwich rule + in-place distillation), then its heads on a frozen backbone.
+
+Recipe (``train_supernet``), sized so the defaults finish in a few minutes on 2 CPU cores:
+
+1. **Joint phase** (``TrainConfig.joint_fraction`` of the steps). Each step runs the *sandwich*: the largest
+   subnet learns from the labels; the smallest and ``num_random`` random subnets (random widths, depths,
+   kernels, expansions, resolutions and branch points) learn from the labels *and* from the largest subnet's
+   detached outputs (in-place distillation, BigNAS/OFA style: soft-target BCE on tag logits, heatmaps and
+   saliency). Gradients of all subnets accumulate into the shared weights before one optimizer step. Every
+   subnet sees the batch at its own resolution, capped at ``TrainConfig.resolution`` (images resized on the
+   fly from the cached training resolution; boxes scaled with them). Like ANSA, which stored its training
+   photos downsized, we train at a low resolution and evaluate every candidate at its own: the network is
+   fully convolutional, and quality is always measured at the resolution that is costed.
+2. **Head phase** (the rest). As ANSA trains its task heads on a frozen backbone, the backbone (stem and
+   stages) is frozen and only the heads train, at *every* allowed branch point: each step samples the sandwich
+   subnets, and for each one every branch choice of every head is trained on the same frozen features.
+
+AdamW with a cosine schedule and warm-up; BN statistics are not meaningful for subnets after training, so every
+extracted model is BN-recalibrated before it is evaluated (``compress.model.recalibrate_bn``).
+
+The run is checkpointed atomically every ``checkpoint_every`` steps and resumes from its last checkpoint; the
+finished supernet is reused when its config hash (space, data, recipe) matches. Under ``torchrun`` (WORLD_SIZE
+> 1) each rank trains on its shard of every batch and gradients are averaged with ``torch.distributed``
+all-reduce (gloo on CPU, NCCL on GPU); every rank samples the same subnets (shared seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from compress.errors import ConfigError, RunError
+
+__all__ = ["TrainConfig", "TrainResult", "load_supernet", "resize_batch", "train_supernet"]
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Supernet training recipe. ``steps`` counts optimizer steps over both phases."""
+
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 30
+    joint_fraction: float = 0.75
+    num_random: int = 2
+    distill_weight: float = 1.0
+    checkpoint_every: int = 50
+    resolution: int = 128
+    seed: int = 0
+    amp: bool = False
+    grad_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, but got {self.steps}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2, but got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr must lie in (0, 1), but got {self.lr}")
+        if not 0 <= self.joint_fraction <= 1:
+            raise ConfigError(f"joint_fraction must lie in [0, 1], but got {self.joint_fraction}")
+        if not 32 <= self.resolution <= 1024:
+            raise ConfigError(f"training resolution must lie in [32, 1024], but got {self.resolution}")
+        if self.num_random < 0:
+            raise ConfigError(f"num_random must be >= 0, but got {self.num_random}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What ``train_supernet`` returns: the trained supernet, its file and how the training went."""
+
+    supernet: Any
+    path: Path
+    config_hash: str
+    reused: bool
+    seconds: float
+    images_per_second: float
+    history: list[dict[str, float]]
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def config_hash(space: Any, data_key: str, config: TrainConfig) -> str:
+    """Hash of everything that determines the trained weights (not of AMP/checkpointing switches)."""
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("amp", "grad_checkpoint", "checkpoint_every")}
+    blob = json.dumps({"format": FORMAT, "space": space.to_dict(), "data": data_key, "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resize_batch(batch: dict[str, torch.Tensor], resolution: int) -> dict[str, torch.Tensor]:
+    """The batch at ``resolution``: images bilinear, saliency masks nearest, boxes scaled."""
+    size = batch["images"].shape[-1]
+    if size == resolution:
+        return batch
+    scale = resolution / size
+    out = dict(batch)
+    out["images"] = F.interpolate(batch["images"], size=(resolution, resolution), mode="bilinear", align_corners=False)
+    out["saliency"] = F.interpolate(batch["saliency"].float(), size=(resolution, resolution), mode="nearest")
+    out["boxes"] = batch["boxes"] * scale
+    return out
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
+def _lr_at(step: int, config: TrainConfig, total: int) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    t = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
+    while True:
+        perm = torch.randperm(n, generator=rng)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _head_variants(space: Any, spec: Any) -> list[Any]:
+    """``spec`` with each head moved through its allowed branch points (head phase: all of them)."""
+    choices = {h.task: list(h.branches) for h in space.heads}
+    rounds = max(len(c) for c in choices.values())
+    variants = []
+    for i in range(rounds):
+        heads = tuple(dataclasses.replace(h, branch=choices[h.task][i % len(choices[h.task])]) for h in spec.heads)
+        variants.append(dataclasses.replace(spec, heads=heads))
+    return variants
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+def train_supernet(
+    space: Any,
+    train_data: Any,
+    out: str | Path,
+    *,
+    config: TrainConfig = TrainConfig(),
+    data_key: str = "",
+    progress: bool = True,
+    supernet: Any = None,
+) -> TrainResult:
+    """Train (or reuse, or resume) the supernet of ``space`` on ``train_data`` and save it to ``out``.
+
+    ``out`` is the supernet file (``runs/NAME/supernet.pt``); ``out`` + ``.ckpt`` holds the resumable state.
+    A finished file whose config hash matches is loaded instead of training again (``reused=True``).
+    """
+    from compress.model import Supernet, distillation_loss, multitask_loss
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    key = config_hash(space, data_key, config)
+    if out.exists():
+        try:
+            net, meta = load_supernet(out, with_meta=True)
+        except RunError:
+            net, meta = None, {}
+        if net is not None and meta.get("config_hash") == key:
+            return TrainResult(net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", []))
+
+    rank, world = _dist()
+    torch.manual_seed(config.seed)
+    net = supernet if supernet is not None else Supernet(space)
+    device = torch.device("cuda" if torch.cuda.is_available() and (config.amp or world > 1) else "cpu")
+    net.to(device)
+    if config.grad_checkpoint and hasattr(net, "grad_checkpoint"):
+        net.grad_checkpoint = True
+    backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
+    heads = [p for n, p in net.named_parameters() if n.startswith("heads")]
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step, history = 0, []
+    ckpt = out.with_name(out.name + ".ckpt")
+    sample_rng = random.Random(config.seed)
+    data_rng = torch.Generator().manual_seed(config.seed)
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state.get("config_hash") == key:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, history = int(state["step"]), list(state["history"])
+            sample_rng.setstate(_tuple(state["sample_rng"]))
+            data_rng.set_state(state["data_rng"])
+    joint_steps = int(round(config.steps * config.joint_fraction))
+    batches = _batches(len(train_data), config.batch_size, data_rng)
+    shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
+    autocast = torch.autocast(device.type, enabled=config.amp and device.type == "cuda")
+    bar = _progress(progress and rank == 0, config.steps, step)
+    start, images = time.perf_counter(), 0
+    net.train()
+    while step < config.steps:
+        joint = step < joint_steps
+        for p in backbone:
+            p.requires_grad_(joint)
+        batch = {k: v[shard].to(device) for k, v in train_data.batch(next(batches)).items()}
+        specs = [space.largest(), space.smallest()] + [space.sample(sample_rng) for _ in range(config.num_random)]
+        for g in optimizer.param_groups:
+            g["lr"] = _lr_at(step, config, config.steps)
+        optimizer.zero_grad(set_to_none=True)
+        teacher: dict[str, torch.Tensor] | None = None
+        logs: dict[str, float] = {}
+        for i, spec in enumerate(specs):
+            b = resize_batch(batch, min(spec.resolution, config.resolution))
+            for variant in [spec] if joint else _head_variants(space, spec):
+                with autocast:
+                    outputs = net(b["images"], variant)
+                    loss = multitask_loss(outputs, b)["total"]
+                    if i > 0 and teacher is not None and joint and config.distill_weight:
+                        loss = loss + config.distill_weight * distillation_loss(outputs, teacher)["total"]
+                loss.backward()
+                images += len(b["images"])
+                if i == 0 and variant is spec:
+                    teacher = {k: v.detach() for k, v in outputs.items()}
+                    logs["loss_largest"] = float(loss)
+            if i == 1:
+                logs["loss_smallest"] = float(loss)
+        _allreduce_grads(backbone + heads if joint else heads, world)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        optimizer.step()
+        step += 1
+        history.append({"step": step, "phase": 0.0 if joint else 1.0, **logs})
+        bar.advance(logs)
+        if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+            _save_atomic(
+                {"config_hash": key, "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "history": history, "sample_rng": _listify(sample_rng.getstate()), "data_rng": data_rng.get_state()},
+                ckpt,
+            )
+    bar.close()
+    seconds = time.perf_counter() - start
+    ips = images / seconds if seconds > 0 else 0.0
+    for p in net.parameters():
+        p.requires_grad_(True)
+    if rank == 0:
+        _save_atomic(
+            {"format": FORMAT, "config_hash": key, "space": json.dumps(space.to_dict()), "model": net.cpu().state_dict(),
+             "history": history, "images_per_second": ips, "config": json.dumps(config.to_dict())},
+            out,
+        )
+        ckpt.unlink(missing_ok=True)
+    return TrainResult(net.cpu().eval(), out, key, False, seconds, ips, history)
+
+
+def load_supernet(path: str | Path, *, with_meta: bool = False) -> Any:
+    """Load a trained supernet file (tensors and plain data only: ``weights_only=True``)."""
+    from compress.model import Supernet, SupernetSpace
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"no supernet at {path}; train one with `compress train`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != FORMAT:
+            raise RunError(f"{path} has supernet format {state.get('format')!r}; this toolkit reads {FORMAT}")
+        space = SupernetSpace.from_dict(json.loads(state["space"]))
+        net = Supernet(space)
+        net.load_state_dict(state["model"])
+    except RunError:
+        raise
+    except Exception as exc:  # corrupt or foreign file
+        raise RunError(f"cannot load the supernet {path}: {type(exc).__name__}: {exc}; delete it to retrain") from None
+    net.eval()
+    if with_meta:
+        meta = {k: state[k] for k in ("config_hash", "history", "images_per_second") if k in state}
+        return net, meta
+    return net
+
+
+def _listify(state: Any) -> Any:
+    if isinstance(state, tuple):
+        return [_listify(s) for s in state]
+    return state
+
+
+def _tuple(state: Any) -> Any:
+    if isinstance(state, list):
+        return tuple(_tuple(s) for s in state)
+    return state
+
+
+class _progress:
+    """A rich progress bar over training steps (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self._bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("supernet"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=total, completed=done, info="")
+
+    def advance(self, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            info = " ".join(f"{k}={v:.3f}" for k, v in logs.items())
+            self._bar.update(self._task, advance=1, info=info)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def train(
+    *,
+    data: str = "builtin",
+    out: str | Path = "runs/train",
+    config: TrainConfig = TrainConfig(),
+    space: Any = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Load ``data`` at the training resolution and train (or reuse) the supernet into ``out/supernet.pt``.
+
+    ``space`` defaults to ``compress.model.default_space`` sized to the data set's categories.
+    """
+    from compress.data import load_data
+    from compress.model import default_space
+
+    train_data, _ = load_data(data, resolution=config.resolution, cache_dir=cache_dir, progress=progress)
+    space = space if space is not None else default_space(num_classes=train_data.num_classes)
+    if space.num_classes != train_data.num_classes:
+        raise ConfigError(
+            f"the space has {space.num_classes} classes but the data set {data!r} has {train_data.num_classes}"
+        )
+    return train_supernet(
+        space, train_data, Path(out) / "supernet.pt", config=config, data_key=f"{data}@{config.resolution}",
+        progress=progress,
+    )

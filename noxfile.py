@@ -1,0 +1,50 @@
+"""Nox sessions: ``tests``, ``lint``, ``typecheck``, ``e2e`` (CI calls ``nox -s NAME``; ``nox -R`` reuses envs)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session) -> None:
+    # torch from the pinned range in pyproject.toml: pip takes the CPU build that lies on disk.
+    session.install("-e", ".[dev]")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the unit and integration tests (pytest)."""
+    _install(session)
+    session.run("pytest", *session.posargs, env={"OMP_NUM_THREADS": "2"})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy on the public API."""
+    _install(session)
+    session.run("mypy", "compress/errors.py", "compress/model/spec.py", "search/units.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def e2e(session: nox.Session) -> None:
+    """The README's main job at a tiny size: train, search, report."""
+    _install(session)
+    tmp = session.create_tmp()
+    session.run(
+        "compress", "search", "--budget", "10ms", "--trials", "4", "--preset", "tiny",
+        "--out", f"{tmp}/runs/e2e", *session.posargs,
+    )
+    session.run("compress", "report", f"{tmp}/runs/e2e")
