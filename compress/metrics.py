@@ -65,7 +65,8 @@ def _coco_ground_truth(gt_boxes: np.ndarray, gt_labels: np.ndarray, image_size: 
     """An in-memory pycocotools ``COCO`` object for padded xyxy boxes (labels -1 are padding)."""
     from pycocotools.coco import COCO
 
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i in range(gt_boxes.shape[0]):
         images.append({"id": i + 1, "width": image_size, "height": image_size})
         keep = gt_labels[i] >= 0

@@ -111,10 +111,10 @@ def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[
 
     file = image_dir / rec.file_name
     try:
-        with Image.open(file) as im:
-            im = im.convert("RGB")
-            width, height = im.size
-            small = im.resize((resolution, resolution), Image.Resampling.BILINEAR)
+        with Image.open(file) as opened:
+            rgb = opened.convert("RGB")
+            width, height = rgb.size
+            small = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
     except (FileNotFoundError, IsADirectoryError):
         raise DataError(f"{coco.path}: image {rec.id}: field 'file_name': no file {file}") from None
     except (UnidentifiedImageError, OSError) as exc:

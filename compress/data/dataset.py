@@ -1,7 +1,7 @@
 """``MultiTaskDataset``: a whole multi-task data set as tensors in memory.
 
 The training loop indexes these tensors directly (no DataLoader workers): at 128 px the default built-in
-set is ~160 MB, and one ``batch`` call is a few gathers.
+set is 150 MB, and one ``batch`` call is a few gathers.
 """
 
 from __future__ import annotations

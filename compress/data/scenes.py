@@ -45,11 +45,12 @@ _SPLITS = {"train": 0, "val": 1}
 class SceneConfig:
     """What :func:`generate_scenes` draws. Frozen and validated on creation (``ConfigError``).
 
-    The defaults (2000 train + 400 val images, 160 x 160 px) are sized for the search on 2 CPU cores:
-    generating them takes about 25 s on one core (measured), the 128 px cache of them takes ~37 MB and
-    trains at several hundred img/s for the small subnets, and 400 validation images score a candidate
-    (tags, ~1000 boxes, masks) in well under a second. 160 px is the native size so that the model's
-    96-160 px training resolutions only ever downsample.
+    The defaults (2000 train + 400 val images, 160 x 160 px) are sized for the search on 2 CPU cores, by
+    measurement (``benchmarks/data_speed.py``): drawing and writing them costs ~26 s of CPU on one core
+    (~11 ms per image, ~4 ms of it PNG encoding), once per machine; the tensor cache at 128 px is 150 MB,
+    builds in ~4 s of CPU and loads in 0.2 s; 400 validation images (~1200 boxes) keep ``detection_map``
+    at ~0.15 s per candidate while giving every category ~100 validation instances. 160 px is the native
+    size so that the model's 96-160 px training resolutions only ever downsample.
 
     Attributes:
         num_train: training images (>= 1).
@@ -187,7 +188,8 @@ def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: 
     from PIL import Image
 
     (out / split).mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for index in track(range(count), total=count, description=f"scenes {split}", enabled=progress):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index]))
         pixels, objects = make_scene(cfg, rng)

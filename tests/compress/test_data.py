@@ -264,6 +264,8 @@ MALFORMED = [
      "image 1: field 'file_name': no file"),
     ("bad segmentation", lambda d: d["annotations"][0].update(segmentation=[[1, 2]]),
      "annotation 7 \\(image 1\\): field 'segmentation' cannot be decoded"),
+    ("size mismatch", lambda d: d["images"][0].update(width=30),
+     "image 1: field 'width' is 30, but .*0.png has 20"),
     ("image id type", lambda d: d["images"][0].update(id="one"),
      "images\\[0\\]: field 'id' must be an integer"),
 ]  # fmt: skip
@@ -284,6 +286,20 @@ def test_unreadable_image_and_bad_json(tmp_path: Path) -> None:
         _load_doc(tmp_path, doc)
     with pytest.raises(DataError, match="instances.json: not valid JSON"):
         _load_doc(tmp_path, "{oops")
+
+
+def test_split_categories_must_agree(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for split in ("train", "val"):
+        doc = _tiny_coco(root / split)
+        if split == "val":
+            doc["categories"][1]["name"] = "renamed"
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+    with pytest.raises(
+        DataError, match="instances_val.json: field 'categories' differs from .*instances_train"
+    ):
+        load_data(f"coco:{root}", resolution=16, cache_dir=tmp_path / "c", progress=False)
 
 
 def test_missing_paths(tmp_path: Path) -> None:
