@@ -175,7 +175,8 @@ def layer_table(run: Run) -> LayerTable:
     """Per-layer rows and per-head totals on the slowest device.
 
     A layer is flagged as a Neural Engine fallback when it runs on the GPU or CPU while other layers of the
-    same model run on the Neural Engine on that device (so the device has one that Core ML uses).
+    same model run on the Neural Engine on that device (so the device has one that Core ML uses). The
+    per-inference overhead rows (op ``inference``) of ``profiles.Cost.layers`` are never flagged.
     """
     layers = run.layers.copy()
     layers["unit"] = [_unit(u) for u in layers["unit"]]
@@ -187,7 +188,10 @@ def layer_table(run: Run) -> LayerTable:
         device=run.slowest_device,
         columns=columns,
         rows=rows,
-        fallback=[has_ane and u != "ANE" for u in layers["unit"]],
+        fallback=[
+            has_ane and u != "ANE" and op != "inference"
+            for u, op in zip(layers["unit"], layers["op"], strict=True)
+        ],
         heads=_head_costs(run, layers, total),
         unit_ms={str(u): float(ms) for u, ms in layers.groupby("unit", sort=True)["ms"].sum().items()},
         total_ms=total,
@@ -231,9 +235,11 @@ def provenance_label(prov: dict[str, Any]) -> str:
 
 def _head_costs(run: Run, layers: pd.DataFrame, total: float) -> list[HeadCost]:
     card_heads = run.card.get("heads") or {}
-    order = ["backbone", "tagging", "detection", "saliency"]
-    names = [h for h in order if h in set(layers["head"]) | set(card_heads)]
-    names += sorted((set(layers["head"]) | set(card_heads)) - set(names))
+    present = {str(h) for h in layers["head"]} | set(card_heads)
+    names = [h for h in ("backbone",) if h in present]
+    names += sorted(h for h in present if h.startswith("backbone ("))  # layers shared by some heads
+    names += [h for h in ("tagging", "detection", "saliency") if h in present]
+    names += sorted(present - set(names))
     out = []
     for head in names:
         own = layers[layers["head"] == head]

@@ -252,7 +252,8 @@ def _layer_section(run: Run, figures: _Figures) -> str:
     )
     return section(
         "layers",
-        f"Per-head and per-layer cost on the slowest device ({data.device}, {fmt_ms(data.total_ms)} in all)",
+        f"Per-head and per-layer cost on the slowest device ({data.device}, {fmt_ms(data.total_ms)} in all, "
+        f"{provenance_label(run.provenance.get(data.device, {}))})",
         figures.html(_figures.head_figure(data), "head-plot"),
         table(
             ["head", "layers", "latency", "share", "flops", "params", "disk"], heads, table_id="head-table"

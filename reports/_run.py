@@ -46,7 +46,7 @@ _CANDIDATE_COLUMNS = (
     "quant",
 )
 _PER_DEVICE = ("latency_ms", "peak_memory_mb")
-_LAYER_COLUMNS = ("op", "name", "shapes", "flops", "bytes", "unit", "ms", "head")
+_LAYER_COLUMNS = ("op", "name", "flops", "unit", "ms", "head")
 _CARD_KEYS = ("trial", "arch", "quant", "quality", "budget_ms", "devices")
 _DEVICE_KEYS = ("latency_ms", "peak_memory_mb", "disk_mb", "source")
 
@@ -119,7 +119,7 @@ def load_run(path: str | Path) -> Run:
     trials = _read_csv(root, "trials.csv", ("trial", "state", *_CANDIDATE_COLUMNS, *per_device))
     baselines = _read_csv(root, "baselines.csv", ("name", *_CANDIDATE_COLUMNS, *per_device))
     hypervolume = _read_csv(root, "hypervolume.csv", ("trial_number", "hypervolume"))
-    layers = _read_csv(root, "chosen/layers.csv", _LAYER_COLUMNS)
+    layers = _read_layers(root)
     card = _read_card(root)
     for frame in (front, trials, baselines):
         frame["feasible"] = frame["feasible"].map(_as_bool)
@@ -208,13 +208,44 @@ def _read_csv(root: Path, name: str, required: tuple[str, ...]) -> pd.DataFrame:
         frame = pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RunError(f"{path} cannot be read as CSV ({exc}); the run directory is damaged") from exc
+    _require(path, frame, required)
+    return frame
+
+
+def _require(path: Path, frame: pd.DataFrame, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise RunError(
             f"{path} is missing column(s) {missing} (format {FORMAT} needs them; "
             "was it written by another version of the toolkit? rerun `compress search`)"
         )
+
+
+def _read_layers(root: Path) -> pd.DataFrame:
+    """``chosen/layers.csv``: ``profiles.Cost.layers`` plus ``head``. ``output`` (``shared`` = the backbone)
+    stands in for a missing ``head``; ``shapes`` is built from ``input_shapes``/``output_shape`` if absent."""
+    frame = _read_csv(root, "chosen/layers.csv", ())
+    if "head" not in frame.columns and "output" in frame.columns:
+        frame["head"] = [_head_of(str(group)) for group in frame["output"]]
+    _require(root / "chosen/layers.csv", frame, _LAYER_COLUMNS)
+    if "bytes" not in frame.columns:
+        frame["bytes"] = float("nan")
+    if "shapes" not in frame.columns:
+        parts = [frame[c].astype(str) for c in ("input_shapes", "output_shape") if c in frame.columns]
+        frame["shapes"] = parts[0] + " -> " + parts[1] if len(parts) == 2 else ""
     return frame
+
+
+_OUTPUT_TASK = {"tags": "tagging", "det_heatmap": "detection", "det_box": "detection", "saliency": "saliency"}
+
+
+def _head_of(group: str) -> str:
+    """The head a ``Cost.layers`` output group belongs to: ``shared`` is the backbone, ``tags`` tagging,
+    ``det_heatmap+det_box`` detection; layers that feed several heads are ``backbone (tagging+detection)``."""
+    tasks = list(dict.fromkeys(_OUTPUT_TASK.get(key, key) for key in group.split("+")))
+    if group == "shared" or not tasks:
+        return "backbone"
+    return tasks[0] if len(tasks) == 1 else f"backbone ({'+'.join(tasks)})"
 
 
 def _read_card(root: Path) -> dict[str, Any]:
