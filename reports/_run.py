@@ -51,9 +51,13 @@ _CARD_KEYS = ("trial", "arch", "quant", "quality", "budget_ms", "devices")
 _DEVICE_KEYS = ("latency_ms", "peak_memory_mb", "disk_mb", "source")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Run:
-    """One search run as read from its directory: the config, the tables and the chosen model's card."""
+    """One search run as read from its directory: the config, the tables and the chosen model's card.
+
+    ``meta`` is run.json whole and ``config`` its ``config`` object; the DataFrames hold the CSV files as
+    written; ``card`` is chosen/card.json.
+    """
 
     path: Path
     meta: dict[str, Any]

@@ -13,13 +13,18 @@ __all__ = ["report_cmd"]
 def report_cmd(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(help="Run directory (default: the latest run under ./runs).", show_default=False),
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="Run directory (default: the latest run under ./runs).",
+            show_default=False,
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="Output format: html or md.")] = "html",
     compare: Annotated[
         tuple[Path, Path] | None,
         typer.Option(
             "--compare",
+            metavar="RUN_A RUN_B",
             help="Put two runs side by side: RUN_A RUN_B (the report is of RUN_A).",
             show_default=False,
         ),
