@@ -30,7 +30,7 @@ class DetectionTargets(NamedTuple):
 
     heatmap: torch.Tensor  # [B, C, h, w] in [0, 1], exactly 1 at object centres
     box: torch.Tensor  # [B, 4, h, w], box encoding at object centres, 0 elsewhere
-    index: torch.Tensor  # [B, K] int64: flat cell index (iy * w + ix) of each object's centre
+    cell: torch.Tensor  # [B, K] int64: flat cell index (iy * w + ix) of each object's centre
     box_target: torch.Tensor  # [B, K, 4]
     valid: torch.Tensor  # [B, K] bool: a real (non-padding, non-empty) box
 
@@ -83,7 +83,7 @@ def detection_targets(
         torch.stack([cx - ix, cy - iy, bw.clamp_min(1e-3).log(), bh.clamp_min(1e-3).log()], dim=-1)
         * valid[..., None]
     )
-    index = (iy * w + ix).long() * valid
+    cell = (iy * w + ix).long() * valid
 
     radius = gaussian_radius(bh, bw)  # [B, K]
     sigma = (2 * radius + 1) / 6
@@ -102,8 +102,8 @@ def detection_targets(
     )
     box_map = boxes.new_zeros(boxes.shape[0], 4, h * w)
     bi, ki = valid.nonzero(as_tuple=True)
-    box_map[bi, :, index[bi, ki]] = box_target[bi, ki]  # later objects win a shared cell
-    return DetectionTargets(heatmap, box_map.view(-1, 4, h, w), index, box_target, valid)
+    box_map[bi, :, cell[bi, ki]] = box_target[bi, ki]  # later objects win a shared cell
+    return DetectionTargets(heatmap, box_map.view(-1, 4, h, w), cell, box_target, valid)
 
 
 def _focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -130,9 +130,7 @@ def detection_loss(
     )
     num = t.valid.sum().clamp_min(1).to(heat.dtype)
     focal = _focal_loss(heat.float(), t.heatmap) / num
-    pred = (
-        box.float().flatten(2).gather(2, t.index[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
-    )  # [B, K, 4]
+    pred = box.float().flatten(2).gather(2, t.cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)  # [B, K, 4]
     l1 = ((pred - t.box_target).abs() * t.valid[..., None]).sum() / num
     return focal + box_weight * l1
 

@@ -67,10 +67,10 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+        if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average (used by recalibrate_bn)
-                factor = 1.0 / float(self.num_batches_tracked)
+                factor = 1.0 / float(self.num_batches_tracked.item())
         use_batch = self.training or not self.track_running_stats
         mean = None if self.running_mean is None else self.running_mean[:c]
         var = None if self.running_var is None else self.running_var[:c]
@@ -164,14 +164,14 @@ def elastic_head(task: str, max_in: int, channels: tuple[int, ...], num_classes:
     """A head whose input layers take any prefix of ``max_in`` channels; the rest is a static head."""
     if task == "tagging":
         head: nn.Module = TaggingHead(max_in, channels, num_classes)  # type: ignore[arg-type]
-        head.conv = ElasticConvBNAct(max_in, channels[0], 1, act="hswish")
+        head.conv = ElasticConvBNAct(max_in, channels[0], 1, act="hswish")  # type: ignore[assignment]
     elif task == "detection":
         head = DetectionHead(max_in, channels, num_classes)  # type: ignore[arg-type]
         head.tower[0] = ElasticConvBNAct(max_in, max_in, 3, depthwise=True)
         head.tower[1] = ElasticConvBNAct(max_in, channels[0], 1)
     elif task == "saliency":
         head = SaliencyHead(max_in, channels, num_classes)  # type: ignore[arg-type]
-        head.reduce = ElasticConvBNAct(max_in, channels[0], 1)
+        head.reduce = ElasticConvBNAct(max_in, channels[0], 1)  # type: ignore[assignment]
     else:
         raise ValueError(f"unknown task {task!r}")
     return head

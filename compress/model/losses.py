@@ -28,7 +28,7 @@ def _resize_mask(masks: torch.Tensor, size: tuple[int, int] | torch.Size) -> tor
     if m.max() > 1:
         m = m / 255.0
     if tuple(m.shape[-2:]) != tuple(size):
-        m = F.adaptive_avg_pool2d(m, tuple(size))
+        m = F.adaptive_avg_pool2d(m, (int(size[0]), int(size[1])))
     return m
 
 

@@ -39,6 +39,9 @@ class MultiTaskNet(nn.Module):
     (ModuleDict keyed by task).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         self.spec = spec

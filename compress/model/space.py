@@ -229,9 +229,11 @@ class SupernetSpace:
         choices = {h.task: h for h in self.heads}
         for h in spec.heads:
             _check(h.task in choices, f"{h.task} head is not in the space; tasks: {list(choices)}")
-            c = choices[h.task]
-            _check(h.branch in c.branches, f"{h.task} head branch {h.branch} is not among {c.branches}")
-            _check(h.channels == c.channels, f"{h.task} head channels {h.channels} differ from {c.channels}")
+            hc = choices[h.task]
+            _check(h.branch in hc.branches, f"{h.task} head branch {h.branch} is not among {hc.branches}")
+            _check(
+                h.channels == hc.channels, f"{h.task} head channels {h.channels} differ from {hc.channels}"
+            )
 
     def contains(self, spec: ArchSpec) -> bool:
         """Whether the supernet can run ``spec`` (see ``check`` for the reason when it cannot)."""

@@ -35,7 +35,7 @@ KERNELS = (3, 5, 7)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, never more than 10% below it (MobileNet rule)."""
+    """Round ``value`` to the nearest multiple of ``divisor``, never 10% below it (MobileNet rule)."""
     min_value = divisor if min_value is None else min_value
     new = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if new < 0.9 * value:
@@ -87,16 +87,28 @@ class StageSpec:
         if isinstance(self.expand, int | float):
             object.__setattr__(self, "expand", (float(self.expand),) * int(self.depth))
         object.__setattr__(self, "expand", tuple(float(e) for e in self.expand))
-        _check(isinstance(self.width, int) and self.width >= 8, f"stage width must be an int >= 8, but got {self.width!r}")
-        _check(isinstance(self.depth, int) and 1 <= self.depth <= 16, f"stage depth must be an int in [1, 16], but got {self.depth!r}")
+        _check(
+            isinstance(self.width, int) and self.width >= 8,
+            f"stage width must be an int >= 8, but got {self.width!r}",
+        )
+        _check(
+            isinstance(self.depth, int) and 1 <= self.depth <= 16,
+            f"stage depth must be an int in [1, 16], but got {self.depth!r}",
+        )
         _check(self.kernel in KERNELS, f"stage kernel must be one of {KERNELS}, but got {self.kernel!r}")
         _check(self.stride in (1, 2), f"stage stride must be 1 or 2, but got {self.stride!r}")
-        _check(self.act in ACTIVATIONS, f"stage activation must be one of {ACTIVATIONS}, but got {self.act!r}")
+        _check(
+            self.act in ACTIVATIONS, f"stage activation must be one of {ACTIVATIONS}, but got {self.act!r}"
+        )
         _check(
             len(self.expand) == self.depth,
-            f"stage expand needs one ratio per block (depth={self.depth}), but got {len(self.expand)}: {self.expand}",
+            f"stage expand needs one ratio per block (depth={self.depth}), "
+            f"but got {len(self.expand)}: {self.expand}",
         )
-        _check(all(0.5 <= e <= 8 for e in self.expand), f"expansion ratios must lie in [0.5, 8], but got {self.expand}")
+        _check(
+            all(0.5 <= e <= 8 for e in self.expand),
+            f"expansion ratios must lie in [0.5, 8], but got {self.expand}",
+        )
 
     def token(self) -> str:
         ex = ",".join(f"{e:g}" for e in self.expand) if len(set(self.expand)) > 1 else f"{self.expand[0]:g}"
@@ -120,7 +132,10 @@ class HeadSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         _check(self.task in TASKS, f"unknown head task {self.task!r}; known: {', '.join(TASKS)}")
-        _check(isinstance(self.branch, int) and self.branch >= 0, f"head branch must be a stage index >= 0, but got {self.branch!r}")
+        _check(
+            isinstance(self.branch, int) and self.branch >= 0,
+            f"head branch must be a stage index >= 0, but got {self.branch!r}",
+        )
         want = 2 if self.task == "tagging" else 1
         _check(
             len(self.channels) == want and all(c >= 8 for c in self.channels),
@@ -146,8 +161,14 @@ class ArchSpec:
             isinstance(self.resolution, int) and 32 <= self.resolution <= 1024 and self.resolution % 32 == 0,
             f"resolution must be a multiple of 32 in [32, 1024], but got {self.resolution!r}",
         )
-        _check(isinstance(self.stem, int) and self.stem >= 8, f"stem width must be an int >= 8, but got {self.stem!r}")
-        _check(self.stem_act in ACTIVATIONS, f"stem activation must be one of {ACTIVATIONS}, but got {self.stem_act!r}")
+        _check(
+            isinstance(self.stem, int) and self.stem >= 8,
+            f"stem width must be an int >= 8, but got {self.stem!r}",
+        )
+        _check(
+            self.stem_act in ACTIVATIONS,
+            f"stem activation must be one of {ACTIVATIONS}, but got {self.stem_act!r}",
+        )
         _check(len(self.stages) >= 1, "an ArchSpec needs at least one stage")
         _check(all(isinstance(s, StageSpec) for s in self.stages), "stages must be StageSpec instances")
         _check(len(self.heads) >= 1, "an ArchSpec needs at least one head")
@@ -157,9 +178,13 @@ class ArchSpec:
         for h in self.heads:
             _check(
                 h.branch < len(self.stages),
-                f"{h.task} head branches at stage {h.branch}, but the spec has stages 0..{len(self.stages) - 1}",
+                f"{h.task} head branches at stage {h.branch}, "
+                f"but the spec has stages 0..{len(self.stages) - 1}",
             )
-        _check(isinstance(self.num_classes, int) and self.num_classes >= 1, f"num_classes must be >= 1, but got {self.num_classes!r}")
+        _check(
+            isinstance(self.num_classes, int) and self.num_classes >= 1,
+            f"num_classes must be >= 1, but got {self.num_classes!r}",
+        )
 
     # -- derived ------------------------------------------------------------------------------------------
     @property
@@ -189,8 +214,15 @@ class ArchSpec:
             "stem_act": self.stem_act,
             "num_classes": self.num_classes,
             "stages": [
-                {"width": s.width, "depth": s.depth, "kernel": s.kernel, "expand": list(s.expand),
-                 "stride": s.stride, "se": s.se, "act": s.act}
+                {
+                    "width": s.width,
+                    "depth": s.depth,
+                    "kernel": s.kernel,
+                    "expand": list(s.expand),
+                    "stride": s.stride,
+                    "se": s.se,
+                    "act": s.act,
+                }
                 for s in self.stages
             ],
             "heads": [{"task": h.task, "branch": h.branch, "channels": list(h.channels)} for h in self.heads],
@@ -206,7 +238,11 @@ class ArchSpec:
         st = []
         for i, s in enumerate(stages):
             _reject_unknown(f"ArchSpec stage {i}", s, StageSpec)
-            st.append(StageSpec(**{**s, "expand": tuple(s["expand"]) if isinstance(s["expand"], list) else s["expand"]}))
+            st.append(
+                StageSpec(
+                    **{**s, "expand": tuple(s["expand"]) if isinstance(s["expand"], list) else s["expand"]}
+                )
+            )
         hd = []
         for i, h in enumerate(heads):
             _reject_unknown(f"ArchSpec head {i}", h, HeadSpec)

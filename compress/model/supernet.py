@@ -9,6 +9,8 @@ stage's widest output. ``Supernet(space)(x, spec)`` returns the same dict as ``M
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -35,6 +37,9 @@ class Supernet(nn.Module):
     Module tree mirrors ``MultiTaskNet`` (``stem``, ``stages.i.j`` blocks with ``expand``/``depthwise``/
     ``se``/``project``), heads keyed ``"{task}_{branch}"``. ``x``: float images in [0, 1], normalised inside.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, space: SupernetSpace) -> None:
         super().__init__()
@@ -78,7 +83,9 @@ class Supernet(nn.Module):
         in_ch, features = spec.stem, []
         for stage, blocks in zip(spec.stages[: spec.built_stages], self.stages, strict=False):
             for j in range(stage.depth):
-                x = blocks[j](x, expanded_channels(in_ch, stage.expand[j]), stage.width, stage.kernel)
+                x = cast(nn.ModuleList, blocks)[j](
+                    x, expanded_channels(in_ch, stage.expand[j]), stage.width, stage.kernel
+                )
                 in_ch = stage.width
             features.append(x)
         out: dict[str, torch.Tensor] = {}
