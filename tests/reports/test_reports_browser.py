@@ -1,9 +1,10 @@
 """The report in a real headless browser (Debian's chromium): no console errors, no network, a drawn
-Pareto plot, and the front table sorts on click. Skipped when chromium is not installed; CI installs it."""
+Pareto plot, and the front table sorts on click. Skipped without chromium unless REQUIRE_CHROMIUM=1 (CI)."""
 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,17 @@ from report_fixtures import write_run
 
 from reports import load_run, write_html
 
-pytestmark = pytest.mark.skipif(
-    find_chromium() is None,
-    reason="chromium is not installed (apt-get install -y chromium, or set $CHROMIUM)",
-)
+_MISSING = "chromium is not installed (apt-get install -y chromium, or set $CHROMIUM)"
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    """Skip without chromium, except where REQUIRE_CHROMIUM=1 (CI) makes that a failure."""
+    if find_chromium() is None:
+        if os.environ.get("REQUIRE_CHROMIUM") == "1":
+            pytest.fail(f"REQUIRE_CHROMIUM=1 but {_MISSING}")
+        pytest.skip(_MISSING)
+
 
 _FRONT_ROWS = (
     "Array.from(document.querySelectorAll('#front-table tbody tr')).map(r => r.cells[0].textContent)"
