@@ -10,6 +10,8 @@ from __future__ import annotations
 from profiles._cost import Cost, disk_mb, estimate, estimate_graph, weights_mb
 from profiles._errors import ProfileError
 from profiles._graph import Graph, Node, extract_graph
+from profiles._host import measure_host
+from profiles._measure import measure_coreml, measure_latencies, measure_latency
 from profiles._quant import SCHEMES, QuantScheme, parse_quant
 from profiles._registry import DEVICES, host_profile_path, list_profiles, load_profile
 from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts
@@ -34,6 +36,10 @@ __all__ = [
     "host_profile_path",
     "list_profiles",
     "load_profile",
+    "measure_coreml",
+    "measure_host",
+    "measure_latencies",
+    "measure_latency",
     "parse_quant",
     "weights_mb",
 ]

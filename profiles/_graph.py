@@ -591,7 +591,7 @@ def _run(model: Any, x: Any, recorder: _Recorder) -> Any:
                     shape = _fast_shape(name, cls, args, kwargs)
                     if shape is not None:
                         ref = args[0] if isinstance(args[0], torch.Tensor) else args[0][0]
-                        out = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+                        out = torch.empty(shape, dtype=ref.dtype, device=ref.device)
             if out is None:
                 out = func(*args, **kwargs)
             recorder.record(func, args, kwargs, out)
@@ -602,20 +602,18 @@ def _run(model: Any, x: Any, recorder: _Recorder) -> Any:
     recorder.params = {id(v): k for k, v in {**params, **buffers}.items()}
     recorder.trainable = {id(v) for v in params.values()}
 
-    def enter(q: str) -> Any:
-        def hook(module: Any, args: Any) -> None:
-            recorder.scope.append(q)
+    names = {id(mod): qual for qual, mod in model.named_modules() if qual}
+    scope = recorder.scope
 
-        return hook
+    def enter(module: Any, args: Any) -> None:
+        scope.append(names.get(id(module), scope[-1] if scope else ""))
 
     def leave(module: Any, args: Any, out: Any) -> None:
-        recorder.scope.pop()
+        scope.pop()
 
-    handles = []
-    for qual, module in model.named_modules():
-        if qual:
-            handles.append(module.register_forward_pre_hook(enter(qual)))
-            handles.append(module.register_forward_hook(leave))
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
         with torch.no_grad(), Mode():
             return model(x)

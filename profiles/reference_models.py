@@ -1,0 +1,311 @@
+"""Reference CNNs for calibration, in plain torch (no torchvision; random weights, only shapes matter).
+
+Names follow the ``model`` column of ``shared/reference/apple-published-latencies.csv``:
+``mobilenet_v1_1.0``, ``mobilenet_v2_1.0``, ``mobilenet_v2_1.4``, ``mobilenet_v3_small_1.0``,
+``mobilenet_v3_large_1.0``, ``resnet50``, ``efficientnet_b0``, ``efficientnet_b3`` and ``mobileone_s0`` …
+``mobileone_s4`` (MobileOne in its re-parameterized inference form: one conv + bias per block). Layer
+configurations are those of the torchvision and apple/ml-mobileone reference implementations.
+
+>>> model = reference_model("mobilenet_v2_1.0")      # doctest: +SKIP
+>>> list_reference_models()                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from profiles._errors import ProfileError
+
+__all__ = ["REFERENCE_INPUT", "list_reference_models", "reference_model", "reference_name"]
+
+#: Input resolution each reference model is published at.
+REFERENCE_INPUT = {"efficientnet_b3": 300}
+
+
+def _div(v: float, d: int = 8) -> int:
+    new = max(d, int(v + d / 2) // d * d)
+    return new + d if new < 0.9 * v else new
+
+
+def _nn() -> Any:
+    import torch.nn as nn
+
+    return nn
+
+
+def _cba(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: Any = None, bn: bool = True) -> Any:
+    """Conv + batch norm + activation (or conv + bias + activation when ``bn`` is False)."""
+    nn = _nn()
+    layers = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def _se_module(c: int, squeeze: int, gate: Any, act: Any) -> Any:
+    nn = _nn()
+
+    class SE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc1 = nn.Conv2d(c, squeeze, 1)
+            self.act = act()
+            self.fc2 = nn.Conv2d(squeeze, c, 1)
+            self.gate = gate()
+
+        def forward(self, x: Any) -> Any:
+            return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+    return SE()
+
+
+def _residual(body: Any, use: bool) -> Any:
+    nn = _nn()
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+
+        def forward(self, x: Any) -> Any:
+            return x + self.body(x) if use else self.body(x)
+
+    return Block()
+
+
+def _classifier(features: Any, cin: int, hidden: list[int], act: Any, classes: int = 1000) -> Any:
+    nn = _nn()
+    layers: list[Any] = [features, nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    for h in hidden:
+        layers += [nn.Linear(cin, h), act(), nn.Dropout(0.2)]
+        cin = h
+    layers.append(nn.Linear(cin, classes))
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def mobilenet_v1(width: float = 1.0) -> Any:
+    nn = _nn()
+    cfg = (
+        [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+    )
+    cin = _div(32 * width)
+    layers = [_cba(3, cin, 3, 2, act=nn.ReLU)]
+    for c, s in cfg:
+        c = _div(c * width)
+        layers += [_cba(cin, cin, 3, s, groups=cin, act=nn.ReLU), _cba(cin, c, 1, act=nn.ReLU)]
+        cin = c
+    return _classifier(nn.Sequential(*layers), cin, [], nn.ReLU)
+
+
+def mobilenet_v2(width: float = 1.0) -> Any:
+    nn = _nn()
+    cfg = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
+    cin = _div(32 * width)
+    layers = [_cba(3, cin, 3, 2, act=nn.ReLU6)]
+    for t, c, n, s in cfg:
+        c = _div(c * width)
+        for i in range(n):
+            stride, hid = (s if i == 0 else 1), cin * t
+            body = ([_cba(cin, hid, 1, act=nn.ReLU6)] if t != 1 else []) + [
+                _cba(hid, hid, 3, stride, groups=hid, act=nn.ReLU6),
+                _cba(hid, c, 1),
+            ]
+            layers.append(_residual(nn.Sequential(*body), stride == 1 and cin == c))
+            cin = c
+    last = _div(1280 * max(1.0, width))
+    layers.append(_cba(cin, last, 1, act=nn.ReLU6))
+    return _classifier(nn.Sequential(*layers), last, [], nn.ReLU)
+
+
+_V3_LARGE = [
+    (3, 16, 16, False, "re", 1), (3, 64, 24, False, "re", 2), (3, 72, 24, False, "re", 1),
+    (5, 72, 40, True, "re", 2), (5, 120, 40, True, "re", 1), (5, 120, 40, True, "re", 1),
+    (3, 240, 80, False, "hs", 2), (3, 200, 80, False, "hs", 1), (3, 184, 80, False, "hs", 1),
+    (3, 184, 80, False, "hs", 1), (3, 480, 112, True, "hs", 1), (3, 672, 112, True, "hs", 1),
+    (5, 672, 160, True, "hs", 2), (5, 960, 160, True, "hs", 1), (5, 960, 160, True, "hs", 1),
+]  # fmt: skip
+_V3_SMALL = [
+    (3, 16, 16, True, "re", 2), (3, 72, 24, False, "re", 2), (3, 88, 24, False, "re", 1),
+    (5, 96, 40, True, "hs", 2), (5, 240, 40, True, "hs", 1), (5, 240, 40, True, "hs", 1),
+    (5, 120, 48, True, "hs", 1), (5, 144, 48, True, "hs", 1), (5, 288, 96, True, "hs", 2),
+    (5, 576, 96, True, "hs", 1), (5, 576, 96, True, "hs", 1),
+]  # fmt: skip
+
+
+def mobilenet_v3(cfg: list[tuple], last: int, hidden: int) -> Any:
+    nn = _nn()
+    cin = 16
+    layers = [_cba(3, cin, 3, 2, act=nn.Hardswish)]
+    for k, exp, c, se, a, s in cfg:
+        act = nn.ReLU if a == "re" else nn.Hardswish
+        body = [_cba(cin, exp, 1, act=act)] if exp != cin else []
+        body.append(_cba(exp, exp, k, s, groups=exp, act=act))
+        if se:
+            body.append(_se_module(exp, _div(exp // 4), nn.Hardsigmoid, nn.ReLU))
+        body.append(_cba(exp, c, 1))
+        layers.append(_residual(nn.Sequential(*body), s == 1 and cin == c))
+        cin = c
+    layers.append(_cba(cin, last, 1, act=nn.Hardswish))
+    return _classifier(nn.Sequential(*layers), last, [hidden], nn.Hardswish)
+
+
+def resnet50() -> Any:
+    nn = _nn()
+    layers = [_cba(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for width, n, s in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(n):
+            stride, out = (s if i == 0 else 1), width * 4
+            body = nn.Sequential(
+                _cba(cin, width, 1, act=nn.ReLU),
+                _cba(width, width, 3, stride, act=nn.ReLU),
+                _cba(width, out, 1),
+            )
+            short = _cba(cin, out, 1, stride) if (stride != 1 or cin != out) else nn.Identity()
+            layers.append(_Bottleneck(body, short))
+            cin = out
+    return _classifier(nn.Sequential(*layers), cin, [], nn.ReLU)
+
+
+class _Lazy:
+    """A module class defined on first use (torch is imported lazily)."""
+
+    def __init__(self, factory: Callable[[], type]) -> None:
+        self.factory = factory
+        self.cls: type | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self.cls is None:
+            self.cls = self.factory()
+        return self.cls(*args)
+
+
+def _bottleneck_cls() -> type:
+    nn = _nn()
+
+    class Bottleneck(nn.Module):
+        def __init__(self, body: Any, short: Any) -> None:
+            super().__init__()
+            self.body, self.short, self.act = body, short, nn.ReLU()
+
+        def forward(self, x: Any) -> Any:
+            return self.act(self.body(x) + self.short(x))
+
+    return Bottleneck
+
+
+_Bottleneck = _Lazy(_bottleneck_cls)
+
+_EFF_B0 = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
+
+
+def efficientnet(width: float, depth: float) -> Any:
+    nn = _nn()
+    cin = _div(32 * width)
+    layers = [_cba(3, cin, 3, 2, act=nn.SiLU)]
+    for t, k, s, c, n in _EFF_B0:
+        c = _div(c * width)
+        for i in range(int(math.ceil(n * depth))):
+            stride, hid = (s if i == 0 else 1), cin * t
+            body = ([_cba(cin, hid, 1, act=nn.SiLU)] if t != 1 else []) + [
+                _cba(hid, hid, k, stride, groups=hid, act=nn.SiLU),
+                _se_module(hid, max(1, cin // 4), nn.Sigmoid, nn.SiLU),
+                _cba(hid, c, 1),
+            ]
+            layers.append(_residual(nn.Sequential(*body), stride == 1 and cin == c))
+            cin = c
+    last = _div(1280 * width)
+    layers.append(_cba(cin, last, 1, act=nn.SiLU))
+    return _classifier(nn.Sequential(*layers), last, [], nn.SiLU)
+
+
+_MOBILEONE = {
+    "s0": ((0.75, 1.0, 1.0, 2.0), False),
+    "s1": ((1.5, 1.5, 2.0, 2.5), False),
+    "s2": ((1.5, 2.0, 2.5, 4.0), False),
+    "s3": ((2.0, 2.5, 3.0, 4.0), False),
+    "s4": ((3.0, 3.5, 3.5, 4.0), True),
+}
+
+
+def mobileone(variant: str) -> Any:
+    """MobileOne in inference form: every block is one conv with bias (+ SE in S4) + ReLU."""
+    nn = _nn()
+    widths, use_se = _MOBILEONE[variant]
+
+    def block(cin: int, cout: int, k: int, s: int, groups: int, se: bool) -> Any:
+        parts = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups)]
+        if se:
+            parts.append(_se_module(cout, int(cout * 0.0625), nn.Sigmoid, nn.ReLU))
+        return nn.Sequential(*parts, nn.ReLU())
+
+    cin = min(64, int(64 * widths[0]))
+    layers = [block(3, cin, 3, 2, 1, False)]
+    for stage, (base, n) in enumerate(zip((64, 128, 256, 512), (2, 8, 10, 1), strict=True)):
+        c = int(base * widths[stage])
+        n_se = (n // 2 if stage == 2 else n if stage == 3 else 0) if use_se else 0
+        for i in range(n):
+            se = i >= n - n_se
+            layers += [block(cin, cin, 3, 2 if i == 0 else 1, cin, se), block(cin, c, 1, 1, 1, se)]
+            cin = c
+    return _classifier(nn.Sequential(*layers), cin, [], nn.ReLU)
+
+
+_BUILDERS: dict[str, Callable[[], Any]] = {
+    "mobilenet_v1_1.0": lambda: mobilenet_v1(1.0),
+    "mobilenet_v2_1.0": lambda: mobilenet_v2(1.0),
+    "mobilenet_v2_1.4": lambda: mobilenet_v2(1.4),
+    "mobilenet_v3_small_1.0": lambda: mobilenet_v3(_V3_SMALL, 576, 1024),
+    "mobilenet_v3_large_1.0": lambda: mobilenet_v3(_V3_LARGE, 960, 1280),
+    "resnet50": resnet50,
+    "efficientnet_b0": lambda: efficientnet(1.0, 1.0),
+    "efficientnet_b3": lambda: efficientnet(1.2, 1.4),
+    **{f"mobileone_{v}": (lambda v=v: mobileone(v)) for v in _MOBILEONE},
+}
+
+
+def list_reference_models() -> list[str]:
+    """Names of the reference models."""
+    return list(_BUILDERS)
+
+
+def reference_name(label: str) -> str:
+    """The reference-model name in a CSV ``model`` cell (``"mobilenet_v1_1.0 (9 MB classifier)"`` -> ...)."""
+    key = re.split(r"[\s(]", str(label).strip().lower(), maxsplit=1)[0]
+    if key not in _BUILDERS:
+        raise ProfileError(
+            f"no reference model for {label!r}; known: {', '.join(_BUILDERS)} (pass reference_models= "
+            "to calibrate() for other models)"
+        )
+    return key
+
+
+def reference_model(name: str) -> Any:
+    """A fresh reference model in eval mode (random weights)."""
+    model = _BUILDERS[reference_name(name)]()
+    return model.eval()
