@@ -10,7 +10,8 @@ Channels scale with ``make_divisible(c * width, 8)`` (torchvision's rule) for th
 expanded and output width, and the tagging head (Large 960/1280, Small 576/1024; the last conv is 6x the
 last stage's width). Each block's expansion is stored as ``scaled_expanded / scaled_in`` so the spec
 reproduces the scaled table exactly. Default heads: tagging at the last stage, detection at the last
-stride-16 stage, saliency at the last stride-8 stage.
+stride-16 stage (tower ``max(64, scale(96))`` channels), saliency at the last stride-8 stage (decoder
+``max(32, scale(48))``); these two sizes are ours, the paper has no such heads.
 """
 
 from __future__ import annotations
