@@ -33,6 +33,7 @@ table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-
 th, td { border: 1px solid #e0e0e0; padding: 3px 8px; text-align: left; vertical-align: top; }
 td { white-space: nowrap; }
 .scroll { overflow-x: auto; max-width: 100%; }
+#compare-table td { white-space: normal; max-width: 480px; overflow-wrap: anywhere; }
 th { background: #eceff1; }
 table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
