@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,10 @@ def _convert(model: nn.Module, keys: tuple[str, ...], res: int, qs: QuantScheme)
     _quiet_coremltools()
     wrapped = _TupleOutputs(model, keys).eval()
     example = torch.rand(1, 3, res, res)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", torch.jit.TracerWarning
+        )  # ActQuant's scales become constants: intended
         traced = torch.jit.trace(wrapped, example, strict=False)
     target = {16: ct.target.iOS16, 17: ct.target.iOS17, 18: ct.target.iOS18}[qs.min_ios]
     precision = ct.precision.FLOAT32 if qs.name == "fp32" else ct.precision.FLOAT16

@@ -8,5 +8,28 @@ artifact written by ``compress.export.export_coreml`` holds for that scheme.
 from __future__ import annotations
 
 from compress.compression.pruning import PruneSpec, kept_channels, prune, pruned_spec
+from compress.compression.quant import (
+    WEIGHT_THRESHOLD,
+    ActQuant,
+    QuantScheme,
+    compressed_layers,
+    fold_batchnorm,
+    kmeans_lut,
+    quantize_int8,
+    simulate,
+)
 
-__all__ = ["PruneSpec", "kept_channels", "prune", "pruned_spec"]
+__all__ = [
+    "WEIGHT_THRESHOLD",
+    "ActQuant",
+    "PruneSpec",
+    "QuantScheme",
+    "compressed_layers",
+    "fold_batchnorm",
+    "kept_channels",
+    "kmeans_lut",
+    "prune",
+    "pruned_spec",
+    "quantize_int8",
+    "simulate",
+]

@@ -1,0 +1,223 @@
+"""Quantization schemes: parsing, BN folding, fp16, int8 and palettization math, layer selection, w8a8."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compress.compression import (
+    WEIGHT_THRESHOLD,
+    ActQuant,
+    QuantScheme,
+    compressed_layers,
+    fold_batchnorm,
+    kmeans_lut,
+    quantize_int8,
+    simulate,
+)
+from compress.errors import ConfigError
+from compress.model import ArchSpec, HeadSpec, MultiTaskNet, StageSpec
+
+torch.set_num_threads(1)
+
+
+def tiny_spec() -> ArchSpec:
+    return ArchSpec(
+        resolution=64,
+        stem=8,
+        stages=(
+            StageSpec(16, 1, 3, 2.0, 2),
+            StageSpec(24, 2, 3, (4.0, 3.0), 2, True, "relu"),
+            StageSpec(32, 1, 5, 4.0, 2, True, "hswish"),
+        ),
+        heads=(
+            HeadSpec("tagging", 2, (96, 128)),
+            HeadSpec("detection", 1, (16,)),
+            HeadSpec("saliency", 0, (16,)),
+        ),
+        num_classes=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> MultiTaskNet:
+    torch.manual_seed(0)
+    net = MultiTaskNet(tiny_spec())
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net.eval()
+
+
+def _out(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "bits", "group", "ios"),
+    [
+        ("fp32", "float", 32, None, 16),
+        ("fp16", "float", 16, None, 16),
+        ("int8", "linear", 8, None, 16),
+        ("pal2", "palette", 2, None, 16),
+        ("pal4", "palette", 4, None, 16),
+        ("pal6", "palette", 6, None, 16),
+        ("PAL8", "palette", 8, None, 16),
+        ("pal4-g16", "palette", 4, 16, 18),
+        ("w8a8", "w8a8", 8, None, 17),
+    ],
+)
+def test_parse(name: str, kind: str, bits: int, group: int | None, ios: int) -> None:
+    qs = QuantScheme.parse(name)
+    assert (qs.kind, qs.weight_bits, qs.group_size, qs.min_ios) == (kind, bits, group, ios)
+    assert QuantScheme.parse(qs) is qs and str(qs) == name.lower()
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("int4", r"unknown quantization scheme 'int4'; valid: fp32, fp16, int8, pal2, .*palN-gK"),
+        ("pal3", r"palettization width in 'pal3' must be one of \(2, 4, 6, 8\)"),
+        ("pal4-g0", r"group size in 'pal4-g0' must lie in \[1, 4096\], but got 0"),
+        ("pal4-", "unknown quantization scheme"),
+        ("", "unknown quantization scheme ''"),
+    ],
+)
+def test_parse_errors(name: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        QuantScheme.parse(name)
+
+
+def test_fold_batchnorm_keeps_outputs(model: MultiTaskNet) -> None:
+    import copy
+
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 64, 64)
+    for key, value in _out(model, x).items():
+        torch.testing.assert_close(_out(folded, x)[key], value, rtol=1e-4, atol=1e-4)
+
+
+def test_fp32_and_fp16(model: MultiTaskNet) -> None:
+    x = torch.rand(2, 3, 64, 64)
+    ref = _out(model, x)
+    fp32, fp16 = simulate(model, "fp32"), simulate(model, "fp16")
+    for p in fp16.parameters():
+        torch.testing.assert_close(p, p.half().float(), rtol=0, atol=0)  # fp16-representable
+    for key, value in ref.items():
+        torch.testing.assert_close(_out(fp32, x)[key], value, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(_out(fp16, x)[key], value, rtol=2e-2, atol=2e-2)
+    assert fp16.spec == model.spec and model.stem.bn is not None  # the input model is not modified
+
+
+def test_quantize_int8_follows_the_coremltools_rule() -> None:
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 4, 3, 3)) * np.arange(1, 9).reshape(8, 1, 1, 1)).astype(np.float16)
+    w[3] = 0  # an all-zero channel
+    q, scale = quantize_int8(w)
+    assert q.dtype == np.int8 and scale.dtype == np.float16 and scale.shape == (8,)
+    for c in (0, 1, 2, 4, 7):
+        assert scale[c] == np.float16(np.float16(2) * np.abs(w[c]).max() / np.float16(254))
+        assert np.abs(q[c]).max() == 127
+    assert (q[3] == 0).all()
+    deq = q.astype(np.float32) * scale.astype(np.float32).reshape(-1, 1, 1, 1)
+    # half a step, plus the fp16 rounding of w / scale that coremltools' float16 arithmetic adds (<= 1/32)
+    err = np.abs(deq - w.astype(np.float32)) / scale.astype(np.float32).reshape(-1, 1, 1, 1)
+    assert err.max() <= 0.5 + 1 / 32
+
+
+def test_kmeans_lut_finds_clusters() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([-1.0, -0.25, 0.3, 2.0])
+    values = rng.choice(centres, 5000) + rng.standard_normal(5000) * 0.01
+    lut, idx = kmeans_lut(values, 2)
+    assert lut.dtype == np.float16 and lut.shape == (4,) and idx.dtype == np.uint8
+    np.testing.assert_allclose(np.sort(lut.astype(np.float64)), centres, atol=0.01)
+    recon = lut[idx].astype(np.float32)
+    nearest = lut.astype(np.float32)[np.abs(values.astype(np.float16)[:, None] - lut[None]).argmin(1)]
+    np.testing.assert_array_equal(recon, nearest)  # every value maps to its nearest entry
+    lut2, idx2 = kmeans_lut(values, 2)
+    np.testing.assert_array_equal(lut, lut2)  # deterministic
+    np.testing.assert_array_equal(idx, idx2)
+
+
+def test_kmeans_lut_with_few_distinct_values_is_exact() -> None:
+    values = np.array([0.5, -0.5, 0.5, 0.25, 0.25], dtype=np.float32)
+    lut, idx = kmeans_lut(values, 4)
+    assert lut.shape == (16,)
+    np.testing.assert_array_equal(lut[idx], values.astype(np.float16))
+
+
+def test_compressed_layers_rule(model: MultiTaskNet) -> None:
+    folded = simulate(model, "fp16")
+    modules = dict(folded.named_modules())
+    names = compressed_layers(folded, "pal4")
+    assert names and compressed_layers(folded, "fp16") == []
+    for name, m in modules.items():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            assert (name in names) == (m.weight.numel() > WEIGHT_THRESHOLD)
+    grouped = compressed_layers(folded, "pal4-g32")
+    assert set(grouped) < set(names)
+    assert all(modules[n].weight.shape[0] % 32 == 0 for n in grouped)
+
+
+@pytest.mark.parametrize("scheme", ["pal2", "pal4", "pal6", "pal8", "pal4-g16", "int8"])
+def test_weight_levels(model: MultiTaskNet, scheme: str) -> None:
+    qs = QuantScheme.parse(scheme)
+    fp16 = dict(simulate(model, "fp16").named_modules())
+    sim = simulate(model, scheme)
+    names = set(compressed_layers(sim, qs))
+    for name, m in sim.named_modules():
+        if not isinstance(m, nn.Conv2d | nn.Linear):
+            continue
+        w = m.weight.detach().numpy()
+        if name not in names:  # small tensors stay fp16, unchanged
+            np.testing.assert_array_equal(w, fp16[name].weight.detach().numpy())
+            continue
+        if qs.kind == "palette":
+            groups = [w] if qs.group_size is None else np.split(w, w.shape[0] // qs.group_size)
+            assert all(len(np.unique(g)) <= 1 << qs.weight_bits for g in groups)
+            assert len(np.unique(w)) > 1
+        else:
+            for row in w.reshape(w.shape[0], -1):
+                assert len(np.unique(row)) <= 255
+        ref = fp16[name].weight.detach().numpy()
+        rel = np.sqrt(((w - ref) ** 2).mean() / (ref**2).mean())
+        assert rel < (0.01 if qs.kind == "linear" else 2.0**-qs.weight_bits * 2), (name, rel)
+        if qs.kind == "palette" and qs.group_size is None:
+            # within 25% of scikit-learn k-means (coremltools' fallback clustering)
+            from sklearn.cluster import KMeans
+
+            km = KMeans(1 << qs.weight_bits, init="k-means++", tol=1e-2, n_init=1, random_state=0)
+            km.fit(ref.reshape(-1, 1).astype(np.float64))
+            sk = km.cluster_centers_[km.labels_, 0].reshape(ref.shape)
+            assert rel < 1.25 * np.sqrt(((sk - ref) ** 2).mean() / (ref**2).mean()), name
+
+
+def test_w8a8_needs_calibration(model: MultiTaskNet) -> None:
+    with pytest.raises(ConfigError, match="scheme 'w8a8' needs calibration images"):
+        simulate(model, "w8a8")
+    with pytest.raises(ConfigError, match=r"calibration images must be a tensor \[N, 3, R, R\]"):
+        simulate(model, "w8a8", calibration=torch.rand(4, 1, 64, 64))
+
+
+def test_w8a8_quantizes_activations(model: MultiTaskNet) -> None:
+    calib = torch.rand(16, 3, 64, 64)
+    sim = simulate(model, "w8a8", calibration=calib)
+    quants = [m for m in sim.modules() if isinstance(m, ActQuant)]
+    convs = [m for m in sim.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert len(quants) == len(convs) and all(not q.observing for q in quants)
+    assert all(float(q.scale) > 0 and -128 <= int(q.zero_point) <= 127 for q in quants)
+    x = calib[:4]
+    ref, got = _out(simulate(model, "int8"), x), _out(sim, x)
+    for key in ref:
+        err = (got[key] - ref[key]).abs().max() / ref[key].abs().max()
+        assert 0 < err < 0.25, (key, err)  # activations really are quantized, and not destroyed
+    uint8 = simulate(model, "w8a8", calibration=(calib * 255).round().to(torch.uint8))
+    assert len([m for m in uint8.modules() if isinstance(m, ActQuant)]) == len(quants)
