@@ -9,8 +9,9 @@ and converted, and the weight compression is applied by coremltools with the sam
 - ``palN`` / ``palN-gK``: the already-palettized weights are stored as a look-up table of exactly their
   distinct values (``N`` bits, one LUT per tensor or per group of K output channels) ->
   ``constexpr_lut_to_dense`` ops; equality with the simulation is exact by construction;
-- both with ``weight_threshold=WEIGHT_THRESHOLD``, the rule ``simulate`` applies; after compressing, the
-  exporter checks that coremltools compressed exactly the tensors the simulation did (``RunError`` if not).
+- both as the last pass of the conversion pipeline, with ``weight_threshold=WEIGHT_THRESHOLD``, the rule
+  ``simulate`` applies; the exporter then checks that coremltools compressed exactly the tensors the
+  simulation did (``RunError`` if not).
 
 The package has one image input ``image`` (RGB, pixel values scaled by 1/255 so the model's own
 normalisation applies), one output per head output (``tags``, ``det_heatmap``, ``det_box``, ``saliency``) and
@@ -123,6 +124,11 @@ def _convert(model: nn.Module, keys: tuple[str, ...], res: int, qs: QuantScheme)
         traced = torch.jit.trace(wrapped, example, strict=False)
     target = {16: ct.target.iOS16, 17: ct.target.iOS17, 18: ct.target.iOS18}[qs.min_ios]
     precision = ct.precision.FLOAT32 if qs.name == "fp32" else ct.precision.FLOAT16
+    pipeline = ct.PassPipeline.DEFAULT
+    if qs.compresses_weights:  # compress as the last pass of the conversion (no second pipeline run)
+        name = "compression::" + ("palettize_weights" if qs.kind == "palette" else "linear_quantize_weights")
+        pipeline.append_pass(name)
+        pipeline.set_options(name, {"config": _compression_config(qs)})
     return ct.convert(
         traced,
         inputs=[
@@ -134,6 +140,7 @@ def _convert(model: nn.Module, keys: tuple[str, ...], res: int, qs: QuantScheme)
         convert_to="mlprogram",
         minimum_deployment_target=target,
         compute_precision=precision,
+        pass_pipeline=pipeline,
         skip_model_load=True,
     )
 
@@ -173,17 +180,6 @@ def _compression_config(qs: QuantScheme) -> Any:
             weight_threshold=WEIGHT_THRESHOLD,
         )
     return cto.OptimizationConfig(global_config=op)
-
-
-def _compress(mlmodel: Any, qs: QuantScheme) -> Any:
-    """Apply the scheme's coremltools weight compression (public ``coremltools.optimize.coreml`` API)."""
-    from coremltools.optimize import coreml as cto
-
-    if not qs.compresses_weights:
-        return mlmodel
-    if qs.kind == "palette":
-        return cto.palettize_weights(mlmodel, _compression_config(qs))
-    return cto.linear_quantize_weights(mlmodel, _compression_config(qs))
 
 
 def _metadata(
@@ -229,7 +225,7 @@ def export_coreml(
     keys = output_keys(model, resolution=res)
     base = simulate(model, qs, calibration=calibration, compress_weights=qs.kind == "palette")
     expected = len(compressed_layers(simulate(model, "fp16"), qs))
-    mlmodel = _compress(_convert(base, keys, res, qs), qs)
+    mlmodel = _convert(base, keys, res, qs)
     got = _count_compressed(mlmodel)
     if got != expected:
         raise RunError(

@@ -1,0 +1,247 @@
+"""Core ML and ONNX export: simulated weights are what ships, outputs, metadata, sizes, errors."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compress.compression import QuantScheme, compressed_layers, simulate
+from compress.errors import ConfigError
+from compress.export import export_coreml, export_onnx, output_keys, package_size_mb, read_coreml_weights
+from compress.model import ArchSpec, HeadSpec, MultiTaskNet, StageSpec
+
+torch.set_num_threads(1)
+
+SCHEMES = ["int8", "pal2", "pal4", "pal6", "pal8", "pal4-g16"]
+
+
+def tiny_spec() -> ArchSpec:
+    return ArchSpec(
+        resolution=64,
+        stem=8,
+        stages=(
+            StageSpec(16, 1, 3, 2.0, 2),
+            StageSpec(24, 2, 3, (4.0, 3.0), 2, True, "relu"),
+            StageSpec(32, 1, 5, 4.0, 2, True, "hswish"),
+        ),
+        heads=(
+            HeadSpec("tagging", 2, (96, 128)),
+            HeadSpec("detection", 1, (16,)),
+            HeadSpec("saliency", 0, (16,)),
+        ),
+        num_classes=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> MultiTaskNet:
+    torch.manual_seed(0)
+    net = MultiTaskNet(tiny_spec())
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():  # non-trivial BN, so folding matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def packages(model: MultiTaskNet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One export per scheme, shared by the tests of this module (conversion takes seconds)."""
+    out = tmp_path_factory.mktemp("coreml")
+    meta = {"latency_ms": {"a11": 3.25, "m1": 0.9}, "note": "test"}
+    return {s: export_coreml(model, out / s, scheme=s, metadata=meta) for s in SCHEMES}
+
+
+def _torch_weights(sim: nn.Module) -> dict[str, np.ndarray]:
+    """Simulated weights keyed the way Core ML names the traced consts (``model_<path>_weight_to_fp16``)."""
+    return {
+        "model_" + name.replace(".", "_") + "_to_fp16": p.detach().numpy()
+        for name, p in sim.named_parameters()
+        if name.endswith("weight") and p.dim() > 1
+    }
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_coreml_weights_equal_simulated_weights(
+    model: MultiTaskNet, packages: dict[str, Path], scheme: str
+) -> None:
+    """What ships is what was scored: every weight read back from the ML Program equals the simulation."""
+    qs = QuantScheme.parse(scheme)
+    sim = simulate(model, qs)
+    expected = _torch_weights(sim)
+    stored = read_coreml_weights(packages[scheme])
+    assert set(stored) == set(expected)  # every conv / linear weight, nothing else
+    compressed = {"model_" + n.replace(".", "_") + "_weight_to_fp16" for n in compressed_layers(sim, qs)}
+    assert compressed and compressed == {n for n, w in stored.items() if w.storage != "const"}
+    for name, weight in stored.items():
+        np.testing.assert_allclose(weight.value.astype(np.float32), expected[name], rtol=1e-3, atol=1e-6)
+        if name in compressed:
+            assert weight.storage == ("lut" if qs.kind == "palette" else "affine")
+            assert weight.nbits == qs.weight_bits
+        else:
+            assert weight.storage == "const" and weight.nbits == 16
+
+
+def test_package_interface_and_metadata(model: MultiTaskNet, packages: dict[str, Path]) -> None:
+    import coremltools as ct
+
+    mlmodel = ct.models.MLModel(str(packages["int8"]), skip_model_load=True)
+    spec = mlmodel.get_spec()
+    assert spec.specificationVersion == 7  # iOS 16
+    (inp,) = spec.description.input
+    assert inp.name == "image" and inp.type.WhichOneof("Type") == "imageType"
+    assert (inp.type.imageType.width, inp.type.imageType.height) == (64, 64)
+    assert [o.name for o in spec.description.output] == ["tags", "det_heatmap", "det_box", "saliency"]
+    meta = mlmodel.user_defined_metadata
+    assert ArchSpec.from_json(meta["compress.arch_spec"]) == model.spec
+    assert meta["compress.scheme"] == "int8"
+    assert json.loads(meta["latency_ms"]) == {"a11": 3.25, "m1": 0.9} and meta["note"] == "test"
+    preprocessing = [op for op in _program_ops(mlmodel) if op.op_type == "mul"][0]  # the 1/255 image scale
+    assert float(preprocessing.inputs["y"].val) == pytest.approx(1 / 255, rel=1e-3)
+
+
+def _program_ops(mlmodel: object) -> list:
+    from compress.export import _mil_program, _ops
+
+    return _ops(_mil_program(mlmodel))
+
+
+def test_deployment_targets(packages: dict[str, Path]) -> None:
+    import coremltools as ct
+
+    versions = {
+        s: ct.models.MLModel(str(p), skip_model_load=True).get_spec().specificationVersion
+        for s, p in packages.items()
+    }
+    assert versions["int8"] == versions["pal2"] == versions["pal4"] == versions["pal8"] == 7  # iOS 16
+    assert versions["pal4-g16"] == 9  # grouped palettes need iOS 18
+
+
+def test_w8a8_quantizes_activations_in_the_artifact(model: MultiTaskNet, tmp_path: Path) -> None:
+    import coremltools as ct
+
+    path = export_coreml(model, tmp_path / "w8a8", scheme="w8a8", calibration=torch.rand(8, 3, 64, 64))
+    mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+    assert mlmodel.get_spec().specificationVersion == 8  # iOS 17
+    ops = _program_ops(mlmodel)
+    compute = [op for op in ops if op.op_type in ("conv", "linear")]
+    assert compute and all(op.inputs["x"].op.op_type == "dequantize" for op in compute)  # int8 activations
+    assert sum(op.op_type == "quantize" for op in ops) == sum(op.op_type == "dequantize" for op in ops)
+    stored = read_coreml_weights(path)
+    expected = _torch_weights(simulate(model, "w8a8", calibration=torch.rand(8, 3, 64, 64)))
+    # ActQuant wrappers shift module paths by ".1"; compare the weights themselves in order
+    assert [w.value.shape for w in stored.values()] == [v.shape for v in expected.values()]
+    for w, ref in zip(stored.values(), expected.values(), strict=True):
+        np.testing.assert_allclose(w.value.astype(np.float32), ref, rtol=1e-3, atol=1e-6)
+
+
+def test_package_sizes(packages: dict[str, Path]) -> None:
+    sizes = {s: package_size_mb(p) for s, p in packages.items()}
+    for s, p in packages.items():
+        assert sizes[s] == sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1e6
+    assert sizes["pal2"] < sizes["pal4"] < sizes["pal6"] < sizes["pal8"] <= sizes["int8"] + 0.01
+
+
+def test_export_replaces_an_existing_package(
+    model: MultiTaskNet, packages: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    target = tmp_path / "again.mlpackage"
+    shutil.copytree(packages["pal2"], target)
+    (target / "stale.txt").write_text("left over")
+    path = export_coreml(model, tmp_path / "again", scheme="fp16")  # the suffix is added
+    assert path == target and not (target / "stale.txt").exists()
+    assert read_coreml_weights(path)["model_heads_tagging_fc1_weight_to_fp16"].storage == "const"  # was lut
+    assert package_size_mb(path) > package_size_mb(packages["int8"])  # fp16 weights are bigger
+
+
+def test_onnx_runtime_matches_torch(model: MultiTaskNet, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["tags", "det_heatmap", "det_box", "saliency"]
+    x = torch.rand(3, 3, 64, 64)  # the batch dimension is dynamic
+    got = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, {"image": x.numpy()}), strict=True)
+    )
+    with torch.no_grad():
+        ref = model(x)
+    for key, value in ref.items():
+        np.testing.assert_allclose(got[key], value.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_onnx_of_a_simulated_model(model: MultiTaskNet, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    sim = simulate(model, "pal4")
+    path = export_onnx(sim, tmp_path / "pal4.onnx", opset=18)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, 3, 64, 64)
+    out = session.run(["tags"], {"image": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(out, sim(x)["tags"].numpy(), rtol=1e-3, atol=1e-3)
+
+
+class _TensorOut(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+class _WrongKeys(nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": x.mean((2, 3))}
+
+
+def test_export_errors(model: MultiTaskNet, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown quantization scheme 'int3'"):
+        export_coreml(model, tmp_path / "x", scheme="int3")
+    with pytest.raises(ConfigError, match="scheme 'w8a8' needs calibration images"):
+        export_coreml(model, tmp_path / "x", scheme="w8a8")
+    with pytest.raises(ConfigError, match="forward returns a dict of head outputs .* but it returned Tensor"):
+        export_coreml(_TensorOut(), tmp_path / "x", resolution=64)
+    with pytest.raises(ConfigError, match=r"model outputs \['logits'\]; expected head outputs among tags"):
+        export_onnx(_WrongKeys(), tmp_path / "x.onnx", resolution=64)
+    with pytest.raises(ConfigError, match="the model has no ArchSpec .spec; pass resolution="):
+        output_keys(_WrongKeys())
+    with pytest.raises(ConfigError, match="ONNX opset must be an int >= 17, but got 13"):
+        export_onnx(model, tmp_path / "x.onnx", opset=13)
+    with pytest.raises(ConfigError, match="no file or package at"):
+        package_size_mb(tmp_path / "missing.mlpackage")
+
+
+def test_model_without_the_heads_its_spec_promises(model: MultiTaskNet) -> None:
+    import copy
+
+    broken = copy.deepcopy(model)
+    del broken.heads["detection"]
+    with pytest.raises(ConfigError, match=r"spec's heads \(tagging, detection, saliency\) need"):
+        output_keys(broken)
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML prediction needs macOS (MLModel.predict)")
+def test_coreml_prediction_matches_simulation(model: MultiTaskNet, packages: dict[str, Path]) -> None:
+    import coremltools as ct
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    for scheme in ("pal4", "int8"):
+        mlmodel = ct.models.MLModel(str(packages[scheme]))
+        got = mlmodel.predict({"image": Image.fromarray(pixels)})
+        with torch.no_grad():
+            ref = simulate(model, scheme)(x)
+        for key, value in ref.items():
+            np.testing.assert_allclose(got[key], value.numpy(), rtol=5e-2, atol=5e-2)
