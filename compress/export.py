@@ -42,7 +42,9 @@ from compress.errors import ConfigError, RunError
 __all__ = [
     "OUTPUT_KEYS",
     "CoreMLWeight",
+    "ExportResult",
     "export_coreml",
+    "export_model",
     "export_onnx",
     "output_keys",
     "package_size_mb",
@@ -351,6 +353,52 @@ def export_onnx(
         )
     onnx.checker.check_model(str(out))
     return out
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_model`` wrote."""
+
+    coreml: Path
+    size_mb: float
+    onnx: Path | None = None
+
+
+CALIBRATION_IMAGES = 64
+"""Validation images used to calibrate w8a8 activation ranges when a data spec is given."""
+
+
+def export_model(
+    model: nn.Module | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    scheme: str | QuantScheme = "fp16",
+    onnx: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    calibration: Any = "builtin",
+) -> ExportResult:
+    """Write ``out_dir/model.mlpackage`` (and ``out_dir/model.onnx`` with ``onnx``) for a model or checkpoint.
+
+    ``model`` is a ``MultiTaskNet`` or the path of a checkpoint written by ``compress.model.save_model``
+    (loaded as ArchSpec JSON + safetensors, never unpickled). ``calibration`` is only used for ``w8a8``:
+    images (as ``export_coreml`` takes them) or a data spec string (``"builtin"``, ``"coco:PATH"``), whose
+    first 64 validation images at the model's resolution are used. The ONNX file holds the float model.
+    """
+    from compress.model import load_model
+
+    qs = QuantScheme.parse(scheme)  # fail on a bad name before loading anything
+    net = load_model(model) if isinstance(model, str | os.PathLike) else model
+    if qs.kind == "w8a8" and isinstance(calibration, str):
+        from compress.data import load_data
+
+        _, val = load_data(calibration, resolution=_resolution(net, None), progress=False)
+        calibration = val.images[:CALIBRATION_IMAGES]
+    out = Path(out_dir)
+    package = export_coreml(
+        net, out / "model.mlpackage", scheme=qs, metadata=metadata, calibration=calibration
+    )
+    onnx_path = export_onnx(net, out / "model.onnx") if onnx else None
+    return ExportResult(package, package_size_mb(package), onnx_path)
 
 
 def package_size_mb(path: str | os.PathLike[str]) -> float:

@@ -245,3 +245,33 @@ def test_coreml_prediction_matches_simulation(model: MultiTaskNet, packages: dic
             ref = simulate(model, scheme)(x)
         for key, value in ref.items():
             np.testing.assert_allclose(got[key], value.numpy(), rtol=5e-2, atol=5e-2)
+
+
+def test_cli_export(model: MultiTaskNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from compress.cli import main
+    from compress.model import save_model
+
+    ckpt = save_model(model, tmp_path / "model.pt")
+    code = main(["export", str(ckpt), "--scheme", "pal4", "--out", str(tmp_path / "out"), "--onnx"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "model.mlpackage").is_dir() and (tmp_path / "out" / "model.onnx").is_file()
+    assert "MB  (pal4)" in capsys.readouterr().out
+    weights = read_coreml_weights(tmp_path / "out" / "model.mlpackage")
+    assert {w.storage for w in weights.values()} == {"const", "lut"}
+
+
+def test_cli_export_errors(model: MultiTaskNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from compress.cli import main
+    from compress.model import save_model
+
+    ckpt = save_model(model, tmp_path / "model.pt")
+    assert main(["export", str(ckpt), "--scheme", "pal5", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("compress: error: palettization width in 'pal5' must be one of")
+        and err.count("\n") == 1
+    )
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["export", str(tmp_path / "bad.pt"), "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("compress: error:") and err.count("\n") == 1
