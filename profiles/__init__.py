@@ -7,6 +7,7 @@ Imports nothing of ``compress``, ``search`` or ``reports``.
 
 from __future__ import annotations
 
+from profiles._calibrate import CalibrationResult, calibrate, load_measurements
 from profiles._cost import Cost, disk_mb, estimate, estimate_graph, weights_mb
 from profiles._errors import ProfileError
 from profiles._graph import Graph, Node, extract_graph
@@ -20,6 +21,7 @@ __all__ = [
     "DEVICES",
     "OP_CLASSES",
     "SCHEMES",
+    "CalibrationResult",
     "ComputeUnit",
     "Cost",
     "DeviceProfile",
@@ -29,12 +31,14 @@ __all__ = [
     "QuantScheme",
     "Sourced",
     "UnitCosts",
+    "calibrate",
     "disk_mb",
     "estimate",
     "estimate_graph",
     "extract_graph",
     "host_profile_path",
     "list_profiles",
+    "load_measurements",
     "load_profile",
     "measure_coreml",
     "measure_host",

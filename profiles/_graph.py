@@ -574,13 +574,23 @@ def _inplace(name: str, cls: str, func: Any, args: tuple, kwargs: dict) -> bool:
     return cls == "act" and (kwargs.get("inplace") is True or any(a is True for a in args[1:]))
 
 
-def _run(model: Any, x: Any, recorder: _Recorder) -> Any:
+def _run(model: Any, x: Any, recorder: _Recorder, timed: list[float] | None = None, clock: Any = None) -> Any:
+    """Run ``model`` on ``x`` recording its ops; with ``timed``, run every op for real and time it."""
     import torch
     from torch.overrides import TorchFunctionMode
 
     class Mode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             kwargs = kwargs or {}
+            if timed is not None:
+                t0 = clock()
+                out = func(*args, **kwargs)
+                elapsed = clock() - t0
+                n = len(recorder.nodes)
+                recorder.record(func, args, kwargs, out)
+                if len(recorder.nodes) > n:
+                    timed.append(elapsed * 1e3)
+                return out
             name = _op_name(func)
             cls = _CLASS_OF.get(name)
             out = None
@@ -620,6 +630,44 @@ def _run(model: Any, x: Any, recorder: _Recorder) -> Any:
     finally:
         for h in handles:
             h.remove()
+
+
+def time_layers(
+    model: Any, input_shape: Any, *, repeats: int = 5, clock: Any = None
+) -> tuple[Graph, np.ndarray]:
+    """The graph of ``model`` and each node's measured ms (minimum over ``repeats`` real runs).
+
+    Ops run for real, each timed with ``clock`` (default: the thread's CPU time) as it executes inside the
+    whole net, so caches are as cold or warm as in a real inference. Used to fit the host profile per op.
+    """
+    import time as _time
+
+    import torch
+
+    shape = _shape(input_shape)
+    clock = clock or _time.thread_time
+    was_training = model.training
+    model.eval()
+    best: np.ndarray | None = None
+    graph: Graph | None = None
+    try:
+        for _ in range(repeats + 1):  # the first run warms up
+            recorder = _Recorder({})
+            x = torch.rand(shape)
+            recorder.mark(x, -1)
+            times: list[float] = []
+            out = _run(model, x, recorder, times, clock)
+            t = np.array(times)
+            if graph is None:
+                flat = _flat_outputs(out)
+                outputs = tuple((k, recorder.node_of(v)) for k, v in flat if recorder.node_of(v) >= 0)
+                graph = _build(shape, tuple(recorder.nodes), outputs, type(model).__name__)
+                continue
+            best = t if best is None else np.minimum(best, t)
+    finally:
+        model.train(was_training)
+    assert graph is not None and best is not None
+    return graph, best
 
 
 def extract_graph(model: Any, input_shape: Any, *, name: str = "") -> Graph:

@@ -336,7 +336,7 @@ def _calibration(r: _Reader, data: Any) -> Calibration:
                 quant=r.text(rt["quant"], f"{k}.quant", empty=False),
                 input=int(r.number(rt["input"], f"{k}.input")),
                 measured_ms=r.number(rt["measured_ms"], f"{k}.measured_ms"),
-                predicted_ms=r.number(rt["predicted_ms"], f"{k}.predicted_ms"),
+                predicted_ms=r.number(rt["predicted_ms"], f"{k}.predicted_ms", allow_zero=True),
                 loo_pct=r.number(rt["loo_pct"], f"{k}.loo_pct", positive=False),
                 source=r.text(rt.get("source", ""), f"{k}.source"),
             )
