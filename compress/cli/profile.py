@@ -1,0 +1,113 @@
+"""``compress profile``: device profiles (list, show), measuring this machine, calibration.
+
+Each command parses its arguments, makes one call into :mod:`profiles` and prints the result.
+``profiles.ProfileError`` propagates; the top-level CLI prints it as one line (exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Device profiles: list and show them, measure this machine, calibrate on measured latencies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console() -> Console:
+    return Console(width=160)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """A table of the device profiles: compute units, peak rates, calibration error."""
+    import profiles
+    from profiles._describe import summary_row
+
+    names = profiles.list_profiles()
+    if profiles.host_profile_path().exists():
+        names.append("host")
+    rows = [summary_row(profiles.load_profile(n)) for n in names]
+    table = Table(title="Device profiles (compress profile show NAME for every number and its source)")
+    for key in rows[0]:
+        table.add_column(key, justify="left" if key in ("device", "chip", "units", "basis") else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    _console().print(table)
+
+
+@app.command("show")
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Device (a11 ... m4, host) or a profile .toml path.")],
+) -> None:
+    """Every number of one profile with its source."""
+    import profiles
+    from profiles._describe import describe_profile
+
+    table = Table(show_header=True, header_style="bold")
+    for col in ("key", "value", "source"):
+        table.add_column(col, overflow="fold")
+    for row in describe_profile(profiles.load_profile(name)):
+        table.add_row(*row)
+    _console().print(table)
+
+
+@app.command("measure")
+def measure_cmd(
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the host profile.")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch threads to measure with.")] = 1,
+    coreml: Annotated[
+        Path | None, typer.Option("--coreml", help="Measure this .mlpackage per compute unit (macOS only).")
+    ] = None,
+) -> None:
+    """Measure this machine's CPU with torch (writes the `host` profile), or a Core ML model on macOS."""
+    import profiles
+
+    if coreml is not None:
+        for unit, ms in profiles.measure_coreml(coreml).items():
+            typer.echo(f"{unit:12s} {ms:8.3f} ms")
+        return
+    path = profiles.measure_host(threads=threads, out=out)
+    p = profiles.load_profile(path)
+    typer.echo(f"wrote {path}: leave-one-out median |error| {p.calibration.loo_median_abs_pct:.1f}%")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    measurements: Annotated[
+        Path,
+        typer.Argument(metavar="MEASUREMENTS.csv", help="Latencies in the published-latencies CSV format."),
+    ],
+    device: Annotated[str, typer.Option("--device", help="Profile to calibrate (a11 ... m4, or a .toml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the calibrated profile here.")] = None,
+) -> None:
+    """Fit a profile to measured latencies and print the leave-one-out error of every row."""
+    import profiles
+    from profiles._schema import dump_profile
+
+    result = profiles.calibrate(device, measurements)
+    table = Table(title=f"{result.profile.name}: leave-one-out prediction per row")
+    for col in ("row", "input", "measured ms", "predicted ms", "error"):
+        table.add_column(col, justify="left" if col == "row" else "right")
+    for t in result.table.itertuples():
+        table.add_row(
+            str(t.row), str(t.input), f"{t.measured_ms:.3f}", f"{t.loo_ms:.3f}", f"{t.loo_pct:+.1f}%"
+        )
+    console = _console()
+    console.print(table)
+    row, pct = result.worst
+    console.print(f"median |error| {result.loo_median_abs_pct:.1f}%; worst row {row}: {pct:+.1f}%")
+    for s in result.skipped:
+        console.print(f"skipped: {s}")
+    if out is not None:
+        out.write_text(dump_profile(result.profile), encoding="utf-8")
+        console.print(f"wrote {out}")

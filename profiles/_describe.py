@@ -1,0 +1,92 @@
+"""Every number of a profile with its source, as rows for tables (``compress profile show``)."""
+
+from __future__ import annotations
+
+from profiles._schema import DeviceProfile, Sourced
+
+__all__ = ["describe_profile", "summary_row"]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _table(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+
+
+def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
+    """``(key, value, source)`` rows for every number in the profile, spec numbers with their sources."""
+    rows: list[tuple[str, str, str]] = [
+        ("device", f"{p.name}: {p.title}", p.path),
+        ("chip", p.chip, ""),
+        ("default quant", p.default_quant, ""),
+    ]
+
+    def sourced(key: str, s: Sourced, unit: str = "") -> None:
+        rows.append((key, f"{_fmt(s.value)}{unit}", s.source))
+
+    sourced("RAM", p.ram_gb, " GB")
+    sourced("unit switch cost", p.switch_cost_us, " us")
+    if p.ane_fallbacks:
+        rows.append(("Neural Engine fallbacks", ", ".join(p.ane_fallbacks), "hollance/neural-engine docs"))
+    for name, u in p.units.items():
+        sourced(f"{name}: cores", u.cores)
+        sourced(f"{name}: bandwidth", u.bandwidth_gbs, " GB/s")
+        for prec, s in u.peak_gflops.items():
+            sourced(f"{name}: peak {prec}", s, " GFLOP/s")
+        c = u.costs
+        how = f"{c.basis}: {c.note}" if c.note else c.basis
+        rows.append((f"{name}: efficiency (of peak)", _table(c.efficiency), how))
+        rows.append((f"{name}: bandwidth efficiency", _table(c.mem_efficiency), how))
+        rows.append((f"{name}: per-layer overhead (us)", _table(c.overhead_us), how))
+        rows.append((f"{name}: per-inference overhead", f"{_fmt(c.inference_overhead_us)} us", how))
+        if name == "ane" or c.int8_speedup != 1.0:
+            rows.append((f"{name}: int8 rate multiplier", _fmt(c.int8_speedup), how))
+        flags = f"fuses={u.fuses}, holds compressed weights={u.holds_compressed_weights}"
+        rows.append(
+            (f"{name}: runtime", f"{flags}, rows padded to {u.pad_last_axis_bytes} B", "Core ML docs")
+        )
+    cal = p.calibration
+    err = (
+        ""
+        if cal.loo_median_abs_pct is None
+        else f", leave-one-out median |error| {cal.loo_median_abs_pct:.1f}%"
+    )
+    rows.append(("calibration", f"{cal.basis}{err}", cal.data or cal.note))
+    if cal.worst_row:
+        rows.append(("calibration: worst row", cal.worst_row, ""))
+    for r in cal.rows:
+        rows.append(
+            (
+                f"  row {r.model} [{r.quant}] @{r.input}",
+                f"measured {_fmt(r.measured_ms)} ms, predicted {_fmt(r.predicted_ms)} ms ({r.loo_pct:+.1f}%)",
+                r.source or "leave-one-out",
+            )
+        )
+    return rows
+
+
+def summary_row(p: DeviceProfile) -> dict[str, str]:
+    """One line per device for ``compress profile list``."""
+
+    def peak(unit: str, prec: str) -> str:
+        u = p.units.get(unit)
+        if u is None or prec not in u.peak_gflops:
+            return "-"
+        return f"{u.peak_gflops[prec].value / 1000:.3g}"
+
+    cal = p.calibration
+    return {
+        "device": p.name,
+        "chip": p.chip,
+        "units": " ".join(p.units),
+        "ANE fp16 TOPS": peak("ane", "fp16"),
+        "ANE int8 TOPS": peak("ane", "int8"),
+        "GPU fp16 TFLOPS": peak("gpu", "fp16"),
+        "CPU fp32 TFLOPS": peak("cpu", "fp32"),
+        "GB/s": f"{next(iter(p.units.values())).bandwidth_gbs.value:.4g}",
+        "RAM GB": f"{p.ram_gb.value:g}",
+        "basis": p.basis,
+        "LOO error": "-" if cal.loo_median_abs_pct is None else f"{cal.loo_median_abs_pct:.1f}%",
+    }
