@@ -368,16 +368,35 @@ def simulate(
     """A copy of ``model`` (eval mode) whose weights are what the Core ML artifact for ``scheme`` holds.
 
     ``calibration`` (images [N, 3, R, R] in [0, 1] or uint8, a batch dict, or an iterable of image batches)
-    is required for ``w8a8``. ``compress_weights=False`` stops after BN folding, fp16 rounding and activation
-    quantization (what the exporter hands to coremltools for ``int8``/``w8a8``). The copy keeps ``spec``.
+    is required for ``w8a8``. ``compress_weights=False`` returns the fp16 weights instead of the compressed
+    ones (what the exporter hands to coremltools for ``int8``/``w8a8``; ``w8a8`` activation ranges are still
+    calibrated with the int8 weights, so both sides get the same scales). The copy keeps ``spec``.
     """
     qs = QuantScheme.parse(scheme)
     sim = fold_batchnorm(copy.deepcopy(model).eval())
     if qs.name != "fp32":
         _round_fp16(sim)
-    if compress_weights and qs.compresses_weights:
+    uncompressed = copy.deepcopy(sim.state_dict()) if not compress_weights else None
+    if qs.compresses_weights:
         _compress_weights(sim, qs)
-    if qs.kind == "w8a8":
+    if qs.kind == "w8a8":  # activation ranges are measured with the int8 weights, in both cases
         quants = _insert_act_quant(sim)
         _calibrate(sim, quants, calibration)
+    if uncompressed is not None:
+        result = sim.load_state_dict(_rename_for_act_quant(uncompressed, sim), strict=False)
+        if result.unexpected_keys:  # pragma: no cover - a module layout simulate does not know
+            raise RuntimeError(f"cannot restore fp16 weights for {result.unexpected_keys[:3]}")
     return sim.eval()
+
+
+def _rename_for_act_quant(state: dict[str, torch.Tensor], sim: nn.Module) -> dict[str, torch.Tensor]:
+    """Map pre-insertion weight names (``a.conv.weight``) to their place after ``ActQuant`` wrapping."""
+    names = set(sim.state_dict())
+    out = {}
+    for key, value in state.items():
+        if key in names:
+            out[key] = value
+        else:
+            head, _, leaf = key.rpartition(".")
+            out[f"{head}.1.{leaf}"] = value
+    return out

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.compression import QuantScheme, compressed_layers, simulate
+from compress.compression import ActQuant, QuantScheme, compressed_layers, simulate
 from compress.errors import ConfigError
 from compress.export import export_coreml, export_onnx, output_keys, package_size_mb, read_coreml_weights
 from compress.model import ArchSpec, HeadSpec, MultiTaskNet, StageSpec
@@ -129,7 +129,8 @@ def test_deployment_targets(packages: dict[str, Path]) -> None:
 def test_w8a8_quantizes_activations_in_the_artifact(model: MultiTaskNet, tmp_path: Path) -> None:
     import coremltools as ct
 
-    path = export_coreml(model, tmp_path / "w8a8", scheme="w8a8", calibration=torch.rand(8, 3, 64, 64))
+    calib = torch.rand(8, 3, 64, 64)
+    path = export_coreml(model, tmp_path / "w8a8", scheme="w8a8", calibration=calib)
     mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
     assert mlmodel.get_spec().specificationVersion == 8  # iOS 17
     ops = _program_ops(mlmodel)
@@ -137,7 +138,11 @@ def test_w8a8_quantizes_activations_in_the_artifact(model: MultiTaskNet, tmp_pat
     assert compute and all(op.inputs["x"].op.op_type == "dequantize" for op in compute)  # int8 activations
     assert sum(op.op_type == "quantize" for op in ops) == sum(op.op_type == "dequantize" for op in ops)
     stored = read_coreml_weights(path)
-    expected = _torch_weights(simulate(model, "w8a8", calibration=torch.rand(8, 3, 64, 64)))
+    sim = simulate(model, "w8a8", calibration=calib)
+    scales = sorted({float(q.scale) for q in sim.modules() if isinstance(q, ActQuant)})
+    shipped = sorted({float(op.inputs["scale"].val) for op in ops if op.op_type == "quantize"})
+    np.testing.assert_allclose(shipped, scales, rtol=1e-3)  # the activation ranges that were scored
+    expected = _torch_weights(sim)
     # ActQuant wrappers shift module paths by ".1"; compare the weights themselves in order
     assert [w.value.shape for w in stored.values()] == [v.shape for v in expected.values()]
     for w, ref in zip(stored.values(), expected.values(), strict=True):
