@@ -331,8 +331,8 @@ def _with_calibration(
             model=str(t.row),
             quant=str(t.quant),
             input=int(t.input),
-            measured_ms=round(float(t.measured_ms), 5),
-            predicted_ms=round(float(t.loo_ms), 5),
+            measured_ms=float(f"{t.measured_ms:.6g}"),
+            predicted_ms=float(f"{t.loo_ms:.6g}"),
             loo_pct=round(float(t.loo_pct), 2),
         )
         for t in table.itertuples()

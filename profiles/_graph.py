@@ -511,6 +511,12 @@ def _fast_shape(name: str, cls: str, args: tuple, kwargs: dict) -> tuple[int, ..
         pad = arg(4, "padding", 0)
         if isinstance(pad, str):
             return None
+        groups = int(arg(6, "groups", 1))
+        if x.dim() != n + 2 or x.shape[1] != w.shape[1] * groups:
+            raise RuntimeError(
+                f"conv weight {tuple(w.shape)} (groups={groups}) expects {w.shape[1] * groups} input "
+                f"channels, but got input {tuple(x.shape)}"
+            )
         st, pd, dl = _tuple(arg(3, "stride", 1), n), _tuple(pad, n), _tuple(arg(5, "dilation", 1), n)
         spatial = tuple(_conv_out(x.shape[2 + i], w.shape[2 + i], st[i], pd[i], dl[i]) for i in range(n))
         return (x.shape[0], w.shape[0], *spatial)
@@ -518,6 +524,8 @@ def _fast_shape(name: str, cls: str, args: tuple, kwargs: dict) -> tuple[int, ..
         return tuple(x.shape)
     if cls == "linear" and name == "linear":
         w = arg(1, "weight", None)
+        if x.shape[-1] != w.shape[1]:
+            raise RuntimeError(f"linear weight {tuple(w.shape)} cannot multiply input {tuple(x.shape)}")
         return (*x.shape[:-1], w.shape[0])
     if cls == "eltwise" and name in (
         "add",

@@ -227,8 +227,8 @@ def _host_profile(
             model=label,
             quant="fp32",
             input=int(shape[-1]),
-            measured_ms=round(m, 5),
-            predicted_ms=round(float(p), 5),
+            measured_ms=float(f"{m:.6g}"),
+            predicted_ms=float(f"{p:.6g}"),
             loo_pct=round(float(e), 2),
         )
         for (label, _, shape), m, p, e in zip(items, measured, loo, pct, strict=True)

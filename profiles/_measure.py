@@ -125,10 +125,14 @@ def measure_latency(
     rounds: int = 7,
     round_ms: float = 25.0,
     warmup: int = 2,
+    clock: str = "auto",
 ) -> float:
-    """Latency in ms of ``model`` at ``input_shape`` (batch 1): the minimum of per-round medians."""
+    """Latency in ms of ``model`` at ``input_shape`` (batch 1): the minimum of per-round medians.
+
+    See :func:`measure_latencies` for the options and the module docstring for the method and the clock.
+    """
     return measure_latencies(
-        [(model, input_shape)], threads=threads, rounds=rounds, round_ms=round_ms, warmup=warmup
+        [(model, input_shape)], threads=threads, rounds=rounds, round_ms=round_ms, warmup=warmup, clock=clock
     )[0]
 
 
