@@ -97,6 +97,20 @@ def test_extract_default_space_extremes():
             torch.testing.assert_close(got[k], ref[k], atol=1e-5, rtol=1e-5)
 
 
+def test_channels_last_supernet_matches(trained_supernet):
+    import copy
+
+    space = small_space()
+    fast = copy.deepcopy(trained_supernet).to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    for spec in (space.largest(), space.sample(random.Random(2))):
+        with torch.no_grad():
+            ref, got, static = trained_supernet(x, spec), fast(x, spec), extract(fast, spec).eval()(x)
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(static[k], ref[k], atol=1e-5, rtol=1e-5)
+
+
 def test_supernet_rejects_spec_outside_space():
     space = small_space()
     net = Supernet(space)
