@@ -34,8 +34,12 @@ def predict(model: torch.nn.Module, data: Any, *, batch_size: int = 100, spec: A
     try:
         for start in range(0, len(data), batch_size):
             images = data.batch(torch.arange(start, min(start + batch_size, len(data))))["images"]
-            x = images if resolution == data.resolution else F.interpolate(
-                images, size=(resolution, resolution), mode="bilinear", align_corners=False
+            x = (
+                images
+                if resolution == data.resolution
+                else F.interpolate(
+                    images, size=(resolution, resolution), mode="bilinear", align_corners=False
+                )
             )
             out = model(x, spec) if spec is not None else model(x)
             if "tags" in out:
@@ -46,8 +50,9 @@ def predict(model: torch.nn.Module, data: Any, *, batch_size: int = 100, spec: A
                 for boxes, scores, labels in decode_detections(out, input_size=data.resolution):
                     dets.append((boxes.numpy(), scores.numpy(), labels.numpy()))
             if "saliency" in out:
-                s = F.interpolate(out["saliency"].float(), size=(data.resolution,) * 2, mode="bilinear",
-                                  align_corners=False)
+                s = F.interpolate(
+                    out["saliency"].float(), size=(data.resolution,) * 2, mode="bilinear", align_corners=False
+                )
                 sal.append(torch.sigmoid(s)[:, 0].numpy())
     finally:
         model.train(was_training)

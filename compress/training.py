@@ -100,8 +100,12 @@ class TrainResult:
 # -- helpers -------------------------------------------------------------------------------------------------
 def config_hash(space: Any, data_key: str, config: TrainConfig) -> str:
     """Hash of everything that determines the trained weights (not of AMP/checkpointing switches)."""
-    recipe = {k: v for k, v in config.to_dict().items() if k not in ("amp", "grad_checkpoint", "checkpoint_every")}
-    blob = json.dumps({"format": FORMAT, "space": space.to_dict(), "data": data_key, "recipe": recipe}, sort_keys=True)
+    recipe = {
+        k: v for k, v in config.to_dict().items() if k not in ("amp", "grad_checkpoint", "checkpoint_every")
+    }
+    blob = json.dumps(
+        {"format": FORMAT, "space": space.to_dict(), "data": data_key, "recipe": recipe}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -112,7 +116,9 @@ def resize_batch(batch: dict[str, torch.Tensor], resolution: int) -> dict[str, t
         return batch
     scale = resolution / size
     out = dict(batch)
-    out["images"] = F.interpolate(batch["images"], size=(resolution, resolution), mode="bilinear", align_corners=False)
+    out["images"] = F.interpolate(
+        batch["images"], size=(resolution, resolution), mode="bilinear", align_corners=False
+    )
     out["saliency"] = F.interpolate(batch["saliency"].float(), size=(resolution, resolution), mode="nearest")
     out["boxes"] = batch["boxes"] * scale
     return out
@@ -168,7 +174,9 @@ def _head_variants(space: Any, spec: Any) -> list[Any]:
     rounds = max(len(c) for c in choices.values())
     variants = []
     for i in range(rounds):
-        heads = tuple(dataclasses.replace(h, branch=choices[h.task][i % len(choices[h.task])]) for h in spec.heads)
+        heads = tuple(
+            dataclasses.replace(h, branch=choices[h.task][i % len(choices[h.task])]) for h in spec.heads
+        )
         variants.append(dataclasses.replace(spec, heads=heads))
     return variants
 
@@ -200,7 +208,9 @@ def train_supernet(
         except RunError:
             net, meta = None, {}
         if net is not None and meta.get("config_hash") == key:
-            return TrainResult(net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", []))
+            return TrainResult(
+                net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", [])
+            )
 
     rank, world = _dist()
     torch.manual_seed(config.seed)
@@ -236,7 +246,9 @@ def train_supernet(
         for p in backbone:
             p.requires_grad_(joint)
         batch = {k: v[shard].to(device) for k, v in train_data.batch(next(batches)).items()}
-        specs = [space.largest(), space.smallest()] + [space.sample(sample_rng) for _ in range(config.num_random)]
+        specs = [space.largest(), space.smallest()] + [
+            space.sample(sample_rng) for _ in range(config.num_random)
+        ]
         for g in optimizer.param_groups:
             g["lr"] = _lr_at(step, config, config.steps)
         optimizer.zero_grad(set_to_none=True)
@@ -265,8 +277,15 @@ def train_supernet(
         bar.advance(logs)
         if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
             _save_atomic(
-                {"config_hash": key, "model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "history": history, "sample_rng": _listify(sample_rng.getstate()), "data_rng": data_rng.get_state()},
+                {
+                    "config_hash": key,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "history": history,
+                    "sample_rng": _listify(sample_rng.getstate()),
+                    "data_rng": data_rng.get_state(),
+                },
                 ckpt,
             )
     bar.close()
@@ -276,8 +295,15 @@ def train_supernet(
         p.requires_grad_(True)
     if rank == 0:
         _save_atomic(
-            {"format": FORMAT, "config_hash": key, "space": json.dumps(space.to_dict()), "model": net.cpu().state_dict(),
-             "history": history, "images_per_second": ips, "config": json.dumps(config.to_dict())},
+            {
+                "format": FORMAT,
+                "config_hash": key,
+                "space": json.dumps(space.to_dict()),
+                "model": net.cpu().state_dict(),
+                "history": history,
+                "images_per_second": ips,
+                "config": json.dumps(config.to_dict()),
+            },
             out,
         )
         ckpt.unlink(missing_ok=True)
@@ -301,7 +327,9 @@ def load_supernet(path: str | Path, *, with_meta: bool = False) -> Any:
     except RunError:
         raise
     except Exception as exc:  # corrupt or foreign file
-        raise RunError(f"cannot load the supernet {path}: {type(exc).__name__}: {exc}; delete it to retrain") from None
+        raise RunError(
+            f"cannot load the supernet {path}: {type(exc).__name__}: {exc}; delete it to retrain"
+        ) from None
     net.eval()
     if with_meta:
         meta = {k: state[k] for k in ("config_hash", "history", "images_per_second") if k in state}
@@ -330,8 +358,12 @@ class _progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
-                TextColumn("supernet"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), transient=False,
+                TextColumn("supernet"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
             )
             self._bar.start()
             self._task = self._bar.add_task("train", total=total, completed=done, info="")
@@ -369,6 +401,10 @@ def train(
             f"the space has {space.num_classes} classes but the data set {data!r} has {train_data.num_classes}"
         )
     return train_supernet(
-        space, train_data, Path(out) / "supernet.pt", config=config, data_key=f"{data}@{config.resolution}",
+        space,
+        train_data,
+        Path(out) / "supernet.pt",
+        config=config,
+        data_key=f"{data}@{config.resolution}",
         progress=progress,
     )

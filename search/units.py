@@ -12,9 +12,26 @@ __all__ = ["parse_duration_ms", "parse_size_mb"]
 _NUMBER = r"(?P<value>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _PATTERN = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>[A-Za-zµ]*)\s*$")
 
-_DURATION = {"ms": 1.0, "msec": 1.0, "s": 1000.0, "sec": 1000.0, "us": 1e-3, "µs": 1e-3}
+_DURATION = {
+    "ms": 1.0,
+    "msec": 1.0,
+    "s": 1000.0,
+    "sec": 1000.0,
+    "us": 1e-3,
+    "µs": 1e-3,
+    "min": 60e3,
+    "h": 3600e3,
+}
 # Sizes in MB (10^6 bytes), the unit Core ML tools and Xcode report; MiB/GiB accepted too.
-_SIZE = {"b": 1e-6, "kb": 1e-3, "mb": 1.0, "gb": 1e3, "kib": 1024 / 1e6, "mib": 1024**2 / 1e6, "gib": 1024**3 / 1e6}
+_SIZE = {
+    "b": 1e-6,
+    "kb": 1e-3,
+    "mb": 1.0,
+    "gb": 1e3,
+    "kib": 1024 / 1e6,
+    "mib": 1024**2 / 1e6,
+    "gib": 1024**3 / 1e6,
+}
 
 
 def _parse(text: object, what: str, units: dict[str, float], example: str) -> float:

@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"compress: error: {message}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
-        print("compress: interrupted; finished work is kept (rerun the same command to continue)", file=sys.stderr)
+        print(
+            "compress: interrupted; finished work is kept (rerun the same command to continue)",
+            file=sys.stderr,
+        )
         code = 130
     except user_errors as exc:
         if debug:

@@ -25,9 +25,18 @@ def train_cmd(
     from compress.training import TrainConfig, train
 
     config = TrainConfig(
-        steps=steps, batch_size=batch_size, resolution=resolution, lr=lr, seed=seed, amp=amp,
+        steps=steps,
+        batch_size=batch_size,
+        resolution=resolution,
+        lr=lr,
+        seed=seed,
+        amp=amp,
         grad_checkpoint=grad_checkpoint,
     )
     result = train(data=data, out=out, config=config)
-    verb = "reused" if result.reused else f"trained in {result.seconds / 60:.1f} min ({result.images_per_second:.0f} img/s)"
+    verb = (
+        "reused"
+        if result.reused
+        else f"trained in {result.seconds / 60:.1f} min ({result.images_per_second:.0f} img/s)"
+    )
     typer.echo(f"supernet {verb}: {result.path}")

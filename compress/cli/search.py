@@ -1,0 +1,83 @@
+"""``compress search``: the main job — supernet, Optuna study, Pareto front, chosen deployable model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _split(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def search_cmd(
+    budget: Annotated[
+        str, typer.Option(help="Latency budget on every target device, e.g. '10ms', '0.01s'.")
+    ] = "10ms",
+    devices: Annotated[
+        str | None, typer.Option(help="Comma-separated device profiles (default: a11..a17pro, m1..m4).")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Finished trials the study should hold (default 48).")
+    ] = None,
+    timeout: Annotated[
+        str | None, typer.Option(help="Stop starting trials after this long, e.g. '10min'.")
+    ] = None,
+    sampler: Annotated[str | None, typer.Option(help="nsga2 (default), tpe, gp or random.")] = None,
+    objectives: Annotated[str | None, typer.Option(help="quality,latency[,memory][,disk].")] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Peak-memory limit on every device, e.g. '25MB'.")
+    ] = None,
+    disk: Annotated[str | None, typer.Option(help="On-disk size limit, e.g. '16MB'.")] = None,
+    data: Annotated[str | None, typer.Option(help="'builtin' or 'coco:PATH'.")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage URL (default: SQLite in the run dir).")
+    ] = None,
+    study_name: Annotated[str | None, typer.Option(help="Study name (default: the run dir's name).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local worker processes on the same storage.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/search-<budget>).")] = None,
+    space: Annotated[Path | None, typer.Option(help="YAML/TOML file narrowing the search space.")] = None,
+    train_steps: Annotated[int | None, typer.Option(help="Supernet training steps.")] = None,
+    finetune_steps: Annotated[
+        int | None, typer.Option(help="Fine-tuning steps for the chosen model.")
+    ] = None,
+    eval_images: Annotated[int | None, typer.Option(help="Validation images per trial (0 = all).")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Search for the best multi-task model that meets the latency budget on every target device."""
+    import dataclasses
+
+    from search import SearchConfig, run_search
+    from search.units import parse_duration_ms, parse_size_mb
+
+    given = {
+        "budget_ms": parse_duration_ms(budget),
+        "devices": _split(devices),
+        "trials": trials,
+        "timeout_s": None if timeout is None else parse_duration_ms(timeout) / 1000,
+        "sampler": sampler,
+        "objectives": _split(objectives),
+        "memory_mb": None if memory is None else parse_size_mb(memory),
+        "disk_mb": None if disk is None else parse_size_mb(disk),
+        "data": data,
+        "storage": storage,
+        "study_name": study_name,
+        "workers": workers,
+        "seed": seed,
+        "out": out,
+        "space_file": space,
+        "finetune_steps": finetune_steps,
+        "eval_images": None if eval_images == 0 else eval_images,
+    }
+    config = SearchConfig(
+        **{k: v for k, v in given.items() if v is not None or k == "eval_images" and eval_images == 0}
+    )
+    if train_steps is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=train_steps))
+    result = run_search(config, progress=not no_progress)
+    from search.summary import print_summary
+
+    print_summary(result)

@@ -1,0 +1,383 @@
+"""``compress search``: the whole job, from data to the chosen deployable model, in one run directory.
+
+data → supernet (trained once, reused by config hash) → Optuna study (resumable) → trials.csv, front.csv,
+hypervolume.csv, baselines.csv → the chosen candidate (highest quality among the feasible, ties to lower
+latency) → fine-tuned, compressed, exported to ``chosen/`` (see ``search.finalize``). The run directory's
+layout is documented in ``search.rundir``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.errors import ConfigError, RunError
+from compress.training import TrainConfig
+from search.study import OBJECTIVES, SAMPLERS, Limits, redact
+
+__all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
+
+DEFAULT_DEVICES = ("a11", "a12", "a13", "a14", "a15", "a16", "a17pro", "m1", "m2", "m3", "m4")
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything ``compress search`` needs; defaults are the README's main job."""
+
+    budget_ms: float = 10.0
+    devices: tuple[str, ...] = DEFAULT_DEVICES
+    trials: int = 48
+    timeout_s: float | None = None
+    sampler: str = "nsga2"
+    objectives: tuple[str, ...] = ("quality", "latency")
+    memory_mb: float | None = None
+    disk_mb: float | None = None
+    data: str = "builtin"
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int = 1
+    seed: int = 0
+    out: Path | None = None
+    space_file: Path | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_images: int | None = 200
+    population_size: int = 16
+    finalize: bool = True
+    finetune_steps: int = 60
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.budget_ms > 0):
+            raise ConfigError(f"budget must be positive, but got {self.budget_ms} ms")
+        if not self.devices:
+            raise ConfigError("--devices needs at least one device")
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, but got {self.trials}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, but got {self.workers}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if (
+            bad
+            or self.objectives[:2] != ("quality", "latency")
+            or len(set(self.objectives)) != len(self.objectives)
+        ):
+            raise ConfigError(
+                f"objectives must start with quality,latency and may add memory and/or disk, but got "
+                f"{','.join(self.objectives)}"
+            )
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ConfigError(f"--timeout must be positive, but got {self.timeout_s}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else Path("runs") / f"search-{self.budget_ms:g}ms"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def name(self) -> str:
+        return self.study_name or self.run_dir.name
+
+    def limits(self) -> Limits:
+        return Limits(self.budget_ms, tuple(self.devices), self.memory_mb, self.disk_mb)
+
+    def study_config(self, space: Any) -> dict[str, Any]:
+        """What must not change between reruns of one study."""
+        return {
+            "budget_ms": self.budget_ms,
+            "devices": list(self.devices),
+            "objectives": list(self.objectives),
+            "memory_mb": self.memory_mb,
+            "disk_mb": self.disk_mb,
+            "data": self.data,
+            "space": space.to_dict(),
+            "eval_images": self.eval_images,
+        }
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    trials: Any
+    front: Any
+    chosen: dict[str, Any] | None
+    card: dict[str, Any] | None
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in (
+        "torch",
+        "optuna",
+        "coremltools",
+        "torch-pruning",
+        "nncf",
+        "numpy",
+        "pandas",
+        "onnx",
+        "onnxruntime",
+        "compress-toolkit",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    path = cfg.run_dir / "run.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old and old.get("format") != FORMAT:
+        raise RunError(
+            f"{path} has run format {old.get('format')!r}; this toolkit writes {FORMAT}: use another --out"
+        )
+    data = {
+        "format": FORMAT,
+        "toolkit_version": _versions()["compress-toolkit"],
+        "created": old.get("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+        "finished": None,
+        "command": " ".join(["compress", *sys.argv[1:]]) if sys.argv and "compress" in sys.argv[0] else None,
+        "config": {
+            "budget_ms": cfg.budget_ms,
+            "devices": list(cfg.devices),
+            "trials": cfg.trials,
+            "timeout_s": cfg.timeout_s,
+            "sampler": cfg.sampler,
+            "objectives": list(cfg.objectives),
+            "memory_mb": cfg.memory_mb,
+            "disk_mb": cfg.disk_mb,
+            "data": cfg.data,
+            "seed": cfg.seed,
+            "study_name": cfg.name,
+            "storage": redact(cfg.storage_url),
+            "workers": cfg.workers,
+            "eval_images": cfg.eval_images,
+            "space": space.to_dict(),
+            "train": cfg.train.to_dict(),
+        },
+        "versions": _versions(),
+        **{k: v for k, v in old.items() if k in ("supernet", "provenance")},
+        **extra,
+    }
+    _write_json(path, data)
+    return data
+
+
+def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:
+    from profiles import load_profile
+
+    out = {}
+    for d in devices:
+        p = load_profile(d)
+        out[d] = {
+            "source": getattr(p, "source", None) or "spec-derived",
+            "error_pct": getattr(p, "calibration_error_pct", None),
+        }
+    return out
+
+
+def _check_devices(devices: tuple[str, ...]) -> None:
+    from profiles import load_profile
+
+    for d in devices:
+        load_profile(d)  # raises ProfileError naming the known devices
+
+
+def _worker(cfg: SearchConfig, rank: int) -> None:
+    """One extra local worker process: same storage, same study, its own sampler seed."""
+    import torch
+
+    from compress.training import load_supernet
+    from search.scorer import Scorer
+    from search.space import load_space
+    from search.study import create_study, make_sampler, run_trials
+
+    torch.set_num_threads(1)
+    space = load_space(
+        cfg.space_file,
+        num_classes=json.loads((cfg.run_dir / "run.json").read_text())["config"]["space"]["arch"][
+            "num_classes"
+        ],
+    )
+    supernet = load_supernet(cfg.run_dir / "supernet.pt")
+    scorer = Scorer(
+        supernet,
+        data=cfg.data,
+        devices=list(cfg.devices),
+        eval_images=cfg.eval_images,
+        cache_dir=cfg.cache_dir,
+        seed=cfg.seed,
+    )
+    sampler = make_sampler(cfg.sampler, seed=cfg.seed + 1000 * rank, population_size=cfg.population_size)
+    study = create_study(
+        storage=cfg.storage_url,
+        study_name=cfg.name,
+        objectives=cfg.objectives,
+        sampler=sampler,
+        config=cfg.study_config(space),
+    )
+    run_trials(
+        study,
+        scorer,
+        space,
+        cfg.limits(),
+        objectives=cfg.objectives,
+        trials=cfg.trials,
+        timeout_s=cfg.timeout_s,
+    )
+
+
+def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
+    """Run (or continue) the search ``cfg`` describes and write the run directory."""
+    import torch
+
+    from compress.data import load_data
+    from compress.training import train_supernet
+    from search.outputs import write_outputs
+    from search.scorer import Scorer
+    from search.space import load_space
+    from search.study import create_study, make_sampler, run_trials
+
+    _check_devices(cfg.devices)
+    space = load_space(cfg.space_file)  # validate the space file before any slow work
+    run_dir = cfg.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} exists and is not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_run_json(cfg, space, {"provenance": _provenance(cfg.devices)})
+
+    train_data, _ = load_data(
+        cfg.data, resolution=cfg.train.resolution, cache_dir=cfg.cache_dir, progress=progress
+    )
+    classes = train_data.num_classes
+    space = load_space(cfg.space_file, num_classes=classes)
+    # The supernet is trained on the full default space; a space file only narrows the choices.
+    trained = train_supernet(
+        load_space(None, num_classes=classes).arch,
+        train_data,
+        run_dir / "supernet.pt",
+        config=cfg.train,
+        data_key=f"{cfg.data}@{cfg.train.resolution}",
+        progress=progress,
+    )
+    del train_data
+    _write_run_json(
+        cfg,
+        space,
+        {
+            "supernet": {
+                "path": "supernet.pt",
+                "config_hash": trained.config_hash,
+                "train_minutes": round(trained.seconds / 60, 2),
+                "images_per_second": round(trained.images_per_second, 1),
+                "reused": trained.reused,
+            }
+        },
+    )
+    sampler = make_sampler(cfg.sampler, seed=cfg.seed, population_size=cfg.population_size)
+    study = create_study(
+        storage=cfg.storage_url,
+        study_name=cfg.name,
+        objectives=cfg.objectives,
+        sampler=sampler,
+        config=cfg.study_config(space),
+    )
+    scorer = Scorer(
+        trained.supernet,
+        data=cfg.data,
+        devices=list(cfg.devices),
+        eval_images=cfg.eval_images,
+        cache_dir=cfg.cache_dir,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    procs = []
+    if cfg.workers > 1:
+        ctx = mp.get_context("spawn")
+        procs = [
+            ctx.Process(target=_worker, args=(cfg, rank), daemon=False) for rank in range(1, cfg.workers)
+        ]
+        for p in procs:
+            p.start()
+        torch.set_num_threads(1)
+    bar = _SearchProgress(progress, cfg.trials, cfg.limits())
+    try:
+        run_trials(
+            study,
+            scorer,
+            space,
+            cfg.limits(),
+            objectives=cfg.objectives,
+            trials=cfg.trials,
+            timeout_s=cfg.timeout_s,
+            callbacks=[bar.callback],
+        )
+    finally:
+        for p in procs:
+            p.join()
+        bar.close()
+    return write_outputs(cfg, space, study, scorer, progress=progress)
+
+
+class _SearchProgress:
+    """Trials done, feasible count, front size and best quality within budget, as a rich progress bar."""
+
+    def __init__(self, enabled: bool, total: int, limits: Limits) -> None:
+        self.limits = limits
+        self.best, self.feasible = None, 0
+        self._bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("search"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("search", total=total, info="")
+
+    def callback(self, study: Any, trial: Any) -> None:
+        if self._bar is None:
+            return
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        feas = [
+            t for t in done if all(v <= 0 for k, v in t.system_attrs.items() if k.startswith("constraints:"))
+        ]
+        best = max((t.values[0] for t in feas), default=None)
+        front = len(study.best_trials)
+        best_txt = f"{best:.1f}" if best is not None else "—"
+        self._bar.update(
+            self._task,
+            completed=len(done),
+            info=f"feasible {len(feas)} · front {front} · best quality in budget {best_txt}",
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

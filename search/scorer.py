@@ -1,0 +1,182 @@
+"""Scoring one candidate: build the static model it describes, measure its quality, cost it on every device.
+
+Build (``Scorer.build``): extract the subnet from the trained supernet → BN recalibration on calibration images
+→ structured pruning (Torch-Pruning; BN recalibrated again) → quantization simulated in torch with the math the
+Core ML artifact uses. Quality (``compress.evaluate``) is measured on the validation split at the candidate's
+own resolution (a fixed, seeded subset during the search; the whole split for the chosen model). Cost
+(``profiles``): the graph is extracted once and re-costed on every target device with the candidate's scheme.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from compress.metrics import Quality
+from search.space import Candidate
+
+__all__ = ["Score", "Scorer"]
+
+
+@dataclass
+class Score:
+    """Quality and per-device cost of one candidate."""
+
+    candidate: Candidate
+    quality: Quality
+    costs: dict[str, Any]
+    params: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def worst_device(self) -> str:
+        return max(self.costs, key=lambda d: self.costs[d].latency_ms)
+
+    @property
+    def worst_latency_ms(self) -> float:
+        return max(c.latency_ms for c in self.costs.values())
+
+    @property
+    def worst_memory_mb(self) -> float:
+        return max(c.peak_memory_mb for c in self.costs.values())
+
+    @property
+    def disk_mb(self) -> float:
+        return max(c.disk_mb for c in self.costs.values())
+
+    def row(self) -> dict[str, Any]:
+        """The flat record written to trial attributes and CSV files (see the run-directory contract)."""
+        row: dict[str, Any] = {
+            "quality": self.quality.aggregate,
+            "worst_latency_ms": self.worst_latency_ms,
+            "worst_device": self.worst_device,
+            "worst_memory_mb": self.worst_memory_mb,
+            "disk_mb": self.disk_mb,
+            "weights_mb": max(c.weights_mb for c in self.costs.values()),
+            "params": self.params,
+        }
+        for device, cost in self.costs.items():
+            row[f"latency_ms.{device}"] = cost.latency_ms
+            row[f"peak_memory_mb.{device}"] = cost.peak_memory_mb
+        for task, metrics in self.quality.tasks.items():
+            for name, value in metrics.items():
+                row[f"q.{task}.{name}"] = value
+        row["arch"] = self.candidate.spec.describe()
+        row["spec"] = self.candidate.spec.to_json()
+        row["prune"] = ",".join(f"{r:g}" for r in self.candidate.prune)
+        row["quant"] = self.candidate.quant
+        return row
+
+
+class Scorer:
+    """Scores candidates against one trained supernet, one data set and a list of devices.
+
+    ``eval_images`` caps the validation images used per trial (seeded subset; None = all);
+    ``calib_images`` training images are used for BN recalibration and W8A8 calibration.
+    """
+
+    def __init__(
+        self,
+        supernet: Any,
+        *,
+        data: str,
+        devices: list[str],
+        eval_images: int | None = 200,
+        calib_images: int = 128,
+        cache_dir: str | None = None,
+        progress: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.supernet = supernet.eval()
+        self.data = data
+        self.devices = list(devices)
+        self.eval_images = eval_images
+        self.calib_images = calib_images
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.seed = seed
+        self._val: dict[int, Any] = {}
+        self._calib: dict[int, torch.Tensor] = {}
+
+    # -- data -------------------------------------------------------------------------------------------------
+    def _load(self, resolution: int) -> None:
+        from compress.data import load_data
+
+        train, val = load_data(
+            self.data, resolution=resolution, cache_dir=self.cache_dir, progress=self.progress
+        )
+        g = torch.Generator().manual_seed(self.seed)
+        if self.eval_images is not None and len(val) > self.eval_images:
+            val = val.subset(torch.randperm(len(val), generator=g)[: self.eval_images].sort().values)
+        idx = torch.randperm(len(train), generator=g)[: self.calib_images].sort().values
+        self._val[resolution] = val
+        self._calib[resolution] = train.batch(idx)["images"]
+
+    def val(self, resolution: int) -> Any:
+        if resolution not in self._val:
+            self._load(resolution)
+        return self._val[resolution]
+
+    def calibration(self, resolution: int) -> torch.Tensor:
+        if resolution not in self._calib:
+            self._load(resolution)
+        return self._calib[resolution]
+
+    # -- build, cost, score -------------------------------------------------------------------------------
+    def build(self, candidate: Candidate, *, quantize: bool = True) -> torch.nn.Module:
+        """The static model ``candidate`` describes (float when ``quantize`` is False)."""
+        from compress.compression import PruneSpec, prune, simulate
+        from compress.model import extract, recalibrate_bn
+
+        calib = self.calibration(candidate.spec.resolution)
+        model = extract(self.supernet, candidate.spec)
+        recalibrate_bn(model, calib)
+        if any(candidate.prune):
+            model = prune(model, PruneSpec(candidate.prune), calibration=calib)
+        model.eval()
+        if quantize:
+            model = simulate(model, candidate.quant, calibration=calib).eval()
+        return model
+
+    def cost(self, model: torch.nn.Module, quant: str) -> dict[str, Any]:
+        """``profiles.Cost`` on every device (one graph extraction)."""
+        from profiles import estimate_graph, extract_graph
+
+        res = model.spec.resolution
+        graph = extract_graph(model, (1, 3, res, res))
+        return {d: estimate_graph(graph, d, quant=quant) for d in self.devices}
+
+    def score(self, candidate: Candidate, *, full_val: bool = False) -> Score:
+        """Build, evaluate and cost ``candidate``."""
+        from compress.evaluate import evaluate
+        from compress.model import count_parameters
+
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        float_model = self.build(candidate, quantize=False)
+        times["build"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        costs = self.cost(float_model, candidate.quant)
+        times["cost"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        from compress.compression import simulate
+
+        model = simulate(
+            float_model, candidate.quant, calibration=self.calibration(candidate.spec.resolution)
+        ).eval()
+        times["quantize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        val = self.full_val(candidate.spec.resolution) if full_val else self.val(candidate.spec.resolution)
+        quality = evaluate(model, val)
+        times["evaluate"] = time.perf_counter() - t0
+        return Score(candidate, quality, costs, count_parameters(float_model), times)
+
+    def full_val(self, resolution: int) -> Any:
+        from compress.data import load_data
+
+        return load_data(self.data, resolution=resolution, cache_dir=self.cache_dir, progress=self.progress)[
+            1
+        ]

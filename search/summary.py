@@ -1,0 +1,52 @@
+"""The terminal summary printed at the end of ``compress search``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["print_summary"]
+
+
+def print_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    card = result.card
+    console.print(
+        f"run directory: {result.run_dir}  ·  {len(result.trials)} trials  ·  front {len(result.front)}"
+    )
+    if card is None:
+        console.print(f"chosen trial {result.chosen['trial']} (not finalized)")
+        return
+    table = Table(
+        title=Text(f"chosen model (trial {card['trial']}): quality {card['quality']['aggregate']:.1f}")
+    )
+    for col in ("device", "latency ms", "budget", "peak memory MB", "disk MB", "source"):
+        table.add_column(col)
+    for device, d in card["devices"].items():
+        src = d["source"] + (f" ±{d['error_pct']:.0f}%" if d.get("error_pct") is not None else "")
+        table.add_row(
+            device,
+            f"{d['latency_ms']:.2f}",
+            "ok" if d["within_budget"] else "OVER",
+            f"{d['peak_memory_mb']:.1f}",
+            f"{d['disk_mb']:.2f}",
+            src,
+        )
+    console.print(table)
+    console.print(Text(card["arch"]))
+    base = card.get("baseline")
+    if base:
+        verdict = "beats" if card["beats_baseline"] else "does NOT beat"
+        console.print(
+            f"chosen quality {card['quality']['aggregate']:.1f} {verdict} the best hand-scaled MobileNetV3 "
+            f"within budget: {base['name']} {base['quality']:.1f} ({base['worst_latency_ms']:.2f} ms)"
+        )
+    else:
+        console.print("no hand-scaled MobileNetV3 baseline meets the budget")
+    for step, err in card.get("errors", {}).items():
+        if not step.endswith(".trace"):
+            console.print(Text(f"warning: {step} failed: {err}", style="yellow"))
+    console.print(f"artifacts: {result.run_dir / 'chosen'}  (next: compress report {result.run_dir})")
