@@ -227,3 +227,42 @@ def test_memory_counts_activations_and_held_weights():
     assert fp16.peak_memory_mb > fp16.weights_mb  # weights plus live activations
     assert pal4.peak_memory_mb < fp16.peak_memory_mb  # the Neural Engine holds palettized weights compressed
     assert np.isfinite(fp16.peak_memory_mb)
+
+
+# Whole .mlpackage sizes in bytes/1e6, written by coremltools 9.0 here (ct.convert to an iOS 18 ML program,
+# then linear_quantize_weights int8 per-channel / palettize_weights 4-bit, per tensor or group 16).
+PACKAGES = {
+    "mobilenet_v2_1.0": (7.038758, 3.623625, 1.863889, 3.820951),
+    "resnet50": (51.095188, 25.658599, 12.855781, 15.972183),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PACKAGES))
+def test_disk_mb_matches_real_packages(name):
+    from profiles.reference_models import reference_model
+
+    g = extract_graph(reference_model(name), (1, 3, 224, 224))
+    for q, real in zip(("fp16", "int8", "pal4", "pal4-g16"), PACKAGES[name], strict=True):
+        assert disk_mb(g, q) == pytest.approx(real, rel=0.02), q
+
+
+@pytest.mark.slow
+def test_disk_mb_matches_a_fresh_coremltools_export(tmp_path):
+    ct = pytest.importorskip("coremltools")
+    import os
+
+    from coremltools.optimize import coreml as cto
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1, groups=32),
+        nn.Conv2d(32, 96, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 500),
+    ).eval()  # fmt: skip
+    x = torch.rand(1, 3, 64, 64)
+    ml = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(shape=x.shape)], convert_to="mlprogram",
+                    minimum_deployment_target=ct.target.iOS18)  # fmt: skip
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="uniform", nbits=4))
+    for q, m in (("fp16", ml), ("pal4", cto.palettize_weights(ml, config))):
+        path = tmp_path / f"{q}.mlpackage"
+        m.save(str(path))
+        real = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 1e6
+        assert disk_mb(model, q, input_shape=x.shape) == pytest.approx(real, rel=0.02, abs=0.005), q
