@@ -309,6 +309,20 @@ class Cost:
         )
         return pd.concat([rows, extra], ignore_index=True)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The scalar figures (for JSON model cards and result tables)."""
+        return {
+            "device": self.device,
+            "quant": self.quant,
+            "latency_ms": self.latency_ms,
+            "peak_memory_mb": self.peak_memory_mb,
+            "weights_mb": self.weights_mb,
+            "disk_mb": self.disk_mb,
+            "units": list(self.units),
+            "source": self.source,
+            "calibration_error_pct": self.calibration_error_pct,
+        }
+
     def by_output(self) -> Any:
         """Latency, parameters and weight MB per output group (``shared`` = the layers every head uses)."""
         import pandas as pd

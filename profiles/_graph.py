@@ -143,16 +143,22 @@ def _op_name(func: Any) -> str:
     return name.strip("_") if name != "__get__" else name
 
 
-def _tensors(obj: Any) -> list[Any]:
-    import torch
+def _tensors(obj: Any, out: list[Any] | None = None) -> list[Any]:
+    """Every tensor in ``obj`` (nested lists, tuples and dict values), in order."""
+    from torch import Tensor
 
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, list | tuple):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
+    out = [] if out is None else out
+    if isinstance(obj, Tensor):
+        out.append(obj)
+    elif isinstance(obj, list | tuple):
+        for o in obj:
+            if isinstance(o, Tensor):
+                out.append(o)
+            elif isinstance(o, list | tuple | dict):
+                _tensors(o, out)
+    elif isinstance(obj, dict):
+        _tensors(list(obj.values()), out)
+    return out
 
 
 def _flat_outputs(out: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -189,11 +195,15 @@ class _Recorder:
 
     def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         name = _op_name(func)
+        if name in _IGNORED:
+            return
         outs = _tensors(out)
-        if name in _IGNORED or not outs:
+        if not outs:
             return
         cls = _CLASS_OF.get(name, "other")
-        ins = _tensors(args) + _tensors(kwargs)
+        ins = _tensors(args)
+        if kwargs:
+            _tensors(kwargs, ins)
         acts = [t for t in ins if id(t) not in self.params]
         weights = [t for t in ins if id(t) in self.params]
         if cls == "act" and name in ("hardtanh", "clamp", "clip") and not acts:
@@ -615,12 +625,17 @@ def _run(model: Any, x: Any, recorder: _Recorder, timed: list[float] | None = No
             recorder.record(func, args, kwargs, out)
             return out
 
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    recorder.params = {id(v): k for k, v in {**params, **buffers}.items()}
-    recorder.trainable = {id(v) for v in params.values()}
-
-    names = {id(mod): qual for qual, mod in model.named_modules() if qual}
+    names: dict[int, str] = {}
+    for qual, mod in model.named_modules():
+        if qual:
+            names[id(mod)] = qual
+        for k, v in mod._parameters.items():
+            if v is not None:
+                recorder.params[id(v)] = f"{qual}.{k}"
+                recorder.trainable.add(id(v))
+        for k, v in mod._buffers.items():
+            if v is not None:
+                recorder.params[id(v)] = f"{qual}.{k}"
     scope = recorder.scope
 
     def enter(module: Any, args: Any) -> None:
@@ -640,6 +655,19 @@ def _run(model: Any, x: Any, recorder: _Recorder, timed: list[float] | None = No
             h.remove()
 
 
+def _set_eval(model: Any) -> list[Any]:
+    """Put every module in eval mode; returns those that were training (cheaper than ``model.eval()``)."""
+    training = [m for m in model.modules() if m.training]
+    for m in training:
+        m.__dict__["training"] = False
+    return training
+
+
+def _restore(training: list[Any]) -> None:
+    for m in training:
+        m.__dict__["training"] = True
+
+
 def time_layers(
     model: Any, input_shape: Any, *, repeats: int = 5, clock: Any = None
 ) -> tuple[Graph, np.ndarray]:
@@ -654,8 +682,7 @@ def time_layers(
 
     shape = _shape(input_shape)
     clock = clock or _time.thread_time
-    was_training = model.training
-    model.eval()
+    training = _set_eval(model)
     best: np.ndarray | None = None
     graph: Graph | None = None
     try:
@@ -673,7 +700,7 @@ def time_layers(
                 continue
             best = t if best is None else np.minimum(best, t)
     finally:
-        model.train(was_training)
+        _restore(training)
     assert graph is not None and best is not None
     return graph, best
 
@@ -690,8 +717,7 @@ def extract_graph(model: Any, input_shape: Any, *, name: str = "") -> Graph:
     if not isinstance(model, torch.nn.Module):
         raise ProfileError(f"model must be a torch.nn.Module, but got {type(model).__name__}")
     shape = _shape(input_shape)
-    was_training = model.training
-    model.eval()
+    training = _set_eval(model)
     ref = next(iter(model.parameters()), None)
     recorder = _Recorder({})
     x = torch.zeros(shape, device=ref.device if ref is not None else "cpu")
@@ -701,7 +727,7 @@ def extract_graph(model: Any, input_shape: Any, *, name: str = "") -> Graph:
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise ProfileError(f"model forward failed at input_shape={shape}: {exc}") from exc
     finally:
-        model.train(was_training)
+        _restore(training)
     flat = _flat_outputs(out)
     outputs = tuple((k, recorder.node_of(t)) for k, t in flat if recorder.node_of(t) >= 0)
     if not recorder.nodes or not outputs:

@@ -106,6 +106,7 @@ def test_layer_rows_sum_to_the_total(graph, device):
     )
     assert cost.peak_memory_mb > 0 and cost.disk_mb > cost.weights_mb > 0
     assert cost.source in ("calibrated", "spec-derived")
+    assert cost.as_dict()["latency_ms"] == cost.latency_ms and cost.as_dict()["device"] == device
 
 
 def test_a11_never_uses_the_neural_engine(graph):
