@@ -44,7 +44,16 @@ def e2e(session: nox.Session) -> None:
     _install(session)
     tmp = session.create_tmp()
     session.run(
-        "compress", "search", "--budget", "10ms", "--trials", "4", "--preset", "tiny",
-        "--out", f"{tmp}/runs/e2e", *session.posargs,
+        "compress",
+        "search",
+        "--budget",
+        "10ms",
+        "--trials",
+        "4",
+        "--preset",
+        "tiny",
+        "--out",
+        f"{tmp}/runs/e2e",
+        *session.posargs,
     )
     session.run("compress", "report", f"{tmp}/runs/e2e")

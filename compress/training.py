@@ -52,7 +52,7 @@ FORMAT = 1
 class TrainConfig:
     """Supernet training recipe. ``steps`` counts optimizer steps over both phases."""
 
-    steps: int = 600
+    steps: int = 200
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -61,7 +61,7 @@ class TrainConfig:
     num_random: int = 2
     distill_weight: float = 1.0
     checkpoint_every: int = 50
-    resolution: int = 128
+    resolution: int = 112
     seed: int = 0
     amp: bool = False
     grad_checkpoint: bool = False
@@ -217,6 +217,8 @@ def train_supernet(
     net = supernet if supernet is not None else Supernet(space)
     device = torch.device("cuda" if torch.cuda.is_available() and (config.amp or world > 1) else "cpu")
     net.to(device)
+    if device.type == "cpu":  # PyTorch's depthwise backward is several times faster in channels_last on CPU
+        net.to(memory_format=torch.channels_last)
     if config.grad_checkpoint and hasattr(net, "grad_checkpoint"):
         net.grad_checkpoint = True
     backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
@@ -266,9 +268,9 @@ def train_supernet(
                 images += len(b["images"])
                 if i == 0 and variant is spec:
                     teacher = {k: v.detach() for k, v in outputs.items()}
-                    logs["loss_largest"] = float(loss)
+                    logs["loss_largest"] = float(loss.detach())
             if i == 1:
-                logs["loss_smallest"] = float(loss)
+                logs["loss_smallest"] = float(loss.detach())
         _allreduce_grads(backbone + heads if joint else heads, world)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         optimizer.step()

@@ -49,19 +49,26 @@ def finetune(
 
 
 def _head_name(output: str) -> str:
-    return "backbone" if output == "shared" else str(output)
+    """The task a cost group belongs to: the profiles' output groups are output names joined by '+'."""
+    from compress.model import HEAD_OUTPUTS
+
+    if output == "shared":
+        return "backbone"
+    tasks = {t for part in output.split("+") for t, keys in HEAD_OUTPUTS.items() if part in keys}
+    return tasks.pop() if len(tasks) == 1 else f"backbone ({'+'.join(sorted(tasks))})"
 
 
 def _per_head(cost: Any) -> dict[str, Any]:
-    by = cost.by_output()
-    return {
-        _head_name(str(name)): {
-            "params": int(r["params"]),
-            "weights_mb": float(r["weights_mb"]),
-            f"latency_ms.{cost.device}": float(r["ms"]),
-        }
-        for name, r in by.iterrows()
-    }
+    """Own cost of each head (and of the shared backbone) on ``cost.device``."""
+    heads: dict[str, Any] = {}
+    for name, r in cost.by_output().iterrows():
+        h = heads.setdefault(_head_name(str(name)), {"params": 0, "weights_mb": 0.0, "latency_ms": 0.0})
+        h["params"] += int(r["params"])
+        h["weights_mb"] += float(r["weights_mb"])
+        h["latency_ms"] += float(r["ms"])
+    for h in heads.values():
+        h["device"] = cost.device
+    return heads
 
 
 def _safe(step: str, fn: Any, errors: dict[str, str]) -> Any:

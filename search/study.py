@@ -102,13 +102,13 @@ def make_sampler(name: str, *, seed: int, population_size: int = 16) -> Any:
 def _storage(url: str) -> Any:
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         try:
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=30,
                 grace_period=120,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=0),
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             )
         except Exception as exc:

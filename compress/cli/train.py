@@ -13,9 +13,9 @@ def train_cmd(
     out: Annotated[Path, typer.Option(help="Run directory; the supernet goes to OUT/supernet.pt.")] = Path(
         "runs/train"
     ),
-    steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 600,
+    steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 200,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
-    resolution: Annotated[int, typer.Option(help="Training resolution (pixels).")] = 128,
+    resolution: Annotated[int, typer.Option(help="Training resolution (pixels).")] = 112,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 3e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,

@@ -25,7 +25,10 @@ from compress.model.spec import ACTIVATIONS, KERNELS, ArchSpec, HeadSpec, StageS
 __all__ = ["HeadChoices", "StageChoices", "SupernetSpace", "default_space"]
 
 LARGE_WIDTHS = (16, 24, 40, 80, 112, 160)
-DEFAULT_MULTIPLIERS = (0.35, 0.5, 0.75, 1.0, 1.25)
+DEFAULT_MULTIPLIERS = (0.35, 0.5, 0.75, 1.0)
+# 1.25 and 7x7 kernels are left out of the default: the largest subnet dominates supernet training time, and
+# the default must train in minutes on 2 CPU cores. Pass your own SupernetSpace for a bigger space.
+DEFAULT_KERNELS = (3, 5)
 
 
 def _choices(name: str, values: Any, cast: type) -> tuple:
@@ -313,7 +316,13 @@ def default_space(num_classes: int = 12) -> SupernetSpace:
     for width, (stride, se, act) in zip(LARGE_WIDTHS[1:], skeleton[1:], strict=True):
         stages.append(
             StageChoices(
-                _scaled(width, DEFAULT_MULTIPLIERS), (1, 2, 3, 4), KERNELS, (3.0, 4.0, 6.0), stride, se, act
+                _scaled(width, DEFAULT_MULTIPLIERS),
+                (1, 2, 3, 4),
+                DEFAULT_KERNELS,
+                (3.0, 4.0, 6.0),
+                stride,
+                se,
+                act,
             )
         )
     heads = (

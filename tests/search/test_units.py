@@ -13,15 +13,24 @@ def test_durations(text, ms):
     assert parse_duration_ms(text) == pytest.approx(ms)
 
 
-@pytest.mark.parametrize(("text", "mb"), [("25MB", 25.0), ("0.5GB", 500.0), ("512 kb", 0.512), ("1MiB", 1.048576)])
+@pytest.mark.parametrize(
+    ("text", "mb"), [("25MB", 25.0), ("0.5GB", 500.0), ("512 kb", 0.512), ("1MiB", 1.048576)]
+)
 def test_sizes(text, mb):
     assert parse_size_mb(text) == pytest.approx(mb)
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("10 parsecs", "unknown unit 'parsecs'"), ("-3ms", "must be positive"), ("0ms", "must be positive"),
-     ("10", "has no unit"), ("fast", "cannot read"), ("", "cannot read"), ("nanms", "cannot read")],
+    [
+        ("10 parsecs", "unknown unit 'parsecs'"),
+        ("-3ms", "must be positive"),
+        ("0ms", "must be positive"),
+        ("10", "has no unit"),
+        ("fast", "cannot read"),
+        ("", "cannot read"),
+        ("nanms", "cannot read"),
+    ],
 )
 def test_bad_durations(text, match):
     with pytest.raises(ConfigError, match=match):

@@ -1,0 +1,109 @@
+"""Supernet training: runs, checkpoints atomically, resumes, reuses a finished supernet by config hash."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from compress.data import SceneConfig, load_data
+from compress.errors import ConfigError, RunError
+from compress.model import default_space
+from compress.training import TrainConfig, load_supernet, resize_batch, train_supernet
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    scenes = SceneConfig(num_train=24, num_val=8, image_size=64)
+    train, _ = load_data("builtin", resolution=64, cache_dir=cache, progress=False, scenes=scenes)
+    space = default_space(num_classes=train.num_classes)
+    small = dataclasses.replace(
+        space,
+        resolutions=(64,),
+        stages=tuple(
+            dataclasses.replace(s, widths=s.widths[:2], depths=s.depths[:2], kernels=(3,))
+            for s in space.stages
+        ),
+    )
+    return train, small
+
+
+def _config(**kw):
+    return TrainConfig(
+        **{"steps": 4, "batch_size": 8, "resolution": 64, "warmup_steps": 1, "checkpoint_every": 2, **kw}
+    )
+
+
+def test_train_saves_and_reuses(tiny, tmp_path):
+    train, space = tiny
+    out = tmp_path / "supernet.pt"
+    result = train_supernet(space, train, out, config=_config(), progress=False)
+    assert out.is_file() and not result.reused and len(result.history) == 4
+    assert not (tmp_path / "supernet.pt.ckpt").exists()
+    again = train_supernet(space, train, out, config=_config(), progress=False)
+    assert again.reused and again.config_hash == result.config_hash
+    loaded = load_supernet(out)
+    spec = space.largest()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, spec)["tags"], result.supernet.eval()(x, spec)["tags"], atol=1e-5)
+
+
+def test_changed_recipe_retrains(tiny, tmp_path):
+    train, space = tiny
+    out = tmp_path / "supernet.pt"
+    first = train_supernet(space, train, out, config=_config(), progress=False)
+    second = train_supernet(space, train, out, config=_config(lr=1e-3), progress=False)
+    assert not second.reused and second.config_hash != first.config_hash
+
+
+def test_resume_from_checkpoint(tiny, tmp_path, monkeypatch):
+    train, space = tiny
+    out = tmp_path / "supernet.pt"
+    import compress.training as training
+
+    real = training._save_atomic
+    calls = {"n": 0}
+
+    def crash_after_first_checkpoint(obj, path):
+        real(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C after step 2
+
+    monkeypatch.setattr(training, "_save_atomic", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(space, train, out, config=_config(), progress=False)
+    monkeypatch.setattr(training, "_save_atomic", real)
+    ckpt = torch.load(tmp_path / "supernet.pt.ckpt", weights_only=True)
+    assert ckpt["step"] == 2
+    resumed = train_supernet(space, train, out, config=_config(), progress=False)
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4]
+
+
+def test_corrupt_supernet_file(tmp_path):
+    bad = tmp_path / "supernet.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="cannot load the supernet"):
+        load_supernet(bad)
+    with pytest.raises(RunError, match="no supernet"):
+        load_supernet(tmp_path / "missing.pt")
+
+
+def test_resize_batch_scales_boxes():
+    batch = {
+        "images": torch.rand(1, 3, 64, 64),
+        "saliency": torch.ones(1, 1, 64, 64),
+        "boxes": torch.tensor([[[8.0, 8.0, 32.0, 32.0]]]),
+    }
+    out = resize_batch(batch, 32)
+    assert out["images"].shape[-1] == 32 and out["saliency"].shape[-1] == 32
+    assert torch.equal(out["boxes"], batch["boxes"] / 2)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"), [({"steps": 0}, "steps"), ({"lr": 2.0}, "lr"), ({"resolution": 8}, "resolution")]
+)
+def test_bad_train_config(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)

@@ -1,0 +1,189 @@
+"""compress search end to end on a tiny real run: outputs, resume, dead workers, infeasible budgets, errors."""
+
+import dataclasses
+import json
+import socket
+import subprocess
+
+import pandas as pd
+import pytest
+
+from compress.cli import main
+from compress.data import SceneConfig, generate_scenes
+from compress.errors import ConfigError, RunError
+from compress.training import TrainConfig
+from search import SearchConfig, load_space, run_search
+from search.study import create_study, fail_dead_trials, make_sampler, redact
+
+SPACE = """
+resolutions: [96]
+widths: [0.35, 0.5]
+depths: [1]
+kernels: [3]
+expands: [3, 4]
+prune: [0.0, 0.25]
+quant: [fp16, pal4]
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    data = generate_scenes(root / "coco", SceneConfig(num_train=24, num_val=8, image_size=64), progress=False)
+    space = root / "space.yaml"
+    space.write_text(SPACE)
+    cfg = SearchConfig(
+        budget_ms=10.0,
+        trials=3,
+        data=f"coco:{data}",
+        out=root / "run",
+        space_file=space,
+        eval_images=8,
+        train=TrainConfig(steps=2, batch_size=8, resolution=64, warmup_steps=1),
+        finetune_steps=1,
+        cache_dir=root / "cache",
+        population_size=4,
+    )
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def finished(setup):
+    return run_search(setup, progress=False)
+
+
+def test_run_directory(finished, setup):
+    run = setup.run_dir
+    for name in (
+        "run.json",
+        "study.db",
+        "supernet.pt",
+        "trials.csv",
+        "front.csv",
+        "hypervolume.csv",
+        "baselines.csv",
+        "chosen/model.pt",
+        "chosen/card.json",
+        "chosen/layers.csv",
+        "chosen/model.onnx",
+        "chosen/model.mlpackage",
+    ):
+        assert (run / name).exists(), name
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["format"] == 1 and meta["finished"] and meta["config"]["budget_ms"] == 10.0
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 3 and trials["trial"].is_unique
+    front = pd.read_csv(run / "front.csv")
+    assert len(front) >= 1 and front["feasible"].all()
+    assert set(front["trial"]) <= set(trials["trial"])
+    card = json.loads((run / "chosen/card.json").read_text())
+    assert set(card["devices"]) == set(setup.devices)
+    assert all(d["latency_ms"] <= setup.budget_ms for d in card["devices"].values())
+    assert card["trial"] in set(front["trial"])
+    assert card["quality"]["aggregate"] == pytest.approx(card["quality"]["aggregate"])  # a number
+    assert {"backbone", "tagging", "detection", "saliency"} <= set(card["heads"])
+    assert not {k for k in card["errors"] if not k.endswith(".trace")}, card["errors"]
+
+
+def test_chosen_is_best_feasible(finished):
+    front = finished.front
+    best = front[front["feasible"]]["quality"].max()
+    assert finished.chosen["quality"] == pytest.approx(best)
+
+
+def test_rerun_continues_the_study(finished, setup):
+    before = pd.read_csv(setup.run_dir / "trials.csv")
+    more = dataclasses.replace(setup, trials=5, finalize=False)
+    result = run_search(more, progress=False)
+    after = result.trials
+    assert len(after) == 5 and after["trial"].is_unique
+    assert set(before["trial"]) <= set(after["trial"])
+    # values of finished trials are kept, not recomputed
+    merged = before.merge(after, on="trial", suffixes=("", "_after"))
+    assert (merged["quality"] == merged["quality_after"]).all()
+
+
+def test_other_settings_are_refused(finished, setup):
+    with pytest.raises(ConfigError, match="created with other settings.*budget_ms"):
+        run_search(dataclasses.replace(setup, budget_ms=5.0, finalize=False), progress=False)
+
+
+def test_dead_worker_trial_is_failed_with_reason(finished, setup):
+    space = load_space(setup.space_file, num_classes=12)
+    study = create_study(
+        storage=setup.storage_url,
+        study_name=setup.name,
+        objectives=setup.objectives,
+        sampler=make_sampler("random", seed=0),
+        config=setup.study_config(space),
+    )
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", dead.pid)
+    assert fail_dead_trials(study) == [trial.number]
+    frozen = study.trials[trial.number]
+    assert frozen.state.name == "FAIL" and "died" in frozen.user_attrs["fail_reason"]
+
+
+def test_infeasible_budget_keeps_the_study(setup, tmp_path):
+    cfg = dataclasses.replace(setup, budget_ms=0.001, out=tmp_path / "tight", trials=2)
+    (tmp_path / "tight").mkdir()
+    (tmp_path / "tight" / "supernet.pt").write_bytes((setup.run_dir / "supernet.pt").read_bytes())
+    with pytest.raises(RunError, match=r"no candidate meets the 0.001 ms budget.*closest: trial"):
+        run_search(cfg, progress=False)
+    assert (tmp_path / "tight" / "study.db").is_file() and (tmp_path / "tight" / "trials.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("colour: [1]", "unknown key"),
+        ("resolutions: [100]", "outside the supernet space"),
+        ("quant: [pal3]", "unknown quantization scheme 'pal3'"),
+        ("prune: [0.95]", "prune choices"),
+        ("depths: 3", "must be a non-empty list"),
+        ("branches: {segmentation: [1]}", "unknown task"),
+    ],
+)
+def test_space_file_errors(tmp_path, text, match):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_space(path)
+
+
+def test_space_file_formats(tmp_path):
+    toml = tmp_path / "space.toml"
+    toml.write_text('resolutions = [128, 160]\nquant = ["fp16", "int8"]\n')
+    space = load_space(toml)
+    assert space.arch.resolutions == (128, 160) and space.quant == ("fp16", "int8")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_space(tmp_path / "nope.yaml")
+    bad = tmp_path / "space.yaml"
+    bad.write_text("resolutions: [128\n")
+    with pytest.raises(ConfigError, match="does not parse"):
+        load_space(bad)
+
+
+def test_redact():
+    assert redact("postgresql://user:secret@db:5432/optuna") == "postgresql://user:***@db:5432/optuna"
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--budget", "10 parsecs"], "unknown unit 'parsecs'"),
+        (["--budget", "-3ms"], "must be positive"),
+        (["--devices", "a11,a99"], "unknown device 'a99'"),
+        (["--sampler", "cmaes"], "unknown sampler"),
+        (["--objectives", "latency,quality"], "objectives must start"),
+        (["--memory", "lots"], "cannot read size"),
+    ],
+)
+def test_cli_bad_input(args, match, capsys, tmp_path):
+    code = main(["search", *args, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and match in err and "Traceback" not in err and err.count("\n") == 1
