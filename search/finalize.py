@@ -172,7 +172,8 @@ def finalize(
         compression.append(
             {
                 "scheme": scheme,
-                "prune": list(cand.prune),
+                "prune": round(sum(cand.prune) / len(cand.prune), 3),  # mean per-stage ratio
+                "prune_ratios": list(cand.prune),
                 "params": count_parameters(model),
                 "disk_mb": c.disk_mb,
                 "weights_mb": c.weights_mb,

@@ -185,14 +185,17 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
 
 
 def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:
+    """Where each device's predictions come from: measured, calibrated (with its LOO error) or spec-derived."""
     from profiles import load_profile
 
     out = {}
     for d in devices:
         p = load_profile(d)
+        cal = p.calibration
         out[d] = {
-            "source": getattr(p, "source", None) or "spec-derived",
-            "error_pct": getattr(p, "calibration_error_pct", None),
+            "source": p.basis,
+            "error_pct": cal.loo_median_abs_pct if cal is not None else None,
+            "note": cal.data if cal is not None else "derived from spec-sheet peak rates",
         }
     return out
 

@@ -174,7 +174,7 @@ def test_default_space_shape():
         "detection": (2, 3, 4),
         "saliency": (1, 2, 3),
     }
-    assert space.stages[0].depths == (1,) and all(s.kernels == (3, 5, 7) for s in space.stages[1:])
+    assert space.stages[0].depths == (1,) and all(s.kernels == (3, 5) for s in space.stages[1:])
     big, small = MultiTaskNet(space.largest()), MultiTaskNet(space.smallest())
     assert sum(p.numel() for p in big.parameters()) > 10 * sum(p.numel() for p in small.parameters())
 

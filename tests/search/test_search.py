@@ -9,47 +9,19 @@ import pandas as pd
 import pytest
 
 from compress.cli import main
-from compress.data import SceneConfig, generate_scenes
 from compress.errors import ConfigError, RunError
-from compress.training import TrainConfig
-from search import SearchConfig, load_space, run_search
+from search import load_space, run_search
 from search.study import create_study, fail_dead_trials, make_sampler, redact
 
-SPACE = """
-resolutions: [96]
-widths: [0.35, 0.5]
-depths: [1]
-kernels: [3]
-expands: [3, 4]
-prune: [0.0, 0.25]
-quant: [fp16, pal4]
-"""
+
+@pytest.fixture(scope="module")
+def setup(tiny_search_config):
+    return tiny_search_config
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("search")
-    data = generate_scenes(root / "coco", SceneConfig(num_train=24, num_val=8, image_size=64), progress=False)
-    space = root / "space.yaml"
-    space.write_text(SPACE)
-    cfg = SearchConfig(
-        budget_ms=10.0,
-        trials=3,
-        data=f"coco:{data}",
-        out=root / "run",
-        space_file=space,
-        eval_images=8,
-        train=TrainConfig(steps=2, batch_size=8, resolution=64, warmup_steps=1),
-        finetune_steps=1,
-        cache_dir=root / "cache",
-        population_size=4,
-    )
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def finished(setup):
-    return run_search(setup, progress=False)
+def finished(tiny_run):
+    return tiny_run
 
 
 def test_run_directory(finished, setup):

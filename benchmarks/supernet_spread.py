@@ -1,0 +1,77 @@
+"""Supernet spread and training time on the default data (issue: Foundation).
+
+Prints: supernet training time with the default recipe (minutes, images/s) on this machine; the aggregate and
+per-task quality of the largest and smallest subnets (extracted, BN-recalibrated, full validation split at
+their own resolution) and their gap (target >= 10 points); the MobileNetV3-Large and -Small presets (width
+1.0) trained with the same static recipe for the same steps, per task (target: Large beats Small on every
+task).
+
+    python benchmarks/supernet_spread.py [--steps N] [--preset-steps N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from compress.data import load_data
+from compress.evaluate import evaluate
+from compress.model import MultiTaskNet, default_space, extract, get_preset, recalibrate_bn
+from compress.training import TrainConfig, train_supernet
+from search.finalize import finetune
+
+
+def _row(name: str, q) -> str:
+    tasks = "  ".join(f"{t}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) for t, m in q.tasks.items())
+    return f"{name:<28} aggregate {q.aggregate:6.2f}   {tasks}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=TrainConfig().steps)
+    ap.add_argument("--preset-steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(steps=args.steps)
+    train, _ = load_data("builtin", resolution=cfg.resolution)
+    space = default_space(num_classes=train.num_classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_supernet(space, train, Path(tmp) / "supernet.pt", config=cfg, data_key="bench")
+    print(f"supernet training ({cfg.steps} steps, batch {cfg.batch_size}, {cfg.resolution} px, "
+          f"{args.threads} threads): {result.seconds / 60:.2f} min, {result.images_per_second:.1f} img/s "
+          f"(target <= 8 min)")
+    net = result.supernet.eval()
+    qualities = {}
+    for name, spec in (("largest", space.largest()), ("smallest", space.smallest())):
+        tr, val = load_data("builtin", resolution=spec.resolution)
+        model = extract(net, spec)
+        recalibrate_bn(model, tr.batch(torch.arange(256))["images"])
+        qualities[name] = evaluate(model.eval(), val)
+        print(_row(f"{name} subnet @{spec.resolution}", qualities[name]))
+    gap = qualities["largest"].aggregate - qualities["smallest"].aggregate
+    print(f"largest - smallest: {gap:+.2f} points (target >= 10)")
+
+    presets = {}
+    for name in ("mobilenetv3_large_100", "mobilenetv3_small_100"):
+        spec = get_preset(name, num_classes=train.num_classes, resolution=cfg.resolution)
+        torch.manual_seed(0)
+        model = MultiTaskNet(spec)
+        model.to(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
+        finetune(model, train, steps=args.preset_steps, lr=2e-3)
+        _, val = load_data("builtin", resolution=spec.resolution)
+        presets[name] = evaluate(model.eval(), val)
+        print(_row(f"{name} ({time.perf_counter() - t0:.0f} s)", presets[name]))
+    large, small = presets["mobilenetv3_large_100"], presets["mobilenetv3_small_100"]
+    wins = {t: large.tasks[t][k] > small.tasks[t][k] for t, k in (("tagging", "map"), ("detection", "map"),
+                                                                 ("saliency", "max_fbeta"))}
+    print("Large beats Small on: " + ", ".join(f"{t} {'yes' if w else 'NO'}" for t, w in wins.items()))
+
+
+if __name__ == "__main__":
+    main()
