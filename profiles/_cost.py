@@ -169,6 +169,8 @@ def _unit_times(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> 
         t = t * np.where(a["params"] > _WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group), 1.0)
     if unit.fuses:
         t = np.where(a["fused"], 0.0, t)
+    if unit.costs.module_overhead_us:
+        t = t + a["calls"] * (unit.costs.module_overhead_us * 1e-3)
     return t
 
 

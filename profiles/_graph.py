@@ -102,6 +102,7 @@ class Node:
     inputs: tuple[int, ...]
     weight_tensors: tuple[tuple[int, int], ...] = ()  # (numel, output channels) per weight/bias tensor
     attrs: tuple[tuple[str, Any], ...] = ()
+    calls: int = 0  # nn.Module forward calls entered since the previous node (Python overhead in eager torch)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return dict(self.attrs).get(key, default)
@@ -184,6 +185,8 @@ class _Recorder:
         self.token = object()  # marks tensors of this run (a tensor attribute survives; ids may be reused)
         self.nodes: list[Node] = []
         self.scope: list[str] = []
+        self.calls = 0  # module forward calls so far (framework overhead on eager runtimes)
+        self.calls_seen = 0
         self.seen_weights: set[int] = set()
 
     def mark(self, t: Any, index: int) -> None:
@@ -234,7 +237,9 @@ class _Recorder:
             inputs=inputs,
             weight_tensors=wt,
             attrs=tuple(sorted(attrs.items())),
+            calls=self.calls - self.calls_seen,
         )
+        self.calls_seen = self.calls
         index = len(self.nodes)
         self.nodes.append(node)
         for t in outs:
@@ -464,6 +469,7 @@ def _build(
         "fused": _fusable(nodes, consumers),
         "fallback": _fallbacks(nodes),
         "alias": alias,
+        "calls": np.array([node.calls for node in nodes], dtype=float),
     }
     arrays.update(_coreml_weights(nodes, arrays["fused"]))
     groups = _groups(nodes, outputs, consumers)
@@ -639,6 +645,7 @@ def _run(model: Any, x: Any, recorder: _Recorder, timed: list[float] | None = No
     scope = recorder.scope
 
     def enter(module: Any, args: Any) -> None:
+        recorder.calls += 1
         scope.append(names.get(id(module), scope[-1] if scope else ""))
 
     def leave(module: Any, args: Any, out: Any) -> None:

@@ -4,11 +4,15 @@ Steps (about a minute on a laptop core, at most ~3 minutes):
 
 1. peak rates: best GFLOP/s of a few fp32 matrix products and GB/s of a large copy, at the thread count used;
 2. benchmarks: every op class as a single layer at MobileNetV3-like shapes (``_nets.micro_benchmarks``) and
-   random MobileNetV3-style multi-task nets (``_nets.random_mbv3``), all timed together with interleaved
-   rounds (:func:`profiles.measure_latencies`);
-3. fit: each benchmark's graph gives per-op-class FLOPs, bytes and op counts; non-negative least squares on
-   relative error fits per class a time per FLOP (no faster than the measured peak), a time per byte and a
-   fixed time per op, plus one per-inference overhead; leave-one-out error per benchmark is stored with them.
+   random MobileNetV3-style multi-task nets (``_nets.random_mbv3``);
+3. op times in context: every op of every benchmark is timed as it runs inside its net
+   (:func:`profiles._graph.time_layers`), minimum over round-robin passes, so caches are as warm or cold as
+   in a real inference and a burst of load from other processes hits one pass, not every sample;
+4. whole-net times: all benchmarks timed together with interleaved rounds (:func:`measure_latencies`);
+5. fit: per op class, non-negative least squares on the op times fits a time per FLOP (no faster than the
+   measured peak), per byte and per op; the framework overhead between ops (whole-net time minus the sum
+   of its ops) is fitted per op and per inference. The leave-one-out error of every benchmark's whole-net
+   time (fit without that benchmark) is stored in the profile.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from profiles._errors import ProfileError
-from profiles._graph import Graph, extract_graph
+from profiles._graph import Graph, time_layers
 from profiles._measure import measure_latencies, torch_threads
 from profiles._nets import micro_benchmarks, random_mbv3
 from profiles._registry import host_profile_path
@@ -39,11 +44,9 @@ from profiles._schema import (
     dump_profile,
 )
 
-__all__ = ["fit_host", "host_features", "measure_host", "measure_peaks"]
+__all__ = ["fit_host", "measure_host", "measure_peaks"]
 
 _NC = len(OP_CLASSES)
-#: Fit weight of a single-layer benchmark relative to a whole net.
-MICRO_WEIGHT = 0.2
 
 
 def measure_peaks(*, threads: int = 1) -> tuple[float, float]:
@@ -72,68 +75,100 @@ def measure_peaks(*, threads: int = 1) -> tuple[float, float]:
     return best, bw
 
 
-def host_features(graph: Graph) -> np.ndarray:
-    """Per-class [FLOPs, bytes (fp32), op count] of a graph, flattened (length 3 x len(OP_CLASSES))."""
+def _node_rows(graph: Graph) -> np.ndarray:
+    """Per node [FLOPs, bytes moved at fp32, 1]: the cost model's features on the host."""
     a = graph.arrays
-    cls = a["cls"]
-    out = np.zeros((3, _NC))
-    np.add.at(out[0], cls, a["flops"])
-    np.add.at(out[1], cls, a["act_elems"] * 4.0 + a["params"] * 4.0)
-    np.add.at(out[2], cls, 1.0)
-    return out.ravel()
+    return np.column_stack([a["flops"], a["act_elems"] * 4.0 + a["params"] * 4.0, np.ones(len(graph))])
 
 
-def _nnls_fit(X: np.ndarray, y: np.ndarray, floor: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """min ||weight (X c - y) / y|| with c >= floor (per column), by NNLS on the shifted problem."""
+def _class_fit(graphs: list[Graph], node_ms: list[np.ndarray], floor: float) -> np.ndarray:
+    """Per op class (alpha ms/FLOP >= floor, beta ms/byte, gamma ms/op) by NNLS on in-context node times."""
     from scipy.optimize import nnls
 
-    w = weight / y
-    A = X * w[:, None]
-    b = (y - X @ floor) * w
-    scale = np.maximum(np.abs(A).max(axis=0), 1e-30)
-    c, _ = nnls(A / scale, b, maxiter=50 * A.shape[1])
-    return c / scale + floor
+    X = np.vstack([_node_rows(g) for g in graphs])
+    y = np.concatenate(node_ms)
+    cls = np.concatenate([g.arrays["cls"] for g in graphs])
+    coef = np.zeros((_NC, 3))
+    coef[:, 0] = floor
+    for c in range(_NC):
+        rows = cls == c
+        if not rows.any():
+            continue
+        A, b = X[rows], y[rows] - X[rows, 0] * floor
+        scale = np.maximum(A.max(axis=0), 1e-30)
+        sol, _ = nnls(A / scale, b, maxiter=200)
+        coef[c] = sol / scale + np.array([floor, 0.0, 0.0])
+    return coef
+
+
+def _glue_fit(graphs: list[Graph], totals: np.ndarray, coef: np.ndarray) -> tuple[float, float, float]:
+    """(ms per op, ms per nn.Module call, ms per inference) of framework overhead between ops.
+
+    Fitted by NNLS on relative error to the whole-net time minus the predicted sum of its ops.
+    """
+    from scipy.optimize import nnls
+
+    ops = np.array([len(g) for g in graphs], dtype=float)
+    calls = np.array([g.arrays["calls"].sum() for g in graphs], dtype=float)
+    gap = totals - np.array([_predict(g, coef, (0.0, 0.0, 0.0)) for g in graphs])
+    A = np.column_stack([ops, calls, np.ones(len(ops))]) / totals[:, None]
+    scale = np.maximum(A.max(axis=0), 1e-30)
+    sol, _ = nnls(A / scale, gap / totals)
+    d_op, d_call, eps = sol / scale
+    return float(d_op), float(d_call), float(eps)
+
+
+def _predict(g: Graph, coef: np.ndarray, glue: tuple[float, float, float]) -> float:
+    per = coef[g.arrays["cls"]]
+    d_op, d_call, eps = glue
+    return float((_node_rows(g) * per).sum() + d_op * len(g) + d_call * g.arrays["calls"].sum() + eps)
 
 
 def fit_host(
-    features: np.ndarray,
-    measured_ms: np.ndarray,
+    graphs: list[Graph],
+    node_ms: list[np.ndarray],
+    total_ms: np.ndarray,
     *,
     peak_gflops: float,
     bandwidth_gbs: float,
-    weights: np.ndarray | None = None,
+    glue_mask: Any = None,
 ) -> tuple[UnitCosts, np.ndarray, np.ndarray]:
-    """Fit host costs to benchmark features (rows weighted by ``weights`` on top of relative error).
+    """Fit host costs: per-class costs on in-context node times, framework overhead on whole-net times.
 
-    Returns (costs, in-sample prediction, leave-one-out prediction) in ms.
+    ``node_ms[i]`` holds the measured ms of each node of ``graphs[i]`` (:func:`profiles._graph.time_layers`),
+    ``total_ms[i]`` its whole-forward latency; ``glue_mask`` selects the benchmarks whose whole-net times fit
+    the framework overhead (default: all). Returns (costs, in-sample and leave-one-out predictions of the
+    totals); each leave-one-out prediction comes from a fit without that benchmark's nodes and total.
     """
-    X = np.hstack([features, np.ones((len(features), 1))])
-    y = np.asarray(measured_ms, dtype=float)
-    wt = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
-    floor = np.zeros(X.shape[1])
-    floor[:_NC] = 1.0 / (peak_gflops * 1e6)  # no class runs faster than the measured peak
-    used = np.abs(X).sum(axis=0) > 0
-    Xu, fl = X[:, used], floor[used]
-    coef = np.zeros(X.shape[1])
-    coef[used] = _nnls_fit(Xu, y, fl, wt)
-    coef[~used] = floor[~used]
-    loo = np.empty(len(y))
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        c = _nnls_fit(Xu[keep], y[keep], fl, wt[keep])
-        loo[i] = float(Xu[i] @ c)
-    alpha, beta, gamma = coef[:_NC], coef[_NC : 2 * _NC], coef[2 * _NC : 3 * _NC]
+    totals = np.asarray(total_ms, dtype=float)
+    floor = 1.0 / (peak_gflops * 1e6)  # no op class runs faster than the measured peak
+    glue_rows = np.ones(len(graphs), dtype=bool) if glue_mask is None else np.asarray(glue_mask, dtype=bool)
+
+    def fit(keep: list[int]) -> tuple[np.ndarray, tuple[float, float, float]]:
+        c = _class_fit([graphs[j] for j in keep], [node_ms[j] for j in keep], floor)
+        g = [j for j in keep if glue_rows[j]]
+        return c, _glue_fit([graphs[j] for j in g], totals[g], c)
+
+    coef, glue = fit(list(range(len(graphs))))
+    fitted = np.array([_predict(g, coef, glue) for g in graphs])
+    loo = np.empty(len(graphs))
+    for i in range(len(graphs)):
+        c, gl = fit([j for j in range(len(graphs)) if j != i])
+        loo[i] = _predict(graphs[i], c, gl)
+    delta, per_call, eps = glue
+    alpha, beta, gamma = coef[:, 0], coef[:, 1], coef[:, 2] + delta
     eff = np.clip(1.0 / (alpha * peak_gflops * 1e6), 1e-4, 1.0)
     mem = np.clip(1.0 / np.maximum(beta * bandwidth_gbs * 1e6, 1e-12), 1e-3, 1e4)
     costs = UnitCosts(
         efficiency={c: round(float(v), 6) for c, v in zip(OP_CLASSES, eff, strict=True)},
         mem_efficiency={c: round(float(v), 6) for c, v in zip(OP_CLASSES, mem, strict=True)},
         overhead_us={c: round(float(v) * 1e3, 4) for c, v in zip(OP_CLASSES, gamma, strict=True)},
-        inference_overhead_us=round(float(coef[-1]) * 1e3, 4),
+        inference_overhead_us=round(eps * 1e3, 4),
+        module_overhead_us=round(per_call * 1e3, 4),
         basis="measured",
-        note="fitted by measure_host: NNLS on relative error over single-layer and whole-net benchmarks",
+        note="fitted by measure_host: per-class NNLS on in-context op times, framework overhead on whole nets",
     )
-    return costs, X @ coef, loo
+    return costs, fitted, loo
 
 
 def _ram_gb() -> float:
@@ -157,19 +192,41 @@ def _benchmarks(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]
     return items
 
 
+def _time_nodes(items: list, *, threads: int, passes: int) -> tuple[list[Graph], list[np.ndarray]]:
+    """Per-node ms of every benchmark: minimum over ``passes`` round-robin passes (2 runs each)."""
+    graphs: list[Graph] = []
+    best: list[np.ndarray] = []
+    clock = time.thread_time if threads == 1 else time.perf_counter  # see profiles._measure on the clock
+    with torch_threads(threads):
+        for p in range(passes):
+            for i, (_, model, shape) in enumerate(items):
+                g, t = time_layers(model, shape, repeats=2, clock=clock)
+                if p == 0:
+                    graphs.append(g)
+                    best.append(t)
+                else:
+                    best[i] = np.minimum(best[i], t)
+    return graphs, best
+
+
 def measure_host(
     *,
     threads: int | None = None,
     out: str | Path | None = None,
     progress: bool = True,
-    n_nets: int = 64,
-    rounds: int = 7,
+    n_nets: int = 32,
+    rounds: int = 5,
+    passes: int = 4,
     seed: int = 0,
+    extra: Sequence[tuple[str, Any, tuple[int, ...]]] = (),
 ) -> Path:
     """Measure this machine's CPU with torch at batch 1 and write a ``host`` profile; returns its path.
 
     ``threads`` defaults to 1 (the most repeatable setting; estimates hold for the thread count measured).
     ``out`` defaults to :func:`host_profile_path` (the user's data directory), which ``device="host"`` reads.
+    ``extra``: more ``(label, model, input_shape)`` benchmarks, e.g. samples of the search space the profile
+    will judge: eager torch's Python overhead per module call depends on how models are written, so nets of
+    the kind to be estimated make the fitted framework overhead representative.
     """
     import torch
 
@@ -180,9 +237,10 @@ def measure_host(
     start = time.perf_counter()
     _say(progress, f"measuring peak rates ({threads} thread{'s' if threads > 1 else ''}) ...")
     peak, bw = measure_peaks(threads=threads)
-    items = _benchmarks(n_nets, seed)
-    graphs = [extract_graph(m, s) for _, m, s in items]
-    _say(progress, f"timing {len(items)} benchmarks, {rounds} interleaved rounds ...")
+    items = _benchmarks(n_nets, seed) + list(extra)
+    _say(progress, f"timing every op of {len(items)} benchmarks in context, {passes} interleaved passes ...")
+    graphs, node_ms = _time_nodes(items, threads=threads, passes=passes)
+    _say(progress, f"timing {len(items)} whole benchmarks, {rounds} interleaved rounds ...")
     measured = measure_latencies(
         [(m, s) for _, m, s in items],
         threads=threads,
@@ -190,20 +248,17 @@ def measure_host(
         round_ms=15.0,
         progress=(lambda r, n: _say(progress, f"  round {r}/{n}")),
     )
-    feats = np.stack([host_features(g) for g in graphs])
-    # whole nets are what the estimates are for; single layers (warm caches) only pin down rare op classes
-    weights = np.array([1.0 if label.startswith("random-mbv3") else MICRO_WEIGHT for label, _, _ in items])
-    costs, fit, loo = fit_host(feats, np.array(measured), peak_gflops=peak, bandwidth_gbs=bw, weights=weights)
+    whole_nets = np.arange(len(items)) >= len(micro_benchmarks())  # single layers do not fit the overhead
+    costs, fit, loo = fit_host(
+        graphs, node_ms, np.array(measured), peak_gflops=peak, bandwidth_gbs=bw, glue_mask=whole_nets
+    )
     profile = _host_profile(
         items, measured, loo, costs, peak=peak, bw=bw, threads=threads, torch_version=torch.__version__
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump_profile(profile), encoding="utf-8")
     err = profile.calibration.loo_median_abs_pct
-    _say(
-        progress,
-        f"wrote {path} in {time.perf_counter() - start:.0f} s (leave-one-out median error {err:.1f}%)",
-    )
+    _say(progress, f"done in {time.perf_counter() - start:.0f} s (leave-one-out median error {err:.1f}%)")
     return path
 
 
@@ -254,7 +309,7 @@ def _host_profile(
         units={"cpu": cpu},
         calibration=Calibration(
             basis="measured",
-            data=f"{len(items)} benchmarks (single layers + random MobileNetV3-style nets), {how}",
+            data=f"{len(items)} benchmarks (single layers, random MobileNetV3-style nets, extra models), {how}",
             note="eager torch at batch 1; estimates hold for this thread count",
             loo_median_abs_pct=round(float(np.median(np.abs(pct))), 3),
             loo_worst_pct=round(float(np.abs(pct).max()), 3),

@@ -117,6 +117,7 @@ class UnitCosts:
     overhead_us: dict[str, float]
     inference_overhead_us: float
     int8_speedup: float = 1.0
+    module_overhead_us: float = 0.0  # per nn.Module forward call (eager torch on the host; 0 for Core ML)
     basis: str = "spec-derived"
     note: str = ""
 
@@ -290,6 +291,9 @@ def _costs(r: _Reader, data: Any, key: str) -> UnitCosts:
             t["inference_overhead_us"], f"{key}.inference_overhead_us", allow_zero=True
         ),
         int8_speedup=r.number(t.get("int8_speedup", 1.0), f"{key}.int8_speedup"),
+        module_overhead_us=r.number(
+            t.get("module_overhead_us", 0.0), f"{key}.module_overhead_us", allow_zero=True
+        ),
         basis=r.text(t.get("basis", "spec-derived"), f"{key}.basis", choices=BASES),
         note=r.text(t.get("note", ""), f"{key}.note"),
     )

@@ -76,9 +76,29 @@ def measure_cmd(
         for unit, ms in profiles.measure_coreml(coreml).items():
             typer.echo(f"{unit:12s} {ms:8.3f} ms")
         return
-    path = profiles.measure_host(threads=threads, out=out)
+    path = profiles.measure_host(threads=threads, out=out, extra=_space_samples(24))
     p = profiles.load_profile(path)
     typer.echo(f"wrote {path}: leave-one-out median |error| {p.calibration.loo_median_abs_pct:.1f}%")
+
+
+def _space_samples(n: int, seed: int = 20260) -> list[tuple[str, object, tuple[int, ...]]]:
+    """Search-space candidates as extra host benchmarks (the kind of model the host profile will judge)."""
+    import numpy as np
+
+    from compress.model import MultiTaskNet, default_space
+
+    rng, space = np.random.default_rng(seed), default_space()
+    out = []
+    for i in range(n):
+        spec = space.sample(rng)
+        out.append(
+            (
+                f"search-space #{i} @{spec.resolution}",
+                MultiTaskNet(spec).eval(),
+                (1, 3, spec.resolution, spec.resolution),
+            )
+        )
+    return out
 
 
 @app.command("calibrate")

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import profiles
-from profiles import ProfileError, calibrate, estimate, extract_graph, load_profile, measure_latency
+from profiles import ProfileError, _host, calibrate, estimate, extract_graph, load_profile, measure_latency
 from profiles._calibrate import apply_params, predict_ms
-from profiles._host import fit_host, host_features
+from profiles._host import fit_host
 
 
 def test_measure_latency_is_positive_and_tracks_work():
@@ -74,14 +74,20 @@ def _nets() -> list:
 
 def test_fit_host_recovers_known_costs():
     graphs = _nets()
-    X = np.stack([host_features(g) for g in graphs])
-    truth = np.zeros(X.shape[1])
-    truth[0], truth[2] = 2e-8, 5e-8  # conv, dw: ms per FLOP
-    truth[2 * 14 : 3 * 14] = 0.004  # 4 us per op
-    y = X @ truth + 0.02
-    costs, fitted, loo = fit_host(X, y, peak_gflops=200.0, bandwidth_gbs=10.0)
-    assert np.allclose(fitted, y, rtol=0.02)
-    assert np.median(np.abs(loo / y - 1)) < 0.02
+    truth = np.zeros((14, 3))
+    truth[:, 2] = 0.004  # 4 us per op
+    truth[0, 0], truth[2, 0], truth[5, 1] = 2e-8, 5e-8, 1e-6  # conv, dw: ms per FLOP; bn: ms per byte
+    node_ms = [(_host._node_rows(g) * truth[g.arrays["cls"]]).sum(axis=1) for g in graphs]
+    per_call, per_inference = 0.003, 0.05
+    totals = np.array(
+        [
+            t.sum() + per_call * g.arrays["calls"].sum() + per_inference
+            for g, t in zip(graphs, node_ms, strict=True)
+        ]
+    )
+    costs, fitted, loo = fit_host(graphs, node_ms, totals, peak_gflops=200.0, bandwidth_gbs=10.0)
+    assert np.allclose(fitted, totals, rtol=0.02)
+    assert np.median(np.abs(loo / totals - 1)) < 0.02
     # the fitted costs, written into a profile, predict the same totals through the cost model
     from dataclasses import replace
 
@@ -91,18 +97,17 @@ def test_fit_host_recovers_known_costs():
     cpu = replace(cpu, bandwidth_gbs=replace(cpu.bandwidth_gbs, value=10.0))
     prof = replace(host, units={"cpu": cpu}, default_quant="fp32")
     predicted = [profiles.estimate_graph(g, prof).latency_ms for g in graphs]
-    assert np.allclose(predicted, y, rtol=0.02)
+    assert np.allclose(predicted, totals, rtol=0.02)
 
 
 def test_measure_host_writes_a_usable_profile(tmp_path, monkeypatch):
-    from profiles import _host
-
     every = _host.micro_benchmarks
     monkeypatch.setattr(_host, "micro_benchmarks", lambda: every()[:10])
     path = profiles.measure_host(out=tmp_path / "host.toml", n_nets=3, rounds=1, progress=False)
     p = load_profile(path)
     assert p.name == "host" and p.basis == "measured" and list(p.units) == ["cpu"]
     assert len(p.calibration.rows) == 13 and p.calibration.loo_median_abs_pct is not None
+    assert p.units["cpu"].costs.module_overhead_us >= 0
     cost = estimate(nn.Conv2d(3, 8, 3), (1, 3, 32, 32), path)
     assert cost.latency_ms > 0 and cost.source == "measured"
 
