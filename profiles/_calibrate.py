@@ -114,11 +114,8 @@ def load_measurements(measurements: Any) -> Any:
 
 
 def _scaled(costs: UnitCosts, theta: Mapping[str, float]) -> UnitCosts:
-    def scale(table: dict[str, float], f: float, cap: float | None = None, only: str | None = None) -> dict:
-        out = {k: v * (f if only is None or k == only else 1.0) for k, v in table.items()}
-        if only is not None and only not in table:
-            out[only] = table.get("default", 1.0) * f
-        return {k: min(v, cap) if cap else v for k, v in out.items()}
+    def scale(table: dict[str, float], f: float, cap: float | None = None) -> dict[str, float]:
+        return {k: min(v * f, cap) if cap else v * f for k, v in table.items()}
 
     eff = scale(costs.efficiency, math.exp(theta.get("compute", 0.0)), cap=1.0)
     if "dw" in theta:

@@ -69,7 +69,7 @@ def _grouped_penalty(group: int) -> float:
 # sizes
 
 
-def _blob(nbytes: np.ndarray | float) -> np.ndarray | float:
+def _blob(nbytes: Any) -> Any:
     """Bytes a blob takes in weight.bin: metadata header plus payload padded to 64 bytes."""
     return _BLOB_HEADER + np.ceil(np.asarray(nbytes) / 64.0) * 64.0
 
@@ -262,9 +262,9 @@ class Cost:
     quant: str
     units: tuple[str, ...]
     calibration_error_pct: float | None = None
-    graph: Graph = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
-    _unit: np.ndarray = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
-    _ms: np.ndarray = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    graph: Any = field(default=None, repr=False, compare=False)  # the Graph that was costed
+    _unit: Any = field(default=None, repr=False, compare=False)
+    _ms: Any = field(default=None, repr=False, compare=False)
     _unit_names: tuple[str, ...] = field(default=(), repr=False, compare=False)
     _overheads: tuple[float, ...] = field(default=(), repr=False, compare=False)
 

@@ -579,7 +579,8 @@ def _fast_shape(name: str, cls: str, args: tuple, kwargs: dict) -> tuple[int, ..
             sc = scale if isinstance(scale, list | tuple) else (scale, scale)
             return (*x.shape[:2], *(int(math.floor(x.shape[2 + i] * float(sc[i]))) for i in range(2)))
     if cls == "cat" and name in ("cat", "concat", "concatenate"):
-        ts = [t for t in (args[0] if args else kwargs.get("tensors")) if t.numel() or t.dim() > 1]
+        seq = args[0] if args else kwargs.get("tensors", ())
+        ts = [t for t in seq if isinstance(t, torch.Tensor) and (t.numel() or t.dim() > 1)]
         if not ts:
             return None
         d = arg(1, "dim", 0) % ts[0].dim()

@@ -172,7 +172,7 @@ def _measure_coreml_unit(path: Path, unit: str, *, rounds: int, repeats: int) ->
 
     model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, unit.upper()))
     spec = model.get_spec()
-    feeds = {}
+    feeds: dict[str, Any] = {}
     for inp in spec.description.input:
         if inp.type.WhichOneof("Type") == "imageType":
             from PIL import Image

@@ -18,12 +18,6 @@ def _div8(v: float) -> int:
     return max(8, int(v + 4) // 8 * 8)
 
 
-def _nn() -> Any:
-    import torch.nn as nn
-
-    return nn
-
-
 class _Op:
     """Builds a one-op ``nn.Module`` from a callable (defined lazily: torch is imported on first use)."""
 
@@ -31,7 +25,8 @@ class _Op:
 
     @classmethod
     def make(cls, fn: Any, *modules: Any) -> Any:
-        nn = _nn()
+        from torch import nn
+
         if cls.cls is None:
 
             class OpModule(nn.Module):
@@ -48,9 +43,13 @@ class _Op:
 
 
 def _conv(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: str | None = "relu") -> Any:
-    nn = _nn()
-    acts = {"relu": nn.ReLU, "hswish": nn.Hardswish, None: None}
-    layers = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    from torch import nn
+
+    acts: dict[str | None, Any] = {"relu": nn.ReLU, "hswish": nn.Hardswish, None: None}
+    layers: list[Any] = [
+        nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if acts[act] is not None:
         layers.append(acts[act](inplace=True))
     return nn.Sequential(*layers)
@@ -60,8 +59,8 @@ def micro_benchmarks() -> list[tuple[str, Any, tuple[int, ...]]]:
     """``(label, module, input_shape)`` for single layers of every op class at MobileNetV3-like shapes."""
     import torch
     import torch.nn.functional as F
+    from torch import nn
 
-    nn = _nn()
     out: list[tuple[str, Any, tuple[int, ...]]] = []
 
     def add(label: str, module: Any, shape: tuple[int, ...]) -> None:
@@ -156,8 +155,8 @@ def micro_benchmarks() -> list[tuple[str, Any, tuple[int, ...]]]:
 
 def _se(c: int) -> Any:
     import torch.nn.functional as F
+    from torch import nn
 
-    nn = _nn()
     return _Op.make(
         lambda x, a, b: x * F.hardsigmoid(b(F.relu(a(F.adaptive_avg_pool2d(x, 1))))),
         nn.Conv2d(c, _div8(c / 4), 1),
@@ -166,7 +165,8 @@ def _se(c: int) -> Any:
 
 
 def _block(cin: int, cout: int, k: int, exp: int, s: int, se: bool, act: str) -> Any:
-    nn = _nn()
+    from torch import nn
+
     body = [_conv(cin, exp, 1, act=act)] if exp != cin else []
     body.append(_conv(exp, exp, k, s, groups=exp, act=act))
     if se:
@@ -183,8 +183,8 @@ def random_mbv3(
 ) -> tuple[Any, tuple[int, ...]]:
     """A random MobileNetV3-style multi-task net and its input shape (tagging, detection, saliency heads)."""
     import torch.nn.functional as F
+    from torch import nn
 
-    nn = _nn()
     width = float(rng.choice([0.5, 0.75, 1.0, 1.25]))
     res = int(rng.choice(resolutions))
     stages = [

@@ -12,6 +12,7 @@ configurations are those of the torchvision and apple/ml-mobileone reference imp
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -30,16 +31,11 @@ def _div(v: float, d: int = 8) -> int:
     return new + d if new < 0.9 * v else new
 
 
-def _nn() -> Any:
-    import torch.nn as nn
-
-    return nn
-
-
 def _cba(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: Any = None, bn: bool = True) -> Any:
     """Conv + batch norm + activation (or conv + bias + activation when ``bn`` is False)."""
-    nn = _nn()
-    layers = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=not bn)]
+    from torch import nn
+
+    layers: list[Any] = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     if act is not None:
@@ -48,7 +44,7 @@ def _cba(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: Any = No
 
 
 def _se_module(c: int, squeeze: int, gate: Any, act: Any) -> Any:
-    nn = _nn()
+    from torch import nn
 
     class SE(nn.Module):
         def __init__(self) -> None:
@@ -66,7 +62,7 @@ def _se_module(c: int, squeeze: int, gate: Any, act: Any) -> Any:
 
 
 def _residual(body: Any, use: bool) -> Any:
-    nn = _nn()
+    from torch import nn
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -80,7 +76,8 @@ def _residual(body: Any, use: bool) -> Any:
 
 
 def _classifier(features: Any, cin: int, hidden: list[int], act: Any, classes: int = 1000) -> Any:
-    nn = _nn()
+    from torch import nn
+
     layers: list[Any] = [features, nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     for h in hidden:
         layers += [nn.Linear(cin, h), act(), nn.Dropout(0.2)]
@@ -93,7 +90,8 @@ def _classifier(features: Any, cin: int, hidden: list[int], act: Any, classes: i
 
 
 def mobilenet_v1(width: float = 1.0) -> Any:
-    nn = _nn()
+    from torch import nn
+
     cfg = (
         [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
     )
@@ -107,7 +105,8 @@ def mobilenet_v1(width: float = 1.0) -> Any:
 
 
 def mobilenet_v2(width: float = 1.0) -> Any:
-    nn = _nn()
+    from torch import nn
+
     cfg = [
         (1, 16, 1, 1),
         (6, 24, 2, 2),
@@ -150,7 +149,8 @@ _V3_SMALL = [
 
 
 def mobilenet_v3(cfg: list[tuple], last: int, hidden: int) -> Any:
-    nn = _nn()
+    from torch import nn
+
     cin = 16
     layers = [_cba(3, cin, 3, 2, act=nn.Hardswish)]
     for k, exp, c, se, a, s in cfg:
@@ -167,7 +167,8 @@ def mobilenet_v3(cfg: list[tuple], last: int, hidden: int) -> Any:
 
 
 def resnet50() -> Any:
-    nn = _nn()
+    from torch import nn
+
     layers = [_cba(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for width, n, s in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
@@ -198,7 +199,7 @@ class _Lazy:
 
 
 def _bottleneck_cls() -> type:
-    nn = _nn()
+    from torch import nn
 
     class Bottleneck(nn.Module):
         def __init__(self, body: Any, short: Any) -> None:
@@ -225,7 +226,8 @@ _EFF_B0 = [
 
 
 def efficientnet(width: float, depth: float) -> Any:
-    nn = _nn()
+    from torch import nn
+
     cin = _div(32 * width)
     layers = [_cba(3, cin, 3, 2, act=nn.SiLU)]
     for t, k, s, c, n in _EFF_B0:
@@ -255,7 +257,8 @@ _MOBILEONE = {
 
 def mobileone(variant: str) -> Any:
     """MobileOne in inference form: every block is one conv with bias (+ SE in S4) + ReLU."""
-    nn = _nn()
+    from torch import nn
+
     widths, use_se = _MOBILEONE[variant]
 
     def block(cin: int, cout: int, k: int, s: int, groups: int, se: bool) -> Any:
@@ -285,7 +288,7 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     "resnet50": resnet50,
     "efficientnet_b0": lambda: efficientnet(1.0, 1.0),
     "efficientnet_b3": lambda: efficientnet(1.2, 1.4),
-    **{f"mobileone_{v}": (lambda v=v: mobileone(v)) for v in _MOBILEONE},
+    **{f"mobileone_{v}": functools.partial(mobileone, v) for v in _MOBILEONE},
 }
 
 

@@ -88,7 +88,7 @@ def _space_samples(n: int, seed: int = 20260) -> list[tuple[str, object, tuple[i
     from compress.model import MultiTaskNet, default_space
 
     rng, space = np.random.default_rng(seed), default_space()
-    out = []
+    out: list[tuple[str, object, tuple[int, ...]]] = []
     for i in range(n):
         spec = space.sample(rng)
         out.append(
