@@ -41,7 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from compress.errors import ConfigError, RunError
+from compress.errors import ConfigError, DataError, RunError
 
 __all__ = ["TrainConfig", "TrainResult", "load_supernet", "resize_batch", "train_supernet"]
 
@@ -53,12 +53,12 @@ class TrainConfig:
     """Supernet training recipe. ``steps`` counts optimizer steps over both phases."""
 
     steps: int = 200
-    batch_size: int = 32
+    batch_size: int = 24
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 30
     joint_fraction: float = 0.75
-    num_random: int = 2
+    num_random: int = 1
     distill_weight: float = 1.0
     checkpoint_every: int = 50
     resolution: int = 112
@@ -124,16 +124,31 @@ def resize_batch(batch: dict[str, torch.Tensor], resolution: int) -> dict[str, t
     return out
 
 
+def _ddp_on_gpu() -> bool:
+    """Under torchrun: one GPU per local rank (NCCL) if there are enough, else every rank on the CPU (gloo)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return torch.cuda.is_available() and torch.cuda.device_count() >= local
+
+
 def _dist() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
+            dist.init_process_group("nccl" if _ddp_on_gpu() else "gloo")
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _device(world: int, amp: bool) -> torch.device:
+    if world > 1:
+        if not _ddp_on_gpu():
+            return torch.device("cpu")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() and amp else "cpu")
 
 
 def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
@@ -213,9 +228,19 @@ def train_supernet(
             )
 
     rank, world = _dist()
+    if len(train_data) < config.batch_size:  # no full batch: the loop would never get one
+        raise DataError(
+            f"the training set has {len(train_data)} images, fewer than the batch size {config.batch_size}; "
+            "use a smaller batch size or more images"
+        )
+    if config.batch_size // world < 2:
+        raise ConfigError(
+            f"batch size {config.batch_size} over {world} processes leaves under 2 images per process; "
+            f"use a batch size of at least {2 * world}"
+        )
     torch.manual_seed(config.seed)
     net = supernet if supernet is not None else Supernet(space)
-    device = torch.device("cuda" if torch.cuda.is_available() and (config.amp or world > 1) else "cpu")
+    device = _device(world, config.amp)
     net.to(device)
     if device.type == "cpu":  # PyTorch's depthwise backward is several times faster in channels_last on CPU
         net.to(memory_format=torch.channels_last)
@@ -309,6 +334,10 @@ def train_supernet(
             out,
         )
         ckpt.unlink(missing_ok=True)
+    if world > 1:  # every rank returns once the supernet file is written
+        import torch.distributed as dist
+
+        dist.barrier()
     return TrainResult(net.cpu().eval(), out, key, False, seconds, ips, history)
 
 

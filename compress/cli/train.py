@@ -14,7 +14,7 @@ def train_cmd(
         "runs/train"
     ),
     steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 200,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 24,
     resolution: Annotated[int, typer.Option(help="Training resolution (pixels).")] = 112,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 3e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
