@@ -78,10 +78,17 @@ def main() -> None:
     predicted = np.array([estimate_graph(g, profile).latency_ms for g in graphs])
     flops = np.array([g.flops for g in graphs])
 
+    from profiles._host import REFERENCE_NET
+    from profiles.reference_models import reference_model
+
+    then = [r.measured_ms for r in profile.calibration.rows if r.model == REFERENCE_NET]
+    timed = items + [(reference_model("mobilenet_v3_small_1.0"), (1, 3, 224, 224))]
     t0 = time.perf_counter()
-    first = np.array(measure_latencies(items, rounds=args.rounds))
-    second = np.array(measure_latencies(items, rounds=args.rounds))
+    first = np.array(measure_latencies(timed, rounds=args.rounds))
+    second = np.array(measure_latencies(timed, rounds=args.rounds))
     seconds = time.perf_counter() - t0
+    ref_now = float(min(first[-1], second[-1]))
+    first, second = first[:-1], second[:-1]
     measured = np.minimum(first, second)
 
     from scipy.stats import spearmanr
@@ -110,6 +117,15 @@ def main() -> None:
         f"  costing one candidate on 11 devices: {total_ms:.1f} ms incl. extraction; "
         f"re-cost {recost_ms:.3f} ms per device",
     ]
+    if then:
+        drift = ref_now / then[0]
+        fixed = np.abs(predicted * drift / measured - 1.0)
+        lines += [
+            f"  machine speed vs profile time: a reference net (MobileNetV3-Small @224) takes {ref_now:.2f} ms now,"
+            f" {then[0]:.2f} ms when profiled ({100 * (drift - 1):+.1f}%)",
+            f"  if the machine ran as fast as when profiled: within +-10% {100 * np.mean(fixed <= 0.10):.1f}%, "
+            f"median |error| {100 * np.median(fixed):.1f}% (predictions x {drift:.3f}; diagnostic only)",
+        ]
     print("\n".join(lines))
 
 

@@ -183,13 +183,29 @@ def _say(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+#: A fixed net timed with every host profile: comparing its time now with the stored one shows how much
+#: faster or slower the machine runs than when it was profiled (load from other processes, power state).
+REFERENCE_NET = "reference mobilenet_v3_small_1.0 @224"
+
+
 def _benchmarks(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]]:
+    from profiles.reference_models import reference_model
+
     items = micro_benchmarks()
     rng = np.random.default_rng(seed)
     for i in range(n_nets):
         model, shape = random_mbv3(rng)
         items.append((f"random-mbv3 #{i} @{shape[-1]}", model, shape))
+    items.append((REFERENCE_NET, reference_model("mobilenet_v3_small_1.0"), (1, 3, 224, 224)))
     return items
+
+
+def _load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:  # pragma: no cover - not available on this platform
+        return "load average unknown"
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def _time_nodes(items: list, *, threads: int, passes: int) -> tuple[list[Graph], list[np.ndarray]]:
@@ -235,6 +251,16 @@ def measure_host(
         raise ProfileError(f"threads must be >= 1, but got {threads!r}")
     path = Path(out) if out is not None else host_profile_path()
     start = time.perf_counter()
+    load = _load()
+    try:
+        busy = os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
+    except OSError:  # pragma: no cover
+        busy = False
+    if busy:
+        _say(
+            progress,
+            f"warning: the machine is busy ({load}); measurements will be slower than on a quiet one",
+        )
     _say(progress, f"measuring peak rates ({threads} thread{'s' if threads > 1 else ''}) ...")
     peak, bw = measure_peaks(threads=threads)
     items = _benchmarks(n_nets, seed) + list(extra)

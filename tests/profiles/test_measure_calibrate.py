@@ -106,7 +106,7 @@ def test_measure_host_writes_a_usable_profile(tmp_path, monkeypatch):
     path = profiles.measure_host(out=tmp_path / "host.toml", n_nets=3, rounds=1, progress=False)
     p = load_profile(path)
     assert p.name == "host" and p.basis == "measured" and list(p.units) == ["cpu"]
-    assert len(p.calibration.rows) == 13 and p.calibration.loo_median_abs_pct is not None
+    assert len(p.calibration.rows) == 14 and p.calibration.loo_median_abs_pct is not None
     assert p.units["cpu"].costs.module_overhead_us >= 0
     cost = estimate(nn.Conv2d(3, 8, 3), (1, 3, 32, 32), path)
     assert cost.latency_ms > 0 and cost.source == "measured"
