@@ -35,17 +35,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=TrainConfig().steps)
     ap.add_argument("--preset-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--run", default=None, help="reuse RUN/supernet.pt (skips the training-time figure)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(steps=args.steps)
     train, _ = load_data("builtin", resolution=cfg.resolution)
     space = default_space(num_classes=train.num_classes)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = train_supernet(space, train, Path(tmp) / "supernet.pt", config=cfg, data_key="bench")
-    print(f"supernet training ({cfg.steps} steps, batch {cfg.batch_size}, {cfg.resolution} px, "
-          f"{args.threads} threads): {result.seconds / 60:.2f} min, {result.images_per_second:.1f} img/s "
-          f"(target <= 8 min)")
-    net = result.supernet.eval()
+    if args.run:
+        from compress.training import load_supernet
+
+        net = load_supernet(Path(args.run) / "supernet.pt")
+        print(f"supernet reused from {args.run} (training time: see its run.json)")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_supernet(space, train, Path(tmp) / "supernet.pt", config=cfg, data_key="bench")
+        print(
+            f"supernet training ({cfg.steps} steps, batch {cfg.batch_size}, {cfg.resolution} px, "
+            f"{args.threads} threads): {result.seconds / 60:.2f} min, {result.images_per_second:.1f} img/s "
+            f"(target <= 8 min)"
+        )
+        net = result.supernet
+    net = net.eval()
     qualities = {}
     for name, spec in (("largest", space.largest()), ("smallest", space.smallest())):
         tr, val = load_data("builtin", resolution=spec.resolution)
@@ -68,8 +78,10 @@ def main() -> None:
         presets[name] = evaluate(model.eval(), val)
         print(_row(f"{name} ({time.perf_counter() - t0:.0f} s)", presets[name]))
     large, small = presets["mobilenetv3_large_100"], presets["mobilenetv3_small_100"]
-    wins = {t: large.tasks[t][k] > small.tasks[t][k] for t, k in (("tagging", "map"), ("detection", "map"),
-                                                                 ("saliency", "max_fbeta"))}
+    wins = {
+        t: large.tasks[t][k] > small.tasks[t][k]
+        for t, k in (("tagging", "map"), ("detection", "map"), ("saliency", "max_fbeta"))
+    }
     print("Large beats Small on: " + ", ".join(f"{t} {'yes' if w else 'NO'}" for t, w in wins.items()))
 
 

@@ -28,6 +28,7 @@ def _stats(xs: list[float]) -> str:
 
 def main() -> None:
     from _common import supernet_for
+
     from profiles import estimate_graph, extract_graph
 
     ap = argparse.ArgumentParser()
@@ -37,7 +38,9 @@ def main() -> None:
     supernet, data = supernet_for(args.run)
     space = SearchSpace.default(supernet.space.num_classes)
     scorer = Scorer(supernet, data=data, devices=list(DEFAULT_DEVICES))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), directions=["maximize", "minimize"])
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=0), directions=["maximize", "minimize"]
+    )
     for r in space.arch.resolutions:  # load the per-resolution caches outside the timings
         scorer.val(r)
     cost_ms, trial_s, parts = [], [], {"build": [], "cost": [], "quantize": [], "evaluate": []}
