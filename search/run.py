@@ -20,7 +20,7 @@ from typing import Any
 
 from compress.errors import ConfigError, RunError
 from compress.training import TrainConfig
-from search.study import OBJECTIVES, SAMPLERS, Limits, redact
+from search.study import OBJECTIVES, SAMPLERS, Limits, check_storage, redact
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
 
@@ -264,6 +264,8 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
 
     _check_devices(cfg.devices)
     space = load_space(cfg.space_file)  # validate the space file before any slow work
+    if cfg.storage is not None:
+        check_storage(cfg.storage)  # an unreachable database fails now, not after training the supernet
     run_dir = cfg.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a directory")

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from compress.errors import ConfigError, RunError
 
 __all__ = [
     "SAMPLERS",
+    "check_storage",
     "create_study",
     "hypervolume_history",
     "make_sampler",
@@ -39,6 +41,7 @@ __all__ = [
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 OBJECTIVES = ("quality", "latency", "memory", "disk")
+HEARTBEAT_S, GRACE_S = 30, 120  # RDB storages: a trial without a heartbeat for GRACE_S fails
 _OBJ_COLUMN = {
     "quality": "quality",
     "latency": "worst_latency_ms",
@@ -99,23 +102,58 @@ def make_sampler(name: str, *, seed: int, population_size: int = 16) -> Any:
         return optuna.samplers.RandomSampler(seed=seed)
 
 
+def _db_error(exc: BaseException) -> str:
+    """A database error as one short line, without SQLAlchemy's help link or any password."""
+    text = re.sub(r"\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))
+    return redact(text).strip()[:240]
+
+
+def _engine_url(url: str) -> str:
+    """``url`` with a PostgreSQL driver that is installed (SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3;
+    the ``postgres`` extra installs psycopg2)."""
+    import importlib.util
+
+    if not url.startswith("postgresql://"):
+        return url
+    if importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    raise RunError(
+        f"the storage {redact(url)} needs a PostgreSQL driver: pip install 'compress-toolkit[postgres]'"
+    )
+
+
 def _storage(url: str) -> Any:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
+        engine_kwargs: dict[str, Any] | None = None
+        if url.startswith("postgresql"):  # fail in seconds, not minutes, when the server is unreachable
+            engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        elif url.startswith("mysql"):
+            engine_kwargs = {"pool_pre_ping": True}
         try:
             return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=120,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                _engine_url(url),
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                engine_kwargs=engine_kwargs,
             )
+        except RunError:
+            raise
         except Exception as exc:
-            raise RunError(
-                f"cannot open the storage {redact(url)}: {' '.join(str(exc).split())[:200]}"
-            ) from None
+            raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
     return url
+
+
+def check_storage(url: str) -> None:
+    """Open the storage once and close it: a bad or unreachable URL fails before any slow work."""
+    storage = _storage(url)
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def create_study(
@@ -138,7 +176,7 @@ def create_study(
         raise
     except Exception as exc:
         raise RunError(
-            f"cannot open the study {study_name!r} in {redact(storage)}: {' '.join(str(exc).split())[:200]}"
+            f"cannot open the study {study_name!r} in {redact(storage)}: {_db_error(exc)}"
         ) from None
     saved = study.user_attrs.get("config")
     if saved is None:
@@ -166,28 +204,73 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stale_trial_ids(study: Any) -> set[int]:
+    """Trials whose worker's heartbeat stopped more than the grace period ago (RDB storages)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage
+    if not hasattr(storage, "_get_stale_trial_ids") or not is_heartbeat_enabled(storage):
+        return set()
+    return set(storage._get_stale_trial_ids(study._study_id))
+
+
 def fail_dead_trials(study: Any) -> list[int]:
-    """Mark RUNNING trials of dead processes on this host as FAIL, with the reason; return their numbers."""
+    """Mark RUNNING trials of dead workers as FAIL, with the reason; return their numbers.
+
+    Dead: a process on this host that no longer exists, or any worker whose heartbeat stopped (RDB storages).
+    """
+    import optuna
     from optuna.trial import TrialState
 
     host, failed = socket.gethostname(), []
     storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if (
-            t.user_attrs.get("host") == host
-            and isinstance(pid, int)
-            and pid != os.getpid()
-            and not _alive(pid)
-        ):
-            storage.set_trial_user_attr(
-                t._trial_id,
-                "fail_reason",
-                f"worker process {pid} died during the trial (killed or crashed); the trial was not finished",
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = _stale_trial_ids(study) if running else set()
+    for t in running:
+        pid, where = t.user_attrs.get("pid"), t.user_attrs.get("host")
+        if where == host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
+            reason = (
+                f"worker process {pid} died during the trial (killed or crashed); the trial was not finished"
             )
+        elif t._trial_id in stale:
+            reason = (
+                f"worker {where}:{pid} sent no heartbeat for over {GRACE_S} s "
+                "(killed, crashed or disconnected); the trial was not finished"
+            )
+        else:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            failed.append(t.number)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker marked it first
+        failed.append(t.number)
     return failed
+
+
+def _wait_for_slot(
+    study: Any, trials: int, *, before: int | None, deadline: float | None, poll_s: float = 0.5
+) -> bool:
+    """Wait until a trial may run without the study finishing more than ``trials`` trials.
+
+    A trial may run while finished + running trials (only those numbered below ``before``, when given) stay
+    under ``trials``; a worker whose trial would overshoot waits, as one of the running trials may still fail.
+    Returns False once ``trials`` have finished or ``deadline`` (``time.time()``) has passed.
+    """
+    from optuna.trial import TrialState
+
+    while True:
+        fail_dead_trials(study)
+        current = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        done = sum(t.state == TrialState.COMPLETE for t in current)
+        ahead = sum(t.state == TrialState.RUNNING and (before is None or t.number < before) for t in current)
+        if done >= trials:
+            return False
+        if done + ahead < trials:
+            return True
+        if deadline is not None and time.time() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 def objective_values(row: dict[str, Any], objectives: tuple[str, ...]) -> list[float]:
@@ -205,13 +288,25 @@ def run_trials(
     timeout_s: float | None,
     callbacks: list[Any] = (),  # type: ignore[assignment]
 ) -> None:
-    """Run trials until the study holds ``trials`` finished ones (or ``timeout_s`` passes)."""
+    """Run trials until the study holds ``trials`` finished ones (or ``timeout_s`` passes).
+
+    Any number of workers (local processes or other machines on the same storage) may run this at once; the
+    study ends with exactly ``trials`` finished trials: a trial that would overshoot waits for the running
+    ones, and is pruned (``skipped`` attribute) if they all finish.
+    """
     import optuna
     from optuna.trial import TrialState
+
+    deadline = None if timeout_s is None else time.time() + timeout_s
 
     def objective(trial: optuna.Trial) -> list[float]:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
+            late = deadline is not None and time.time() >= deadline
+            why = "the timeout passed" if late else f"the study already has {trials} finished trials"
+            trial.set_user_attr("skipped", f"not run: {why}")
+            raise optuna.TrialPruned()
         candidate = space.sample(trial)
         try:
             score = scorer.score(candidate)
@@ -226,19 +321,22 @@ def run_trials(
             trial.set_constraint(key, value)
         return objective_values(row, objectives)
 
+    def wait_or_stop(study: Any, trial: Any) -> None:  # before the next trial: wait while others run
+        if not _wait_for_slot(study, trials, before=None, deadline=deadline):
+            study.stop()
+
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = trials - done
-    if remaining <= 0:
+    if remaining <= 0 or not _wait_for_slot(study, trials, before=None, deadline=deadline):
         return
-    stop = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.optimize(
             objective,
-            n_trials=2 * remaining + 5,
+            n_trials=2 * remaining + 5,  # a bound when trials keep failing
             timeout=timeout_s,
             catch=(Exception,),
-            callbacks=[stop, *callbacks],
+            callbacks=[*callbacks, wait_or_stop],
             gc_after_trial=False,
         )
 
