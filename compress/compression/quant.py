@@ -15,10 +15,9 @@ symmetric), ``pal2``/``pal4``/``pal6``/``pal8`` (k-means palettization, one LUT 
    - ``int8``/``w8a8``: coremltools' ``linear_symmetric`` rule, reproduced in numpy float16 arithmetic:
      ``scale = fp16(2 * max|w| / 254)`` per output channel, ``q = clip(round(fp16(w / scale)), -127, 127)``,
      weight ``fp16(q * scale)``. The exporter lets coremltools quantize the same fp16 weights.
-   - ``palN``/``palN-gK``: coremltools' own k-means (``kmeans_lut`` calls it: ``kmeans1d`` for tensors of
-     >= 10,000 elements, scikit-learn below) over the fp16 weights of the tensor (or of each group of K
-     output channels), LUT cast to fp16, each weight replaced by its cluster's entry, exactly what
-     coremltools' KMEANS-mode palettizer computes. The exporter stores exactly these values as a
+   - ``palN``/``palN-gK``: weighted 1-D k-means (``kmeans_lut``) over the distinct fp16 values of the
+     tensor (or of each group of K output channels), LUT rounded to fp16, each weight mapped to its
+     nearest LUT entry. The exporter stores exactly these values and indices as a
      ``constexpr_lut_to_dense`` LUT, so simulation and artifact agree bit for bit. Grouped palettization
      skips a tensor whose output channels are not a multiple of K (as coremltools does).
 4. ``w8a8`` also quantizes activations: an ``ActQuant`` (int8, per-tensor affine) in front of every Conv2d
@@ -182,28 +181,77 @@ def _dequant_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return (q.astype(np.float32) * scale.astype(np.float32).reshape(shape)).astype(np.float16)
 
 
-def kmeans_lut(
-    values: np.ndarray, nbits: int, *, force_kmeans1d: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def kmeans_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Palettize ``values`` to ``2**nbits`` levels: ``(lut float16 [2**nbits], indices uint8 [values.size])``.
 
-    Why this wraps coremltools: the simulation must apply the k-means coremltools' own palettizer applies
-    (``palettize_weights`` in KMEANS mode), and coremltools keeps that k-means in one private function,
-    ``quantization_utils._get_kmeans_lookup_table_and_weight``; this is the only place we reach it. It clusters
-    float16 tensors of >= 10,000 elements with ``kmeans1d`` (optimal 1-D k-means over the distinct values,
-    weighted by their counts; coremltools ships its own copy, ``coremltools._deps.kmeans1d``, so no extra
-    package is needed) and smaller ones with scikit-learn ``KMeans`` (k-means++, ``random_state=0``);
-    ``force_kmeans1d=True`` takes coremltools' kmeans1d branch for every size. As coremltools does, the LUT
-    is cast to float16 and the indices are the cluster labels (entries past the number of distinct values
-    are 0).
+    Weighted 1-D k-means over the distinct float16 values (at most 65,536, so the cost does not grow with
+    the tensor size), as coremltools' preferred ``kmeans1d`` path clusters them. Lloyd iterations run from
+    three initialisations (the quantiles of the values, the quantiles of the cube root of their density,
+    which is the high-resolution optimum for squared error, and seeded k-means++) and the lowest-error
+    result is kept. The LUT is rounded
+    to float16 and each value mapped to its nearest entry. With no more distinct values than levels the
+    LUT holds them exactly (padded with repeats of the last).
     """
-    from coremltools.models.neural_network.quantization_utils import (
-        _get_kmeans_lookup_table_and_weight,
-    )
+    flat = np.asarray(values, dtype=np.float16).reshape(-1).astype(np.float32)
+    k = 1 << nbits
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if len(uniq) <= k:
+        lut = np.concatenate([uniq, np.full(k - len(uniq), uniq[-1], np.float32)]).astype(np.float16)
+        return lut, inverse.astype(np.uint8)
+    x, w = uniq.astype(np.float64), counts.astype(np.float64)
+    best = min((_lloyd(x, w, init, iterations) for init in _inits(x, w, k)), key=lambda r: r[0])
+    lut = np.sort(best[1].astype(np.float16))
+    lut32 = lut.astype(np.float32)
+    nearest = np.searchsorted((lut32[1:] + lut32[:-1]) / 2, uniq)
+    return lut, nearest[inverse].astype(np.uint8)
 
-    flat = np.asarray(values, dtype=np.float16).reshape(-1)
-    lut, indices = _get_kmeans_lookup_table_and_weight(nbits, flat, force_kmeans1d=force_kmeans1d)
-    return np.asarray(lut).reshape(-1).astype(np.float16), np.asarray(indices).reshape(-1).astype(np.uint8)
+
+def _inits(x: np.ndarray, w: np.ndarray, k: int) -> list[np.ndarray]:
+    """Initial centres: mass quantiles, and quantiles of density^(1/3) (from a histogram)."""
+    targets = (np.arange(k) + 0.5) / k
+    cum = np.cumsum(w)
+    by_mass = x[np.searchsorted(cum, targets * cum[-1])]
+    hist, edges = np.histogram(x, bins=max(4 * k, 64), weights=w)
+    g = np.cbrt(hist / np.diff(edges)) * np.diff(edges)
+    cum_g = np.concatenate([[0.0], np.cumsum(g)])
+    by_cbrt = np.interp(targets * cum_g[-1], cum_g, edges)
+    return [_fill(by_mass, x, k), _fill(by_cbrt, x, k), _kmeans_pp(x, w, k)]
+
+
+def _kmeans_pp(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """Weighted k-means++ seeding with a fixed seed (deterministic), as scikit-learn seeds its k-means."""
+    rng = np.random.default_rng(0)
+    centres = [x[rng.choice(len(x), p=w / w.sum())]]
+    d2 = (x - centres[0]) ** 2
+    for _ in range(k - 1):
+        p = w * d2
+        if p.sum() <= 0:
+            break
+        c = x[rng.choice(len(x), p=p / p.sum())]
+        centres.append(c)
+        d2 = np.minimum(d2, (x - c) ** 2)
+    return _fill(np.asarray(centres), x, k)
+
+
+def _fill(centres: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    centres = np.unique(centres)
+    if len(centres) < k:  # heavy ties: spread the missing centres evenly over the range
+        centres = np.sort(np.concatenate([centres, np.linspace(x[0], x[-1], k - len(centres) + 2)[1:-1]]))
+    return centres
+
+
+def _lloyd(x: np.ndarray, w: np.ndarray, centres: np.ndarray, iterations: int) -> tuple[float, np.ndarray]:
+    k, assign = len(centres), None
+    for _ in range(iterations):
+        new = np.searchsorted((centres[1:] + centres[:-1]) / 2, x)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        mass = np.bincount(assign, weights=w, minlength=k)
+        sums = np.bincount(assign, weights=w * x, minlength=k)
+        centres = np.sort(np.where(mass > 0, sums / np.maximum(mass, 1e-300), centres))
+    assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, x)
+    return float((w * (x - centres[assign]) ** 2).sum()), centres
 
 
 def _palettize(weight: np.ndarray, nbits: int, group_size: int | None) -> np.ndarray:

@@ -136,45 +136,22 @@ def test_kmeans_lut_finds_clusters() -> None:
     rng = np.random.default_rng(0)
     centres = np.array([-1.0, -0.25, 0.3, 2.0])
     values = rng.choice(centres, 5000) + rng.standard_normal(5000) * 0.01
-    for force in (False, True):  # scikit-learn (< 10,000 weights) and kmeans1d branches
-        lut, idx = kmeans_lut(values, 2, force_kmeans1d=force)
-        assert lut.dtype == np.float16 and lut.shape == (4,) and idx.dtype == np.uint8
-        assert idx.shape == (5000,)
-        np.testing.assert_allclose(np.sort(lut.astype(np.float64)), centres, atol=0.01)
-        recon = lut[idx].astype(np.float32)
-        nearest = lut.astype(np.float32)[np.abs(values.astype(np.float16)[:, None] - lut[None]).argmin(1)]
-        np.testing.assert_array_equal(recon, nearest)  # well-separated clusters: each value to its nearest
-        lut2, idx2 = kmeans_lut(values, 2, force_kmeans1d=force)
-        np.testing.assert_array_equal(lut, lut2)  # deterministic
-        np.testing.assert_array_equal(idx, idx2)
+    lut, idx = kmeans_lut(values, 2)
+    assert lut.dtype == np.float16 and lut.shape == (4,) and idx.dtype == np.uint8
+    np.testing.assert_allclose(np.sort(lut.astype(np.float64)), centres, atol=0.01)
+    recon = lut[idx].astype(np.float32)
+    nearest = lut.astype(np.float32)[np.abs(values.astype(np.float16)[:, None] - lut[None]).argmin(1)]
+    np.testing.assert_array_equal(recon, nearest)  # every value maps to its nearest entry
+    lut2, idx2 = kmeans_lut(values, 2)
+    np.testing.assert_array_equal(lut, lut2)  # deterministic
+    np.testing.assert_array_equal(idx, idx2)
 
 
-@pytest.mark.filterwarnings("ignore:Number of distinct clusters:sklearn.exceptions.ConvergenceWarning")
 def test_kmeans_lut_with_few_distinct_values_is_exact() -> None:
     values = np.array([0.5, -0.5, 0.5, 0.25, 0.25], dtype=np.float32)
-    for force in (False, True):
-        lut, idx = kmeans_lut(values, 4, force_kmeans1d=force)
-        assert lut.shape == (16,)
-        np.testing.assert_array_equal(lut[idx], values.astype(np.float16))
-
-
-@pytest.mark.parametrize("scheme", ["pal4", "pal4-g16"])
-def test_palettized_weights_equal_coremltools_kmeans(model: MultiTaskNet, scheme: str) -> None:
-    """simulate's palettized weights are bit-exactly what coremltools' KMEANS-mode palettizer makes."""
-    from coremltools.optimize._utils import lut_to_dense
-    from coremltools.optimize.coreml._quantization_passes import palettize_weights
-
-    qs = QuantScheme.parse(scheme)
-    fp16 = dict(simulate(model, "fp16").named_modules())
-    sim = dict(simulate(model, qs).named_modules())
-    names = compressed_layers(simulate(model, "fp16"), qs)
-    assert names
-    for name in names:
-        w16 = fp16[name].weight.detach().numpy().astype(np.float16)
-        blocks = [qs.group_size or 0] + [0] * (w16.ndim - 1)
-        params = palettize_weights.blockwise_compress(w16, "KMEANS", qs.weight_bits, blocks)
-        expected = lut_to_dense(params.indices, params.lut, None)
-        np.testing.assert_array_equal(sim[name].weight.detach().numpy(), expected.astype(np.float32))
+    lut, idx = kmeans_lut(values, 4)
+    assert lut.shape == (16,)
+    np.testing.assert_array_equal(lut[idx], values.astype(np.float16))
 
 
 def test_compressed_layers_rule(model: MultiTaskNet) -> None:
