@@ -17,6 +17,7 @@ def supernet_for(run: str | None) -> tuple[Any, str]:
     cfg = TrainConfig()
     train, _ = load_data("builtin", resolution=cfg.resolution)
     space = default_space(num_classes=train.num_classes)
-    result = train_supernet(space, train, Path("runs/bench/supernet.pt"), config=cfg,
-                            data_key=f"builtin@{cfg.resolution}")
+    result = train_supernet(
+        space, train, Path("runs/bench/supernet.pt"), config=cfg, data_key=f"builtin@{cfg.resolution}"
+    )
     return result.supernet, "builtin"

@@ -25,8 +25,9 @@ CHECKPOINTS = (16, 32, 64, 128)
 
 
 def run(sampler_name: str, seed: int, n: int, space, scorer, limits, cache) -> list[float]:
-    study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=make_sampler(sampler_name, seed=seed))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=make_sampler(sampler_name, seed=seed)
+    )
 
     def objective(trial):
         cand = space.sample(trial)
@@ -66,16 +67,25 @@ def main() -> None:
             hv = run(name, seed, n, space, scorer, limits, cache)
             for c in table[name]:
                 table[name][c].append(hv[c - 1])
-            print(f"  {name} seed {seed}: hv@{n} {hv[n - 1]:.2f} ({len(cache)} distinct candidates scored, "
-                  f"{time.perf_counter() - t0:.0f} s)", flush=True)
+            print(
+                f"  {name} seed {seed}: hv@{n} {hv[n - 1]:.2f} ({len(cache)} distinct candidates scored, "
+                f"{time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
     print("\nmedian hypervolume (quality points x ms under the 10 ms budget) over seeds")
     print("sampler  " + "".join(f"{f'@{c}':>10}" for c in CHECKPOINTS))
     for name, cols in table.items():
-        print(f"{name:<9}" + "".join(f"{statistics.median(cols[c]):>10.2f}" if c in cols else f"{'':>10}"
-                                     for c in CHECKPOINTS))
+        print(
+            f"{name:<9}"
+            + "".join(
+                f"{statistics.median(cols[c]):>10.2f}" if c in cols else f"{'':>10}" for c in CHECKPOINTS
+            )
+        )
     nsga64, rand128 = statistics.median(table["nsga2"][64]), statistics.median(table["random"][128])
-    print(f"NSGA-II @64 {nsga64:.2f} vs random @128 {rand128:.2f}: "
-          f"{'meets' if nsga64 >= rand128 else 'MISSES'} the target")
+    print(
+        f"NSGA-II @64 {nsga64:.2f} vs random @128 {rand128:.2f}: "
+        f"{'meets' if nsga64 >= rand128 else 'MISSES'} the target"
+    )
 
 
 if __name__ == "__main__":
