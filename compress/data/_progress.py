@@ -12,14 +12,16 @@ T = TypeVar("T")
 
 def track(items: Iterable[T], *, total: int, description: str, enabled: bool) -> Iterator[T]:
     """Yield ``items`` while a transient progress bar counts them (when ``enabled``)."""
-    if not enabled:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:  # a transient bar leaves only a blank line in a log
         yield from items
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         for item in items:
             yield item

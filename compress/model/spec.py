@@ -71,6 +71,16 @@ def _reject_unknown(kind: str, data: dict[str, Any], cls: type) -> None:
         raise ConfigError(f"missing key(s) {missing} in {kind}")
 
 
+def _typed(kind: str, data: Any, make: Any) -> Any:
+    """``make()``, with a wrongly typed value (a TypeError or ValueError) reported as a ConfigError."""
+    try:
+        return make()
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{kind} has a value of the wrong type ({exc}): {data!r:.200}") from None
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One stage of inverted-residual blocks; the first block carries the stride."""
@@ -239,16 +249,29 @@ class ArchSpec:
         for i, s in enumerate(stages):
             _reject_unknown(f"ArchSpec stage {i}", s, StageSpec)
             st.append(
-                StageSpec(
-                    **{**s, "expand": tuple(s["expand"]) if isinstance(s["expand"], list) else s["expand"]}
+                _typed(
+                    f"ArchSpec stage {i}",
+                    s,
+                    lambda s=s: StageSpec(
+                        **{
+                            **s,
+                            "expand": tuple(s["expand"]) if isinstance(s["expand"], list) else s["expand"],
+                        }
+                    ),
                 )
             )
         hd = []
         for i, h in enumerate(heads):
             _reject_unknown(f"ArchSpec head {i}", h, HeadSpec)
-            hd.append(HeadSpec(**{**h, "channels": tuple(h.get("channels", ()))}))
+            hd.append(
+                _typed(
+                    f"ArchSpec head {i}",
+                    h,
+                    lambda h=h: HeadSpec(**{**h, "channels": tuple(h.get("channels", ()))}),
+                )
+            )
         rest = {k: v for k, v in data.items() if k not in ("stages", "heads")}
-        return cls(stages=tuple(st), heads=tuple(hd), **rest)
+        return _typed("ArchSpec", rest, lambda: cls(stages=tuple(st), heads=tuple(hd), **rest))
 
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, **kw)
