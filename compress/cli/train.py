@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,10 @@ def train_cmd(
     amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,
     grad_checkpoint: Annotated[bool, typer.Option(help="Gradient checkpointing (GPU memory).")] = False,
 ) -> None:
-    """Train the supernet: sandwich rule + in-place distillation, then heads on the frozen backbone."""
+    """Train the supernet: sandwich rule + in-place distillation, then heads on the frozen backbone.
+
+    On many processes (each takes a share of every batch): torchrun --nproc-per-node N --no-python compress train
+    """
     from compress.training import TrainConfig, train
 
     config = TrainConfig(
@@ -39,4 +43,5 @@ def train_cmd(
         if result.reused
         else f"trained in {result.seconds / 60:.1f} min ({result.images_per_second:.0f} img/s)"
     )
-    typer.echo(f"supernet {verb}: {result.path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        typer.echo(f"supernet {verb}: {result.path}")
