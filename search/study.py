@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import socket
 import time
@@ -134,17 +135,24 @@ def _storage(url: str) -> Any:
             engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
         elif url.startswith("mysql"):
             engine_kwargs = {"pool_pre_ping": True}
-        try:
-            return optuna.storages.RDBStorage(
-                _engine_url(url),
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                engine_kwargs=engine_kwargs,
-            )
-        except RunError:
-            raise
-        except Exception as exc:
-            raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
+        import sqlalchemy.exc
+
+        engine_url = _engine_url(url)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    engine_url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    engine_kwargs=engine_kwargs,
+                )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+                # Workers opening a fresh database at once race to create its tables: retry.
+                if attempt == 4:
+                    raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
+                time.sleep(0.2 + random.random())
+            except Exception as exc:
+                raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
     return url
 
 
