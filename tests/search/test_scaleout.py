@@ -149,14 +149,16 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(base, tmp_path, monke
 def test_local_workers_share_one_study(base, tmp_path, monkeypatch):
     from search.scorer import Scorer
 
+    cfg = _fresh(base, tmp_path / "run", trials=4, workers=2)
     score = Scorer.score
 
-    def slow(self, candidate, **kw):  # this process only: the spawned worker scores at full speed
-        time.sleep(4)
+    def after_the_worker_started(self, candidate, **kw):  # this process only, not the spawned worker
+        deadline = time.time() + 120
+        while time.time() < deadline and not _other_pids(cfg.run_dir / "study.db"):
+            time.sleep(0.2)
         return score(self, candidate, **kw)
 
-    monkeypatch.setattr(Scorer, "score", slow)
-    cfg = _fresh(base, tmp_path / "run", trials=4, workers=2)
+    monkeypatch.setattr(Scorer, "score", after_the_worker_started)
     result = run_search(cfg, progress=False)
     trials = _load(cfg.storage_url, cfg.name).trials
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -164,6 +166,16 @@ def test_local_workers_share_one_study(base, tmp_path, monkeypatch):
     pids = {t.user_attrs["pid"] for t in complete}
     assert os.getpid() in pids and len(pids) == 2, pids
     assert sorted(result.trials["trial"]) == sorted(t.number for t in complete)
+
+
+def _other_pids(db: Path) -> set[int]:
+    """Pids of other processes that have started a trial in the SQLite study."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'pid'").fetchall()
+    except sqlite3.OperationalError:
+        return set()
+    return {int(v) for (v,) in rows} - {os.getpid()}
 
 
 def test_dead_remote_worker_fails_after_its_heartbeat_stops(base, tmp_path):
