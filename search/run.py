@@ -48,7 +48,7 @@ class SearchConfig:
     out: Path | None = None
     space_file: Path | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval_images: int | None = 200
+    eval_images: int | None = 128
     population_size: int = 16
     finalize: bool = True
     finetune_steps: int = 60

@@ -84,8 +84,8 @@ class Scorer:
         *,
         data: str,
         devices: list[str],
-        eval_images: int | None = 200,
-        calib_images: int = 128,
+        eval_images: int | None = 128,
+        calib_images: int = 64,
         cache_dir: str | None = None,
         progress: bool = False,
         seed: int = 0,
@@ -133,9 +133,10 @@ class Scorer:
 
         calib = self.calibration(candidate.spec.resolution)
         model = extract(self.supernet, candidate.spec)
-        recalibrate_bn(model, calib)
-        if any(candidate.prune):
+        if any(candidate.prune):  # magnitude importance reads weights only; prune() recalibrates BN after
             model = prune(model, PruneSpec(candidate.prune), calibration=calib)
+        else:
+            recalibrate_bn(model, calib)
         model.eval()
         if quantize:
             model = simulate(model, candidate.quant, calibration=calib).eval()

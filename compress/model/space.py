@@ -301,7 +301,7 @@ def default_space(num_classes: int = 12) -> SupernetSpace:
 
     Widths: Large's stage widths (16, 24, 40, 80, 112, 160) at multipliers 0.35-1.25 (rounded to 8).
     Stage 0 is Large's first block (depth 1, 3x3, no expansion); stages 1-5: depth 1-4, kernels 3/5/7,
-    expansion 3/4/6. Resolutions 96-224. Heads: tagging at stage 4 or 5 (classifier 512/768), detection at
+    expansion 3/4/6. Resolutions 96-288 (at 256-288 px a good share of candidates exceed 10 ms on A11). Heads: tagging at stage 4 or 5 (classifier 512/768), detection at
     stage 2, 3 or 4 (stride 8 or 16, tower 64), saliency at stage 1, 2 or 3 (stride 4-16, decoder 32).
     """
     skeleton = (
@@ -330,4 +330,6 @@ def default_space(num_classes: int = 12) -> SupernetSpace:
         HeadChoices("detection", (2, 3, 4), (64,)),
         HeadChoices("saliency", (1, 2, 3), (32,)),
     )
-    return SupernetSpace((96, 128, 160, 192, 224), 16, tuple(stages), heads, num_classes=num_classes)
+    return SupernetSpace(
+        (96, 128, 160, 192, 224, 256, 288), 16, tuple(stages), heads, num_classes=num_classes
+    )

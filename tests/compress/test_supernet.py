@@ -168,7 +168,7 @@ def test_space_json_round_trip():
 def test_default_space_shape():
     space = default_space()
     assert [s.stride for s in space.stages] == [1, 2, 2, 2, 1, 2]
-    assert space.resolutions == (96, 128, 160, 192, 224)
+    assert space.resolutions == (96, 128, 160, 192, 224, 256, 288)
     assert {h.task: h.branches for h in space.heads} == {
         "tagging": (4, 5),
         "detection": (2, 3, 4),
