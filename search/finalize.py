@@ -213,7 +213,8 @@ def finalize(
         "heads": _per_head(costs[slowest]),
         "artifacts": artifacts,
         "baseline": best_base,
-        "beats_baseline": None if best_base is None else quality.aggregate >= best_base["quality"],
+        # like for like: the baselines are not fine-tuned, so compare the chosen model before its fine-tune
+        "beats_baseline": None if best_base is None else q_before.aggregate >= best_base["quality"],
         "compression": compression,
         "errors": errors,
     }

@@ -40,9 +40,11 @@ def print_summary(result: Any) -> None:
     base = card.get("baseline")
     if base:
         verdict = "beats" if card["beats_baseline"] else "does NOT beat"
+        before = card["quality_before_finetune"]["aggregate"]
         console.print(
-            f"chosen quality {card['quality']['aggregate']:.1f} {verdict} the best hand-scaled MobileNetV3 "
-            f"within budget: {base['name']} {base['quality']:.1f} ({base['worst_latency_ms']:.2f} ms)"
+            f"chosen quality {before:.1f} before fine-tuning ({card['quality']['aggregate']:.1f} after) {verdict} "
+            f"the best hand-scaled MobileNetV3 within budget: {base['name']} {base['quality']:.1f} "
+            f"({base['worst_latency_ms']:.2f} ms), all on the full validation split"
         )
     else:
         console.print("no hand-scaled MobileNetV3 baseline meets the budget")
