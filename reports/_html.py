@@ -66,10 +66,12 @@ def headline(run: Run) -> str:
     )
     base = card.get("baseline")
     if base:
-        gain = float(card["quality"]["aggregate"]) - float(base["quality"])
+        # like for like: baselines are not fine-tuned, so the gain is measured before the chosen one's fine-tune
+        before = (card.get("quality_before_finetune") or card["quality"])["aggregate"]
+        gain = float(before) - float(base["quality"])
         text += (
             f"; best baseline within budget: {base['name']} at quality {fmt_quality(base['quality'])}, "
-            f"{fmt_ms(base['worst_latency_ms'])} ({gain:+.2f} quality)"
+            f"{fmt_ms(base['worst_latency_ms'])} ({gain:+.2f} quality before fine-tuning)"
         )
     else:
         text += "; no hand-scaled baseline meets the budget"
