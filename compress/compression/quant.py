@@ -21,9 +21,20 @@ symmetric), ``pal2``/``pal4``/``pal6``/``pal8`` (k-means palettization, one LUT 
      ``constexpr_lut_to_dense`` LUT, so simulation and artifact agree bit for bit. Grouped palettization
      skips a tensor whose output channels are not a multiple of K (as coremltools does).
 4. ``w8a8`` also quantizes activations: an ``ActQuant`` (int8, per-tensor affine) in front of every Conv2d
-   and Linear, its range the mean over calibration batches of each batch's min / max (the MinMax
-   statistics NNCF's post-training quantization uses by default). ``ActQuant`` traces to ``quantize`` /
-   ``dequantize`` ops, which the Core ML ML Program (iOS 17+) keeps.
+   and Linear. The ranges come from NNCF post-training quantization: ``nncf.quantize`` (preset MIXED, i.e.
+   asymmetric per-tensor activations, default MEAN_MINMAX ranges over all calibration batches, bias
+   correction off) runs on the BN-folded, fp16-rounded float model, and each ActQuant takes the calibrated
+   range (``get_input_low_input_high``) of the NNCF quantizer on its layer's input: a pre-hook on the
+   layer's input port, or the post-hook of the op that feeds it (looking through flatten / reshape /
+   dropout). A quantizer NNCF shares between layers (e.g. a residual add feeding two heads) gives them the
+   same range. NNCF leaves squeeze-and-excitation convs unquantized (its SE_BLOCK ignored pattern), but
+   the shipped artifact quantizes every Conv2d / Linear input; those ActQuants take NNCF's default
+   statistic computed by ``ActQuant`` itself on the same model and batches (mean over batches of each
+   batch's min / max). NNCF's other quantizers (e.g. on residual-add or SE-gate inputs) have no ActQuant
+   and are not simulated. Range to int8: ``scale = fp16((high - low) / 255)``, zero point
+   ``round(-128 - low / scale)``. ``ActQuant`` traces to ``quantize`` / ``dequantize`` ops, which the Core
+   ML ML Program (iOS 17+) keeps, with exactly these scales. The weights NNCF quantizes its own way are
+   not used: weights follow step 3.
 
 Activations of the other schemes are simulated in float32 (the device computes in fp16; the difference is
 the usual fp16 rounding noise and is not modelled).
@@ -306,12 +317,17 @@ class ActQuant(nn.Module):
                 return torch.quantize_per_tensor(x, scale, zero_point, torch.qint8).dequantize()
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -128, 127)
 
-    def finish(self) -> None:
-        """Fix scale and zero point from the recorded ranges (mean of per-batch min / max, 0 included)."""
-        if not self._mins:
-            raise ConfigError("w8a8 calibration saw no data for an activation; give calibration images")
-        lo = min(0.0, float(np.mean(self._mins)))
-        hi = max(0.0, float(np.mean(self._maxs)))
+    def finish(self, value_range: tuple[float, float] | None = None) -> None:
+        """Fix scale and zero point from ``value_range`` (low, high), e.g. NNCF's calibrated range.
+
+        Without one, the recorded ranges are used: the mean over batches of each batch's min / max (NNCF's
+        MEAN_MINMAX statistic for per-tensor activations). Zero is always included.
+        """
+        if value_range is None:
+            if not self._mins:
+                raise ConfigError("w8a8 calibration saw no data for an activation; give calibration images")
+            value_range = (float(np.mean(self._mins)), float(np.mean(self._maxs)))
+        lo, hi = min(0.0, value_range[0]), max(0.0, value_range[1])
         scale = max(hi - lo, 1e-8) / 255.0
         scale = float(np.float32(np.float16(scale))) or scale  # the ML Program stores the scale in fp16
         zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
@@ -324,14 +340,15 @@ class ActQuant(nn.Module):
         return f"scale={float(self.scale):.3g}, zero_point={int(self.zero_point)}"
 
 
-def _insert_act_quant(model: nn.Module) -> list[ActQuant]:
+def _insert_act_quant(model: nn.Module) -> list[tuple[str, ActQuant]]:
+    """Wrap every Conv2d / Linear as ``Sequential(ActQuant, layer)``; returns (original layer name, ActQuant)."""
     inserted = []
-    for parent in list(model.modules()):
+    for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d | nn.Linear):
                 aq = ActQuant()
                 setattr(parent, name, nn.Sequential(aq, child))
-                inserted.append(aq)
+                inserted.append((f"{parent_name}.{name}" if parent_name else name, aq))
     return inserted
 
 
@@ -349,12 +366,103 @@ def _calibration_batches(calibration: object, batch_size: int = 32) -> Iterable[
     return [b["images"] if isinstance(b, Mapping) else b for b in images]  # an iterable of batches
 
 
-def _calibrate(model: nn.Module, quants: list[ActQuant], calibration: object) -> None:
+def _observe(model: nn.Module, batches: list[torch.Tensor]) -> None:
     with torch.no_grad():
-        for batch in _calibration_batches(calibration):
+        for batch in batches:
             model(batch)
-    for aq in quants:
-        aq.finish()
+
+
+def _nncf_activation_ranges(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, tuple[float, float]]:
+    """NNCF post-training quantization of ``model``; returns ``{layer name: (low, high)}`` of its input quantizer.
+
+    ``nncf.quantize`` (preset MIXED: symmetric weights, asymmetric activations; default MinMax range
+    estimation over all calibration batches; bias correction off because only the ranges are used) runs on a
+    copy. Its activation quantizers are hooks keyed by the operation whose output (post-hook) or input
+    (pre-hook) they quantize; a Conv2d / Linear gets the range of the quantizer on its input port, or of the
+    quantizer on the output of the op that feeds it, looking through ops that do not change values
+    (``_TRANSPARENT``). Layers without one (NNCF leaves squeeze-and-excitation convs unquantized, its SE_BLOCK
+    ignored pattern) are absent from the result.
+    """
+    import nncf
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        QuantizationParameters,
+    )
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+
+    graph = build_nncf_graph(model, batches[0])
+    quantized = nncf.quantize(
+        copy.deepcopy(model),
+        nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(batches),
+        advanced_parameters=AdvancedQuantizationParameters(
+            activations_quantization_params=QuantizationParameters(
+                num_bits=8, mode=QuantizationScheme.ASYMMETRIC, per_channel=False
+            ),
+            disable_bias_correction=True,
+        ),
+    )
+    hooks = get_hook_storage(quantized)
+    ranges = {}
+    for node in graph.get_all_nodes():
+        if node.node_type not in ("conv2d", "linear"):
+            continue
+        edges = {e.input_port_id: e for e in graph.get_input_edges(node)}
+        weight = _const_source(graph, edges[1].from_node)
+        quantizer = _hook(hooks.pre_hooks, node.node_name, 0)
+        edge = edges[0]
+        while quantizer is None:
+            quantizer = _hook(hooks.post_hooks, edge.from_node.node_name, edge.output_port_id)
+            ins = graph.get_input_edges(edge.from_node)
+            if quantizer is not None or edge.from_node.node_type not in _TRANSPARENT or len(ins) != 1:
+                break
+            edge = ins[0]
+        if quantizer is not None and weight is not None:
+            with torch.no_grad():
+                low, high = quantizer.get_input_low_input_high()
+            if low.numel() != 1:  # pragma: no cover - per-tensor activations were asked for
+                raise RuntimeError(f"NNCF gave {weight} a per-channel input quantizer {tuple(low.shape)}")
+            ranges[weight.rpartition(".")[0]] = (float(low), float(high))
+    return ranges
+
+
+_TRANSPARENT = frozenset({"flatten", "reshape", "view", "dropout", "contiguous", "squeeze", "unsqueeze"})
+"""Graph ops a quantized activation passes through unchanged on its way to a Conv2d / Linear."""
+
+
+def _hook(storage: nn.ModuleDict, op_name: str, port: int) -> nn.Module | None:
+    """The NNCF quantizer hooked on ``op_name``'s port (NNCF's key: dots as colons, ``__port``)."""
+    key = f"{op_name.replace('.', ':')}__{port}"
+    return next(iter(storage[key].values()), None) if key in storage else None
+
+
+def _const_source(graph: object, node: object) -> str | None:
+    """The parameter name behind a layer's weight input (through NNCF's weight-quantizer hook nodes)."""
+    while node.node_type != "nncf_model_const":
+        ins = graph.get_input_edges(node)
+        if len(ins) != 1:
+            return None
+        node = ins[0].from_node
+    return node.node_name
+
+
+def _calibrate(model: nn.Module, calibration: object) -> list[ActQuant]:
+    """Insert ``ActQuant`` before every Conv2d / Linear and set its range from NNCF's calibration.
+
+    Layers NNCF does not quantize keep a range from ``ActQuant``'s own observation: the mean over
+    calibration batches of each batch's min / max, NNCF's default statistic for activations (MEAN_MINMAX),
+    on the same model and batches.
+    """
+    batches = list(_calibration_batches(calibration))
+    ranges = _nncf_activation_ranges(model, batches)
+    quants = _insert_act_quant(model)
+    _observe(model, batches)
+    for name, aq in quants:
+        aq.finish(ranges.get(name))
+    return [aq for _, aq in quants]
 
 
 # -- public entry point ------------------------------------------------------------------------------------
@@ -369,19 +477,19 @@ def simulate(
 
     ``calibration`` (images [N, 3, R, R] in [0, 1] or uint8, a batch dict, or an iterable of image batches)
     is required for ``w8a8``. ``compress_weights=False`` returns the fp16 weights instead of the compressed
-    ones (what the exporter hands to coremltools for ``int8``/``w8a8``; ``w8a8`` activation ranges are still
-    calibrated with the int8 weights, so both sides get the same scales). The copy keeps ``spec``.
+    ones (what the exporter hands to coremltools for ``int8``/``w8a8``; ``w8a8`` activation ranges are
+    calibrated on the fp16 weights before compression either way, so both sides get the same scales). The
+    copy keeps ``spec``.
     """
     qs = QuantScheme.parse(scheme)
     sim = fold_batchnorm(copy.deepcopy(model).eval())
     if qs.name != "fp32":
         _round_fp16(sim)
     uncompressed = copy.deepcopy(sim.state_dict()) if not compress_weights else None
+    if qs.kind == "w8a8":  # NNCF calibrates the float (fp16-rounded) model, before weight compression
+        _calibrate(sim, calibration)
     if qs.compresses_weights:
         _compress_weights(sim, qs)
-    if qs.kind == "w8a8":  # activation ranges are measured with the int8 weights, in both cases
-        quants = _insert_act_quant(sim)
-        _calibrate(sim, quants, calibration)
     if uncompressed is not None:
         result = sim.load_state_dict(_rename_for_act_quant(uncompressed, sim), strict=False)
         if result.unexpected_keys:  # pragma: no cover - a module layout simulate does not know

@@ -207,9 +207,18 @@ def test_w8a8_needs_calibration(model: MultiTaskNet) -> None:
         simulate(model, "w8a8", calibration=torch.rand(4, 1, 64, 64))
 
 
-def test_w8a8_quantizes_activations(model: MultiTaskNet) -> None:
-    calib = torch.rand(16, 3, 64, 64)
-    sim = simulate(model, "w8a8", calibration=calib)
+@pytest.fixture(scope="module")
+def calib() -> torch.Tensor:
+    return torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def w8a8(model: MultiTaskNet, calib: torch.Tensor) -> nn.Module:
+    return simulate(model, "w8a8", calibration=calib)
+
+
+def test_w8a8_quantizes_activations(model: MultiTaskNet, calib: torch.Tensor, w8a8: nn.Module) -> None:
+    sim = w8a8
     quants = [m for m in sim.modules() if isinstance(m, ActQuant)]
     convs = [m for m in sim.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     assert len(quants) == len(convs) and all(not q.observing for q in quants)
@@ -221,3 +230,64 @@ def test_w8a8_quantizes_activations(model: MultiTaskNet) -> None:
         assert 0 < err < 0.25, (key, err)  # activations really are quantized, and not destroyed
     uint8 = simulate(model, "w8a8", calibration=(calib * 255).round().to(torch.uint8))
     assert len([m for m in uint8.modules() if isinstance(m, ActQuant)]) == len(quants)
+
+
+def _int8(low: float, high: float) -> tuple[float, int]:
+    scale = float(np.float16((high - low) / 255))
+    return scale, int(np.clip(np.round(-128 - low / scale), -128, 127))
+
+
+def test_w8a8_ranges_are_nncf_post_training_quantization(
+    model: MultiTaskNet, calib: torch.Tensor, w8a8: nn.Module
+) -> None:
+    """Independently run NNCF PTQ and check the ActQuants carry its activation ranges."""
+    import copy
+
+    import nncf
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+
+    float16 = fold_batchnorm(copy.deepcopy(model))
+    with torch.no_grad():
+        for p in float16.parameters():
+            p.copy_(p.half().float())
+    params = QuantizationParameters(num_bits=8, mode=QuantizationScheme.ASYMMETRIC, per_channel=False)
+    quantized = nncf.quantize(
+        copy.deepcopy(float16),
+        nncf.Dataset([calib]),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=1,
+        advanced_parameters=AdvancedQuantizationParameters(
+            activations_quantization_params=params, disable_bias_correction=True
+        ),
+    )
+    post = get_hook_storage(quantized).post_hooks
+    nncf_ranges = {}
+    for key in post:
+        with torch.no_grad():
+            low, high = post[key]["0"].get_input_low_input_high()
+        nncf_ranges[key] = _int8(float(low), float(high))
+
+    def aq(path: str) -> tuple[float, int]:
+        q = w8a8.get_submodule(path)[0]
+        return float(q.scale), int(q.zero_point)
+
+    assert aq("stem.conv") == nncf_ranges["/div/0__0"]  # NNCF's quantizer on the normalised image
+    assert aq("heads.tagging.fc2") == nncf_ranges["act/hardswish/0__0"]  # found through dropout
+    assert aq("heads.tagging.fc1") == nncf_ranges["pool/adaptive_avg_pool2d/0__0"]  # through flatten
+    assert aq("heads.detection.heatmap") == aq("heads.detection.box")  # one shared NNCF quantizer
+    matched = {
+        name
+        for name, m in w8a8.named_modules()
+        if isinstance(m, nn.Sequential) and m and isinstance(m[0], ActQuant) and ".se." not in name
+    }
+    assert matched and all(aq(name) in nncf_ranges.values() for name in matched)
+    # NNCF leaves SE convs float (SE_BLOCK ignored pattern): those take the mean per-batch min / max
+    seen = []
+    fc1 = float16.get_submodule("stages.1.0.se.fc1")
+    handle = fc1.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    with torch.no_grad():
+        float16(calib)
+    handle.remove()
+    assert aq("stages.1.0.se.fc1") == _int8(min(0.0, float(seen[0].min())), max(0.0, float(seen[0].max())))
