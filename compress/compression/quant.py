@@ -21,9 +21,11 @@ symmetric), ``pal2``/``pal4``/``pal6``/``pal8`` (k-means palettization, one LUT 
      ``constexpr_lut_to_dense`` LUT, so simulation and artifact agree bit for bit. Grouped palettization
      skips a tensor whose output channels are not a multiple of K (as coremltools does).
 4. ``w8a8`` also quantizes activations: an ``ActQuant`` (int8, per-tensor affine) in front of every Conv2d
-   and Linear. The ranges come from NNCF post-training quantization: ``nncf.quantize`` (preset MIXED, i.e.
-   asymmetric per-tensor activations, default MEAN_MINMAX ranges over all calibration batches, bias
-   correction off) runs on the BN-folded, fp16-rounded float model, and each ActQuant takes the calibrated
+   and Linear. The ranges come from NNCF post-training quantization: ``nncf.quantize`` (preset MIXED,
+   activations forced to 8-bit asymmetric per-tensor, since NNCF would otherwise give depthwise-conv inputs
+   per-channel ranges; default MEAN_MINMAX ranges over all calibration batches, with NNCF's zero-point
+   range tuning and its widening of ranges under 8e-4; bias correction off) runs on the BN-folded,
+   fp16-rounded float model (before weight compression), and each ActQuant takes the calibrated
    range (``get_input_low_input_high``) of the NNCF quantizer on its layer's input: a pre-hook on the
    layer's input port, or the post-hook of the op that feeds it (looking through flatten / reshape /
    dropout). A quantizer NNCF shares between layers (e.g. a residual add feeding two heads) gives them the
