@@ -68,12 +68,12 @@ def main() -> None:
 
     presets = {}
     for name in ("mobilenetv3_large_100", "mobilenetv3_small_100"):
-        spec = get_preset(name, num_classes=train.num_classes, resolution=cfg.resolution)
+        spec = get_preset(name, num_classes=train.num_classes, resolution=128)
         torch.manual_seed(0)
         model = MultiTaskNet(spec)
         model.to(memory_format=torch.channels_last)
         t0 = time.perf_counter()
-        finetune(model, train, steps=args.preset_steps, lr=2e-3)
+        finetune(model, load_data("builtin", resolution=128)[0], steps=args.preset_steps, lr=2e-3)
         _, val = load_data("builtin", resolution=spec.resolution)
         presets[name] = evaluate(model.eval(), val)
         print(_row(f"{name} ({time.perf_counter() - t0:.0f} s)", presets[name]))
