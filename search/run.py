@@ -212,9 +212,7 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
     import torch
 
     from compress.training import load_supernet
-    from search.scorer import Scorer
     from search.space import load_space
-    from search.study import create_study, make_sampler, run_trials
 
     torch.set_num_threads(1)
     space = load_space(
@@ -224,14 +222,15 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
         ],
     )
     supernet = load_supernet(cfg.run_dir / "supernet.pt")
-    scorer = Scorer(
-        supernet,
-        data=cfg.data,
-        devices=list(cfg.devices),
-        eval_images=cfg.eval_images,
-        cache_dir=cfg.cache_dir,
-        seed=cfg.seed,
-    )
+    study, scorer = _open(cfg, space, supernet, rank=rank, progress=False)
+    _trials(cfg, space, study, scorer)
+
+
+def _open(cfg: SearchConfig, space: Any, supernet: Any, *, rank: int, progress: bool) -> tuple[Any, Any]:
+    """The study (sampler seeded per worker rank) and the scorer, as every worker process builds them."""
+    from search.scorer import Scorer
+    from search.study import create_study, make_sampler
+
     sampler = make_sampler(cfg.sampler, seed=cfg.seed + 1000 * rank, population_size=cfg.population_size)
     study = create_study(
         storage=cfg.storage_url,
@@ -240,6 +239,21 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
         sampler=sampler,
         config=cfg.study_config(space),
     )
+    scorer = Scorer(
+        supernet,
+        data=cfg.data,
+        devices=list(cfg.devices),
+        eval_images=cfg.eval_images,
+        cache_dir=cfg.cache_dir,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    return study, scorer
+
+
+def _trials(cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: list[Any] = ()) -> None:  # type: ignore[assignment]
+    from search.study import run_trials
+
     run_trials(
         study,
         scorer,
@@ -248,6 +262,7 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
         objectives=cfg.objectives,
         trials=cfg.trials,
         timeout_s=cfg.timeout_s,
+        callbacks=list(callbacks),
     )
 
 
@@ -258,9 +273,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     from compress.data import load_data
     from compress.training import train_supernet
     from search.outputs import write_outputs
-    from search.scorer import Scorer
     from search.space import load_space
-    from search.study import create_study, make_sampler, run_trials
 
     _check_devices(cfg.devices)
     space = load_space(cfg.space_file)  # validate the space file before any slow work
@@ -300,23 +313,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
             }
         },
     )
-    sampler = make_sampler(cfg.sampler, seed=cfg.seed, population_size=cfg.population_size)
-    study = create_study(
-        storage=cfg.storage_url,
-        study_name=cfg.name,
-        objectives=cfg.objectives,
-        sampler=sampler,
-        config=cfg.study_config(space),
-    )
-    scorer = Scorer(
-        trained.supernet,
-        data=cfg.data,
-        devices=list(cfg.devices),
-        eval_images=cfg.eval_images,
-        cache_dir=cfg.cache_dir,
-        seed=cfg.seed,
-        progress=progress,
-    )
+    study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress)
     procs = []
     if cfg.workers > 1:
         ctx = mp.get_context("spawn")
@@ -328,16 +325,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
         torch.set_num_threads(1)
     bar = _SearchProgress(progress, cfg.trials, cfg.limits())
     try:
-        run_trials(
-            study,
-            scorer,
-            space,
-            cfg.limits(),
-            objectives=cfg.objectives,
-            trials=cfg.trials,
-            timeout_s=cfg.timeout_s,
-            callbacks=[bar.callback],
-        )
+        _trials(cfg, space, study, scorer, [bar.callback])
     finally:
         for p in procs:
             p.join()
