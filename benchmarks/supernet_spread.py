@@ -2,11 +2,12 @@
 
 Prints: supernet training time with the default recipe (minutes, images/s) on this machine; the aggregate and
 per-task quality of the largest and smallest subnets (extracted, BN-recalibrated, full validation split at
-their own resolution) and their gap (target >= 10 points); the MobileNetV3-Large and -Small presets (width
+their own resolution) and their gap (target >= 10 points); random subnets between them, with the Spearman
+correlation of their quality and predicted A11 latency; the MobileNetV3-Large and -Small presets (width
 1.0) trained with the same static recipe for the same steps, per task (target: Large beats Small on every
 task).
 
-    python benchmarks/supernet_spread.py [--steps N] [--preset-steps N] [--threads N]
+    python benchmarks/supernet_spread.py [--steps N] [--preset-steps N] [--threads N] [--mids N] [--run RUN]
 """
 
 from __future__ import annotations
@@ -30,11 +31,36 @@ def _row(name: str, q) -> str:
     return f"{name:<28} aggregate {q.aggregate:6.2f}   {tasks}"
 
 
+def _mids(net, space, n: int) -> None:
+    """Random subnets between the extremes: does quality grow with predicted latency (what the search needs)?"""
+    import random
+
+    from scipy.stats import spearmanr
+
+    from profiles import estimate
+
+    if n < 3:
+        return
+    rng, rows = random.Random(7), []
+    for _ in range(n):
+        spec = space.sample(rng)
+        tr, val = load_data("builtin", resolution=spec.resolution)
+        model = extract(net, spec)
+        recalibrate_bn(model, tr.batch(torch.arange(256))["images"])
+        q = evaluate(model.eval(), val)
+        ms = estimate(model, (1, 3, spec.resolution, spec.resolution), "a11").latency_ms
+        rows.append((ms, q.aggregate))
+        print(_row(f"random @{spec.resolution} a11 {ms:5.2f} ms", q))
+    rho = spearmanr([r[0] for r in rows], [r[1] for r in rows]).statistic
+    print(f"{n} random subnets: Spearman(A11 latency, aggregate quality) = {rho:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=TrainConfig().steps)
     ap.add_argument("--preset-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--mids", type=int, default=8, help="random subnets to score between the extremes")
     ap.add_argument("--run", default=None, help="reuse RUN/supernet.pt (skips the training-time figure)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,6 +91,7 @@ def main() -> None:
         print(_row(f"{name} subnet @{spec.resolution}", qualities[name]))
     gap = qualities["largest"].aggregate - qualities["smallest"].aggregate
     print(f"largest - smallest: {gap:+.2f} points (target >= 10)")
+    _mids(net, space, args.mids)
 
     presets = {}
     for name in ("mobilenetv3_large_100", "mobilenetv3_small_100"):

@@ -7,10 +7,14 @@ Recipe (``train_supernet``), sized so the defaults finish in a few minutes on 2 
    kernels, expansions, resolutions and branch points) learn from the labels *and* from the largest subnet's
    detached outputs (in-place distillation, BigNAS/OFA style: soft-target BCE on tag logits, heatmaps and
    saliency). Gradients of all subnets accumulate into the shared weights before one optimizer step. Every
-   subnet sees the batch at its own resolution, capped at ``TrainConfig.resolution`` (images resized on the
-   fly from the cached training resolution; boxes scaled with them). Like ANSA, which stored its training
-   photos downsized, we train at a low resolution and evaluate every candidate at its own: the network is
-   fully convolutional, and quality is always measured at the resolution that is costed.
+   subnet sees the batch at its own resolution (BigNAS): the largest at the space's highest, the smallest at
+   its lowest, a random subnet at its sampled one, capped at ``TrainConfig.resolution`` (images resized on
+   the fly from the cached training resolution; boxes scaled with them). The default cap, 160 px, is the
+   default space's highest resolution, so every candidate is trained at the resolution it is scored and
+   costed at (a subnet scored far above its training resolution loses its box sizes: detection mAP fell to 0
+   at 288 px after training at 112). The largest subnet is the costliest in every choice, so its dense heads
+   read the shallowest feature maps (``SupernetSpace.largest``), and residual blocks start as the identity
+   (zero-initialised last BN scale), so the deep subnets train as fast as the shallow ones.
 2. **Head phase** (the rest). As ANSA trains its task heads on a frozen backbone, the backbone (stem and
    stages) is frozen and only the heads train, at *every* allowed branch point: each step samples the sandwich
    subnets, and for each one every branch choice of every head is trained on the same frozen features.
@@ -61,7 +65,7 @@ class TrainConfig:
     num_random: int = 1
     distill_weight: float = 1.0
     checkpoint_every: int = 50
-    resolution: int = 112
+    resolution: int = 160
     seed: int = 0
     amp: bool = False
     grad_checkpoint: bool = False

@@ -16,7 +16,10 @@ def train_cmd(
     ),
     steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 200,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 24,
-    resolution: Annotated[int, typer.Option(help="Training resolution (pixels).")] = 112,
+    resolution: Annotated[
+        int,
+        typer.Option(help="Highest training resolution (pixels); each subnet trains at its own, up to this."),
+    ] = 160,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 3e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,

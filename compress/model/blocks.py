@@ -101,6 +101,8 @@ class InvertedResidual(nn.Module):
 
     The expand conv is omitted when ``expanded == in_channels`` (torchvision's rule); the residual is used
     when ``stride == 1`` and ``in_channels == out_channels``. ``expand`` and ``se`` are ``None`` when absent.
+    A residual block's last BN starts with zero scale, so the block starts as the identity (Goyal et al.
+    2017, BigNAS's "zero-initialised residual"): deep stacks then train as fast as shallow ones.
     """
 
     def __init__(
@@ -120,6 +122,8 @@ class InvertedResidual(nn.Module):
         self.depthwise = ConvBNAct(expanded, expanded, kernel, stride=stride, groups=expanded, act=act)
         self.se = SqueezeExcite(expanded, se_channels(expanded)) if se else None
         self.project = ConvBNAct(expanded, out_channels, 1, act=None)
+        if self.use_residual:
+            nn.init.zeros_(self.project.bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x if self.expand is None else self.expand(x)

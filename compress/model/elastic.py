@@ -124,6 +124,8 @@ class ElasticInvertedResidual(nn.Module):
 
     The expand conv is skipped when ``expanded`` equals the input width and the residual is used when the
     stride is 1 and the output width equals the input width: the same rules as ``InvertedResidual``.
+    ``zero_init_residual`` (for blocks that always add their input: the second and later of a stage) starts
+    the project BN's scale at zero, so a deeper subnet starts as the shallower one (BigNAS).
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class ElasticInvertedResidual(nn.Module):
         se: bool,
         act: str,
         has_expand: bool = True,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         self.stride = stride
@@ -144,6 +147,8 @@ class ElasticInvertedResidual(nn.Module):
         self.depthwise = ElasticConvBNAct(expanded, expanded, kernel, stride=stride, depthwise=True, act=act)
         self.se = ElasticSqueezeExcite(expanded) if se else None
         self.project = ElasticConvBNAct(expanded, out_channels, 1, act=None)
+        if zero_init_residual:
+            nn.init.zeros_(self.project.bn.weight)
 
     def forward(self, x: torch.Tensor, expanded: int, out_channels: int, kernel: int) -> torch.Tensor:
         in_ch = x.shape[1]

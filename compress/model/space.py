@@ -147,12 +147,16 @@ class SupernetSpace:
         )
 
     def largest(self) -> ArchSpec:
-        """Every choice at its maximum (heads at their deepest branch stage)."""
-        return self._spec(lambda name, choices: choices[-1])
+        """Every choice at its most compute: the backbone's maximum, each head at its costliest branch.
+
+        A pooled head (tagging) costs most at its deepest branch, which needs the whole backbone; a dense head
+        (detection, saliency) costs most at its shallowest, whose feature map is the largest.
+        """
+        return self._spec(lambda name, choices: _extreme(name, choices, largest=True))
 
     def smallest(self) -> ArchSpec:
-        """Every choice at its minimum (heads at their shallowest branch stage)."""
-        return self._spec(lambda name, choices: choices[0])
+        """Every choice at its least compute (the mirror of ``largest``)."""
+        return self._spec(lambda name, choices: _extreme(name, choices, largest=False))
 
     def sample(self, rng: Any) -> ArchSpec:
         """A uniformly random spec; ``rng``: ``random.Random``, numpy ``Generator`` or Optuna ``Trial``."""
@@ -296,13 +300,24 @@ def _scaled(width: int, multipliers: tuple[float, ...]) -> tuple[int, ...]:
     return tuple(sorted({make_divisible(width * m, 8) for m in multipliers}))
 
 
+POOLED_TASKS = ("tagging",)  # heads that pool their branch's features; the rest are dense predictors
+
+
+def _extreme(name: str, choices: tuple[Any, ...], *, largest: bool) -> Any:
+    """The maximum or minimum choice; for a dense head's branch the shallowest costs most (see ``largest``)."""
+    dense_branch = name.startswith("head.") and name.endswith(".branch") and name[5:-7] not in POOLED_TASKS
+    return choices[0] if largest == dense_branch else choices[-1]
+
+
 def default_space(num_classes: int = 12) -> SupernetSpace:
     """A MobileNetV3-Large-shaped 6-stage space (strides 1, 2, 2, 2, 1, 2; SE and activations as Large).
 
-    Widths: Large's stage widths (16, 24, 40, 80, 112, 160) at multipliers 0.35-1.25 (rounded to 8).
-    Stage 0 is Large's first block (depth 1, 3x3, no expansion); stages 1-5: depth 1-4, kernels 3/5/7,
-    expansion 3/4/6. Resolutions 96-288 (at 256-288 px a good share of candidates exceed 10 ms on A11). Heads: tagging at stage 4 or 5 (classifier 512/768), detection at
-    stage 2, 3 or 4 (stride 8 or 16, tower 64), saliency at stage 1, 2 or 3 (stride 4-16, decoder 32).
+    Widths: Large's stage widths (16, 24, 40, 80, 112, 160) at multipliers 0.35, 0.5, 0.75 and 1.0 (rounded to
+    8). Stage 0 is Large's first block (depth 1, 3x3, no expansion); stages 1-5: depth 1-4, kernels 3/5,
+    expansion 3/4/6. Resolutions 96, 128 and 160: the range the supernet is trained at (the built-in images are
+    drawn at 160 px), wide enough that the largest candidates exceed 10 ms on A11 (the largest is ~15 ms).
+    Heads: tagging at stage 4 or 5 (classifier 512/768), detection at stage 2, 3 or 4 (stride 8 or 16, tower
+    64), saliency at stage 1, 2 or 3 (stride 4-16, decoder 32).
     """
     skeleton = (
         (1, False, "relu"),
@@ -330,6 +345,4 @@ def default_space(num_classes: int = 12) -> SupernetSpace:
         HeadChoices("detection", (2, 3, 4), (64,)),
         HeadChoices("saliency", (1, 2, 3), (32,)),
     )
-    return SupernetSpace(
-        (96, 128, 160, 192, 224, 256, 288), 16, tuple(stages), heads, num_classes=num_classes
-    )
+    return SupernetSpace((96, 128, 160), 16, tuple(stages), heads, num_classes=num_classes)

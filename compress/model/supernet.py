@@ -67,6 +67,7 @@ class Supernet(nn.Module):
                         se=st.se,
                         act=st.act,
                         has_expand=_needs_expand(ins, st.expands),
+                        zero_init_residual=j > 0,
                     )
                 )
             self.stages.append(blocks)

@@ -168,7 +168,7 @@ def test_space_json_round_trip():
 def test_default_space_shape():
     space = default_space()
     assert [s.stride for s in space.stages] == [1, 2, 2, 2, 1, 2]
-    assert space.resolutions == (96, 128, 160, 192, 224, 256, 288)
+    assert space.resolutions == (96, 128, 160)
     assert {h.task: h.branches for h in space.heads} == {
         "tagging": (4, 5),
         "detection": (2, 3, 4),
@@ -177,6 +177,20 @@ def test_default_space_shape():
     assert space.stages[0].depths == (1,) and all(s.kernels == (3, 5) for s in space.stages[1:])
     big, small = MultiTaskNet(space.largest()), MultiTaskNet(space.smallest())
     assert sum(p.numel() for p in big.parameters()) > 10 * sum(p.numel() for p in small.parameters())
+
+
+def test_extremes_put_heads_where_they_cost_most_and_least():
+    """The largest subnet's dense heads read the shallowest (largest) feature maps and tagging the deepest."""
+    space = default_space()
+    big, small = space.largest(), space.smallest()
+    assert {h.task: h.branch for h in big.heads} == {"tagging": 5, "detection": 2, "saliency": 1}
+    assert {h.task: h.branch for h in small.heads} == {"tagging": 4, "detection": 4, "saliency": 3}
+    assert big.resolution == 160 and small.resolution == 96
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        out_big, out_small = MultiTaskNet(big).eval()(x), MultiTaskNet(small).eval()(x)
+    assert out_big["det_heatmap"].shape[-1] == 2 * out_small["det_heatmap"].shape[-1]
+    assert out_big["saliency"].shape[-1] > out_small["saliency"].shape[-1]
 
 
 @pytest.mark.parametrize(
