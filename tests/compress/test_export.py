@@ -9,48 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tinynets import tiny_model
 from torch import nn
 
 from compress.compression import ActQuant, QuantScheme, compressed_layers, simulate
 from compress.errors import ConfigError
 from compress.export import export_coreml, export_onnx, output_keys, package_size_mb, read_coreml_weights
-from compress.model import ArchSpec, HeadSpec, MultiTaskNet, StageSpec
+from compress.model import ArchSpec, MultiTaskNet
 
 torch.set_num_threads(1)
 
 SCHEMES = ["int8", "pal2", "pal4", "pal6", "pal8", "pal4-g16"]
 
 
-def tiny_spec() -> ArchSpec:
-    return ArchSpec(
-        resolution=64,
-        stem=8,
-        stages=(
-            StageSpec(16, 1, 3, 2.0, 2),
-            StageSpec(24, 2, 3, (4.0, 3.0), 2, True, "relu"),
-            StageSpec(32, 1, 5, 4.0, 2, True, "hswish"),
-        ),
-        heads=(
-            HeadSpec("tagging", 2, (96, 128)),
-            HeadSpec("detection", 1, (16,)),
-            HeadSpec("saliency", 0, (16,)),
-        ),
-        num_classes=5,
-    )
-
-
 @pytest.fixture(scope="module")
 def model() -> MultiTaskNet:
-    torch.manual_seed(0)
-    net = MultiTaskNet(tiny_spec())
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():  # non-trivial BN, so folding matters
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return net.eval()
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -4,48 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tinynets import randomise_bn, tiny_model, tiny_spec
 
 from compress.compression import PruneSpec, kept_channels, prune, pruned_spec
 from compress.errors import ConfigError
-from compress.model import ArchSpec, HeadSpec, MultiTaskNet, StageSpec, count_parameters, get_preset
+from compress.model import ArchSpec, MultiTaskNet, count_parameters, get_preset
 
 torch.set_num_threads(1)
 
 
-def tiny_spec(resolution: int = 64) -> ArchSpec:
-    """Three stages (plain, SE + residual, SE + h-swish) and all three heads."""
-    return ArchSpec(
-        resolution=resolution,
-        stem=8,
-        stages=(
-            StageSpec(16, 1, 3, 2.0, 2),
-            StageSpec(24, 2, 3, (4.0, 3.0), 2, True, "relu"),
-            StageSpec(32, 1, 5, 4.0, 2, True, "hswish"),
-        ),
-        heads=(
-            HeadSpec("tagging", 2, (96, 128)),
-            HeadSpec("detection", 1, (16,)),
-            HeadSpec("saliency", 0, (16,)),
-        ),
-        num_classes=5,
-    )
-
-
-def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def model() -> MultiTaskNet:
-    torch.manual_seed(0)
-    return _randomise_bn(MultiTaskNet(tiny_spec()))
+    return tiny_model()
 
 
 def _outputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -116,7 +86,7 @@ def _kill_channels(
 def test_prune_removes_the_least_important_coupled_channels() -> None:
     """Dead channels (zero in every layer of their dependency group) are removed first: same outputs."""
     torch.manual_seed(1)
-    net = _randomise_bn(MultiTaskNet(tiny_spec()))
+    net = randomise_bn(MultiTaskNet(tiny_spec()))
     # stage 2 block 0: in 24, expanded 96; ratio 0.25 keeps 72 -> squeeze make_divisible(72 // 4) = 24 of 24
     spec = PruneSpec((0.0, 0.0, 0.25))
     dead = [3, 7, 11, 20, 33, 41, 50, 58, 60, 71, 80, 90, 91, 92, 93, 94, 95, 0, 1, 2, 4, 5, 6, 8]
