@@ -6,7 +6,7 @@ always gets the same score), so samplers are compared on identical numbers. Hype
 (reference point: quality 0, latency = budget; Optuna's WFG) is printed at 16, 32, 64 and 128 trials.
 Target: NSGA-II's median hypervolume at 64 trials >= random's at 128.
 
-    python benchmarks/search_efficiency.py [--run runs/search-10ms] [--seeds 3] [--eval-images 100]
+    python benchmarks/search_efficiency.py [--run runs/search-10ms] [--seeds 3] [--eval-images N] [--populations 8,24]
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ CHECKPOINTS = (16, 32, 64, 128)
 
 
 def run(sampler_name: str, seed: int, n: int, space, scorer, limits, cache) -> list[float]:
+    name, _, pop = sampler_name.partition("/p")
+    options = {"population_size": int(pop)} if pop else {}
     study = optuna.create_study(
-        directions=["maximize", "minimize"], sampler=make_sampler(sampler_name, seed=seed)
+        directions=["maximize", "minimize"], sampler=make_sampler(name, seed=seed, **options)
     )
 
     def objective(trial):
@@ -52,7 +54,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--eval-images", type=int, default=100)
+    ap.add_argument("--eval-images", type=int, default=Scorer.__init__.__kwdefaults__["eval_images"])
+    ap.add_argument(
+        "--populations",
+        default="",
+        help="extra NSGA-II population sizes to compare, e.g. 8,24 (rows nsga2/pN)",
+    )
     args = ap.parse_args()
     supernet, data = supernet_for(args.run)
     space = SearchSpace.default(supernet.space.num_classes)
@@ -61,7 +68,8 @@ def main() -> None:
     cache: dict = {}
     table: dict[str, dict[int, list[float]]] = {}
     t0 = time.perf_counter()
-    for name, n in (("random", 128), ("nsga2", 64), ("tpe", 64)):
+    extra = [(f"nsga2/p{p}", 64) for p in args.populations.split(",") if p.strip()]
+    for name, n in [("random", 128), ("nsga2", 64), ("tpe", 64), *extra]:
         table[name] = {c: [] for c in CHECKPOINTS if c <= n}
         for seed in range(args.seeds):
             hv = run(name, seed, n, space, scorer, limits, cache)
