@@ -229,7 +229,7 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
 def _open(cfg: SearchConfig, space: Any, supernet: Any, *, rank: int, progress: bool) -> tuple[Any, Any]:
     """The study (sampler seeded per worker rank) and the scorer, as every worker process builds them."""
     from search.scorer import Scorer
-    from search.study import create_study, make_sampler
+    from search.study import create_study, make_sampler, seed_population
 
     sampler = make_sampler(cfg.sampler, seed=cfg.seed + 1000 * rank, population_size=cfg.population_size)
     study = create_study(
@@ -239,6 +239,8 @@ def _open(cfg: SearchConfig, space: Any, supernet: Any, *, rank: int, progress: 
         sampler=sampler,
         config=cfg.study_config(space),
     )
+    if rank == 0 and cfg.sampler != "random":
+        seed_population(study, space, cfg.population_size, seed=cfg.seed)
     scorer = Scorer(
         supernet,
         data=cfg.data,

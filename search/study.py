@@ -37,6 +37,7 @@ __all__ = [
     "make_sampler",
     "redact",
     "run_trials",
+    "seed_population",
     "trials_frame",
 ]
 
@@ -101,6 +102,46 @@ def make_sampler(name: str, *, seed: int, population_size: int = 16) -> Any:
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints_of)
         return optuna.samplers.RandomSampler(seed=seed)
+
+
+_ORDINAL = re.compile(r"^(resolution|s\d+\.(width|depth|kernel|expand))$")
+
+
+class _AtLevel:
+    """A stand-in trial that picks every size choice near one level in [0, 1] and the rest at random."""
+
+    def __init__(self, level: float, rng: np.random.Generator) -> None:
+        self.level, self.rng, self.params = level, rng, {}
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        if _ORDINAL.match(name):  # choices are sorted ascending: the index follows the level, with jitter
+            i = round(self.level * (len(choices) - 1) + self.rng.normal(0.0, 0.5))
+            value = choices[min(len(choices) - 1, max(0, i))]
+        else:  # head branches, prune ratios, schemes: no size order to follow
+            value = choices[int(self.rng.integers(len(choices)))]
+        self.params[name] = value
+        return value
+
+
+def seed_population(study: Any, space: Any, n: int, *, seed: int) -> int:
+    """Enqueue ``n`` size-stratified candidates as the first trials of a study that has none; returns how many.
+
+    Uniform sampling of per-stage choices concentrates candidates around the middle of the latency range (a
+    sum of many independent choices): in the default space, 16 uniform candidates all fell below 5.5 ms on
+    A11 while the space reaches ~15 ms. So the model-based samplers start instead from ``n`` candidates at
+    stratified size levels (level ``(i + u) / n``): every width, depth, kernel, expansion and the resolution
+    near that level of its range, head branches, prune ratios and schemes uniform. Random search is not
+    seeded (it is the uniform baseline).
+    """
+    if n <= 0 or study.trials:
+        return 0
+    rng = np.random.default_rng(seed)
+    levels = (np.arange(n) + rng.random(n)) / n
+    for level in rng.permutation(levels):
+        fake = _AtLevel(float(level), rng)
+        space.sample(fake)
+        study.enqueue_trial(fake.params, skip_if_exists=True)
+    return n
 
 
 def _db_error(exc: BaseException) -> str:

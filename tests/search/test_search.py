@@ -159,3 +159,25 @@ def test_cli_bad_input(args, match, capsys, tmp_path):
     code = main(["search", *args, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and match in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_seed_population_spans_the_size_range():
+    """A new study starts from candidates at stratified size levels: from near-smallest to near-largest."""
+    import optuna
+
+    from compress.model import MultiTaskNet, count_parameters
+    from search import SearchSpace
+    from search.study import seed_population
+
+    space = SearchSpace.default(12)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert seed_population(study, space, 16, seed=0) == 16
+    assert seed_population(study, space, 16, seed=0) == 0  # never twice into one study
+    cands = [space.candidate(t.system_attrs["fixed_params"]) for t in study.trials]
+    sizes = sorted(count_parameters(MultiTaskNet(c.spec)) for c in cands)
+    smallest, largest = (
+        count_parameters(MultiTaskNet(s)) for s in (space.arch.smallest(), space.arch.largest())
+    )
+    assert sizes[0] < smallest + 0.1 * (largest - smallest)
+    assert sizes[-1] > smallest + 0.6 * (largest - smallest)
+    assert len({c.spec.resolution for c in cands}) == len(space.arch.resolutions)
