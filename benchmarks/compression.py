@@ -14,16 +14,31 @@ What it does, on one thread (everything measured, nothing assumed):
    disk size (``profiles.disk_mb``) and predicted latency on A11 and M1 (``profiles.estimate``).
 
 Prints the table and the worst disk-size prediction error; packages go to a temporary folder that is removed.
+
+    python benchmarks/compression.py --kmeans [--kmeans-models mid,largest --kmeans-max-tensors 0]
+
+prints instead how palettization's k-means compares with coremltools' own (``kmeans_table``): per model and
+scheme, the seconds of our Lloyd k-means (``lloyd_lut``), of coremltools' rule
+(``_get_kmeans_lookup_table_and_weight``: kmeans1d for fp16 tensors of >= 10,000 elements, scikit-learn
+below) and of kmeans1d on every tensor, and each one's squared error above kmeans1d's optimum, for tensors
+(or groups) of >= 10,000 elements and for smaller ones. Models: ``mid`` is the subnet
+``default_space(12).sample(random.Random(3))`` and ``largest`` the space's largest, both extracted from
+``runs/search-10ms/supernet.pt`` when it exists (trained weights), else randomly initialised. By default
+only 6 evenly spaced tensors per scheme (a few seconds); ``--kmeans-max-tensors 0`` measures every one.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
+import random
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from compress.compression import PruneSpec, prune, simulate
@@ -119,6 +134,122 @@ def _print(rows: list[dict[str, object]]) -> None:
     print(f"\nworst disk-size prediction error: {worst * 100:.1f}% (target: within 10%)")
 
 
+# -- k-means: ours vs coremltools' -------------------------------------------------------------------------
+SUPERNET = Path("runs/search-10ms/supernet.pt")
+KMEANS_SCHEMES = ("pal2", "pal4", "pal6", "pal8", "pal4-g16")
+
+
+def _kmeans_models(names: list[str]) -> tuple[dict[str, torch.nn.Module], str]:
+    from compress.model import Supernet, default_space, extract
+    from compress.training import load_supernet
+
+    if SUPERNET.is_file():
+        net, source = load_supernet(SUPERNET), f"trained ({SUPERNET})"
+    else:
+        net, source = Supernet(default_space(12)), "random init"
+    pick = {"mid": lambda: net.space.sample(random.Random(3)), "largest": net.space.largest}
+    return {n: extract(net, pick[n]()) for n in names}, source
+
+
+def _tensors(model: torch.nn.Module, scheme: str, limit: int) -> list[np.ndarray]:
+    """The fp16 tensors (or channel groups) ``scheme`` palettizes, ``limit`` of them evenly spaced by size."""
+    from compress.compression import QuantScheme, compressed_layers, fold_batchnorm
+
+    qs = QuantScheme.parse(scheme)
+    folded = fold_batchnorm(copy.deepcopy(model).eval())
+    modules = dict(folded.named_modules())
+    out = []
+    for name in compressed_layers(folded, qs):
+        w = modules[name].weight.detach().numpy().astype(np.float16)
+        out += [w] if qs.group_size is None else np.split(w, w.shape[0] // qs.group_size)
+    out.sort(key=lambda t: t.size)
+    if 0 < limit < len(out):
+        out = [out[i] for i in np.linspace(0, len(out) - 1, limit).round().astype(int)]
+    return out
+
+
+def _coremltools(w: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    from compress.compression.quant import coreml_kmeans_lut
+
+    return coreml_kmeans_lut(w, nbits)
+
+
+def _kmeans1d(w: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """kmeans1d (exact) over the distinct values weighted by counts, for any size (the optimum)."""
+    from coremltools._deps import _kmeans1d
+
+    values, inverse, counts = np.unique(w.reshape(-1), return_inverse=True, return_counts=True)
+    res = _kmeans1d.cluster(values, min(len(values), 1 << nbits), weights=counts)
+    lut = np.zeros(1 << nbits)
+    lut[: len(res.centroids)] = res.centroids
+    return lut.astype(np.float16), np.asarray(res.clusters)[inverse.reshape(-1)]
+
+
+def _sse(w: np.ndarray, lut: np.ndarray, idx: np.ndarray) -> float:
+    return float(((w.reshape(-1).astype(np.float64) - lut.astype(np.float64)[idx]) ** 2).sum())
+
+
+def kmeans_table(models: dict[str, torch.nn.Module], *, limit: int) -> list[dict[str, object]]:
+    """Seconds and squared error (relative to kmeans1d's optimum) of each clustering, per model and scheme."""
+    from compress.compression.quant import QuantScheme, lloyd_lut
+
+    methods = {"ours": lloyd_lut, "coreml": _coremltools, "kmeans1d": _kmeans1d}
+    _coremltools(np.arange(16, dtype=np.float16), 2)  # import coremltools outside the timings
+    rows = []
+    for mname, model in models.items():
+        for scheme in KMEANS_SCHEMES:
+            nbits = QuantScheme.parse(scheme).weight_bits
+            tensors = _tensors(model, scheme, limit)
+            row: dict[str, object] = {"model": mname, "scheme": scheme, "n": len(tensors)}
+            row["big"] = sum(t.size >= 10_000 for t in tensors)
+            sse: dict[tuple[str, bool], float] = {}
+            for key, fn in methods.items():
+                seconds = 0.0
+                for t in tensors:
+                    start = time.perf_counter()
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        lut, idx = fn(t, nbits)
+                    seconds += time.perf_counter() - start
+                    part = (key, t.size >= 10_000)
+                    sse[part] = sse.get(part, 0.0) + _sse(t, lut.reshape(-1), np.asarray(idx).reshape(-1))
+                row[f"s_{key}"] = seconds
+            for key in ("ours", "coreml"):
+                for big in (True, False):
+                    opt = sse.get(("kmeans1d", big), 0.0)
+                    row[f"err_{key}_{'big' if big else 'small'}"] = (
+                        sse[(key, big)] / opt - 1 if opt > 0 else float("nan")
+                    )
+            rows.append(row)
+            print(_kmeans_line(row), flush=True)
+    return rows
+
+
+KMEANS_HEAD = (
+    f"{'model':8} {'scheme':9} {'tensors':>7} {'>=10k':>5} {'ours s':>7} {'coreml s':>8} {'ratio':>6} "
+    f"{'k1d s':>7} | err above optimum: {'ours>=10k':>9} {'ours<10k':>8} {'coreml>=10k':>11} {'coreml<10k':>10}"
+)
+
+
+def _kmeans_line(r: dict[str, object]) -> str:
+    return (
+        f"{r['model']:8} {r['scheme']:9} {r['n']:>7} {r['big']:>5} {r['s_ours']:>7.2f} {r['s_coreml']:>8.2f} "
+        f"{r['s_coreml'] / r['s_ours']:>5.1f}x {r['s_kmeans1d']:>7.2f} |{'':19}"
+        f"{r['err_ours_big']:>+9.2%} {r['err_ours_small']:>+8.2%} {r['err_coreml_big']:>+11.2%} "
+        f"{r['err_coreml_small']:>+10.2%}"
+    )
+
+
+def kmeans_main(names: list[str], limit: int) -> None:
+    models, source = _kmeans_models(names)
+    scope = "every tensor" if limit <= 0 else f"at most {limit} tensors (evenly spaced by size) per scheme"
+    print(f"k-means palettization, one thread, {source} weights, {scope}")
+    print("(seconds summed over those tensors; error: squared error / kmeans1d's optimum - 1)")
+    print(KMEANS_HEAD)
+    print("-" * len(KMEANS_HEAD))
+    kmeans_table(models, limit=limit)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mobilenetv3_small_075")
@@ -127,8 +258,14 @@ def main() -> None:
     parser.add_argument("--prune", default="0,0.3")
     parser.add_argument("--schemes", default="fp16,int8,pal2,pal4,pal6,pal8,pal4-g16,w8a8")
     parser.add_argument("--val", type=int, default=400, help="validation images used for quality")
+    parser.add_argument("--kmeans", action="store_true", help="print the k-means comparison table only")
+    parser.add_argument("--kmeans-models", default="mid,largest")
+    parser.add_argument("--kmeans-max-tensors", type=int, default=6, help="per scheme; 0: every tensor")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.kmeans:
+        kmeans_main(args.kmeans_models.split(","), args.kmeans_max_tensors)
+        return
     torch.manual_seed(0)
 
     print(f"data: builtin at {args.resolution} px", flush=True)

@@ -15,11 +15,14 @@ symmetric), ``pal2``/``pal4``/``pal6``/``pal8`` (k-means palettization, one LUT 
    - ``int8``/``w8a8``: coremltools' ``linear_symmetric`` rule, reproduced in numpy float16 arithmetic:
      ``scale = fp16(2 * max|w| / 254)`` per output channel, ``q = clip(round(fp16(w / scale)), -127, 127)``,
      weight ``fp16(q * scale)``. The exporter lets coremltools quantize the same fp16 weights.
-   - ``palN``/``palN-gK``: weighted 1-D k-means (``kmeans_lut``) over the distinct fp16 values of the
-     tensor (or of each group of K output channels), LUT rounded to fp16, each weight mapped to its
-     nearest LUT entry. The exporter stores exactly these values and indices as a
-     ``constexpr_lut_to_dense`` LUT, so simulation and artifact agree bit for bit. Grouped palettization
-     skips a tensor whose output channels are not a multiple of K (as coremltools does).
+   - ``palN``/``palN-gK``: k-means (``kmeans_lut``) of the tensor's fp16 values (or of each group of K
+     output channels) to a fp16 LUT. For N <= 4 this is coremltools' own clustering, the one
+     ``palettize_weights(mode="kmeans")`` runs (exact 1-D k-means for >= 10,000 elements, scikit-learn's
+     seeded k-means++ below), so LUT and indices equal coremltools'; for pal6/pal8 it is our faster
+     weighted Lloyd k-means (within a few percent of the optimum; ``kmeans_lut`` gives the measured gap).
+     The exporter stores exactly these values and indices as a ``constexpr_lut_to_dense`` LUT, so
+     simulation and artifact agree bit for bit. Grouped palettization skips a tensor whose output channels
+     are not a multiple of K (as coremltools does).
 4. ``w8a8`` also quantizes activations: an ``ActQuant`` (int8, per-tensor affine) in front of every Conv2d
    and Linear. The ranges come from NNCF post-training quantization: ``nncf.quantize`` (preset MIXED,
    activations forced to 8-bit asymmetric per-tensor, since NNCF would otherwise give depthwise-conv inputs
@@ -45,6 +48,7 @@ the usual fp16 rounding noise and is not modelled).
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -57,12 +61,15 @@ from torch import nn
 from compress.errors import ConfigError
 
 __all__ = [
+    "COREML_KMEANS_MAX_BITS",
     "WEIGHT_THRESHOLD",
     "ActQuant",
     "QuantScheme",
     "compressed_layers",
     "fold_batchnorm",
+    "coreml_kmeans_lut",
     "kmeans_lut",
+    "lloyd_lut",
     "quantize_int8",
     "simulate",
 ]
@@ -194,16 +201,66 @@ def _dequant_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return (q.astype(np.float32) * scale.astype(np.float32).reshape(shape)).astype(np.float16)
 
 
+COREML_KMEANS_MAX_BITS = 4
+"""Palettes of at most this many bits are clustered by coremltools' own k-means (``coreml_kmeans_lut``);
+wider ones (pal6, pal8) by ``lloyd_lut``, which costs 4-13x less there (see ``kmeans_lut``)."""
+
+
 def kmeans_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Palettize ``values`` to ``2**nbits`` levels: ``(lut float16 [2**nbits], indices uint8 [values.size])``.
 
-    Weighted 1-D k-means over the distinct float16 values (at most 65,536, so the cost does not grow with
-    the tensor size), as coremltools' preferred ``kmeans1d`` path clusters them. Lloyd iterations run from
-    three initialisations (the quantiles of the values, the quantiles of the cube root of their density,
-    which is the high-resolution optimum for squared error, and seeded k-means++) and the lowest-error
-    result is kept. The LUT is rounded
-    to float16 and each value mapped to its nearest entry. With no more distinct values than levels the
-    LUT holds them exactly (padded with repeats of the last).
+    The dequantized values are ``lut[indices]``. Which clustering runs (measured on the Conv/Linear weights
+    of a mid-size extracted model of ``default_space(12)`` and of its largest model, one thread; see
+    ``benchmarks/compression.py --kmeans-only``):
+
+    - ``nbits <= COREML_KMEANS_MAX_BITS`` (pal2, pal4, palN-gK with N <= 4): ``coreml_kmeans_lut``,
+      coremltools' own rule, so LUT and indices equal what ``palettize_weights(mode="kmeans")`` computes
+      for the same fp16 tensor (or group): the exact weighted 1-D k-means ``kmeans1d`` (the global optimum)
+      for tensors of >= 10,000 elements, scikit-learn's seeded k-means++ below that. It costs about 1.4x
+      ``lloyd_lut`` for pal4 per model, 1.0x for pal4-g16 and 2x (under a second) for pal2.
+    - ``nbits > 4`` (pal6, pal8): ``lloyd_lut``. coremltools' rule would cost 4x (pal6) to 13x (pal8) more,
+      nearly all of it in ``kmeans1d`` on the large tensors (about 0.7 s per tensor at 256 levels), e.g.
+      9.6 s instead of 0.9 s for pal8 on the mid-size model and 49 s instead of 3.8 s on the largest. The
+      result is not coremltools': on tensors of >= 10,000 elements (where coremltools reaches the optimum)
+      its squared error is 0.5-2% (pal6) and 2-4% (pal8) above the optimum; on smaller tensors it is
+      2-8% above the optimum, where coremltools' scikit-learn clustering is 13-17% above it.
+    """
+    if nbits <= COREML_KMEANS_MAX_BITS:
+        return coreml_kmeans_lut(values, nbits)
+    return lloyd_lut(values, nbits, iterations=iterations)
+
+
+def coreml_kmeans_lut(values: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """coremltools' k-means palettization of ``values`` (as float16): ``(lut float16, indices uint8)``.
+
+    Calls the function ``palettize_weights(mode="kmeans")`` uses
+    (``quantization_utils._get_kmeans_lookup_table_and_weight``): ``kmeans1d.cluster`` over the distinct
+    values weighted by their counts for >= 10,000 elements, else scikit-learn
+    ``KMeans(2**nbits, init="k-means++", tol=1e-2, n_init=1, random_state=0)`` on the raw values. The LUT
+    is cast to float16 and the indices are the cluster labels, as coremltools stores them (unused entries,
+    when there are fewer distinct values than levels, are zero).
+    """
+    logging.getLogger("coremltools").setLevel(logging.ERROR)  # before import: its version chatter
+    from coremltools.models.neural_network.quantization_utils import (
+        _get_kmeans_lookup_table_and_weight,
+    )
+
+    w = np.asarray(values, dtype=np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn: fewer distinct points than clusters
+        lut, labels = _get_kmeans_lookup_table_and_weight(nbits, w)
+    return np.asarray(lut).reshape(-1).astype(np.float16), np.asarray(labels).reshape(-1).astype(np.uint8)
+
+
+def lloyd_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Our fast palettization: ``(lut float16 [2**nbits], indices uint8 [values.size])``.
+
+    Weighted 1-D Lloyd k-means over the distinct float16 values (at most 65,536, so the cost does not grow
+    with the tensor size), from four initialisations (the quantiles of the values; the quantiles of the
+    cube root of their density, the high-resolution optimum for squared error, with the density from a
+    histogram and from each value's neighbours; seeded k-means++); the lowest-error result is kept. The LUT is rounded to float16 and each value mapped to
+    its nearest entry. With no more distinct values than levels the LUT holds them exactly (padded with
+    repeats of the last).
     """
     flat = np.asarray(values, dtype=np.float16).reshape(-1).astype(np.float32)
     k = 1 << nbits
@@ -220,7 +277,8 @@ def kmeans_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tupl
 
 
 def _inits(x: np.ndarray, w: np.ndarray, k: int) -> list[np.ndarray]:
-    """Initial centres: mass quantiles, and quantiles of density^(1/3) (from a histogram)."""
+    """Initial centres: mass quantiles, quantiles of density^(1/3) from a histogram and from the local
+    density on the distinct values (which resolves peaked, heavy-tailed trained weights), k-means++."""
     targets = (np.arange(k) + 0.5) / k
     cum = np.cumsum(w)
     by_mass = x[np.searchsorted(cum, targets * cum[-1])]
@@ -228,7 +286,18 @@ def _inits(x: np.ndarray, w: np.ndarray, k: int) -> list[np.ndarray]:
     g = np.cbrt(hist / np.diff(edges)) * np.diff(edges)
     cum_g = np.concatenate([[0.0], np.cumsum(g)])
     by_cbrt = np.interp(targets * cum_g[-1], cum_g, edges)
-    return [_fill(by_mass, x, k), _fill(by_cbrt, x, k), _kmeans_pp(x, w, k)]
+    return [_fill(by_mass, x, k), _fill(by_cbrt, x, k), _local_cbrt(x, w, k, targets), _kmeans_pp(x, w, k)]
+
+
+def _local_cbrt(x: np.ndarray, w: np.ndarray, k: int, targets: np.ndarray, reach: int = 8) -> np.ndarray:
+    """Quantiles of density^(1/3), the density at each distinct value taken over ``reach`` neighbours a side."""
+    n, i = len(x), np.arange(len(x))
+    lo, hi = np.clip(i - reach, 0, n - 1), np.clip(i + reach, 0, n - 1)
+    cum_w = np.concatenate([[0.0], np.cumsum(w)])
+    density = (cum_w[hi + 1] - cum_w[lo]) / np.maximum(x[hi] - x[lo], 1e-12)
+    edges = np.concatenate([[x[0]], (x[1:] + x[:-1]) / 2, [x[-1]]])
+    cum_g = np.concatenate([[0.0], np.cumsum(np.cbrt(density) * np.diff(edges))])
+    return _fill(np.interp(targets * cum_g[-1], cum_g, edges), x, k)
 
 
 def _kmeans_pp(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:

@@ -129,6 +129,60 @@ def test_kmeans_lut_with_few_distinct_values_is_exact() -> None:
     np.testing.assert_array_equal(lut[idx], values.astype(np.float16))
 
 
+def _heavy_tailed(size: int) -> np.ndarray:
+    """fp16 values shaped like trained weights (Laplace: peaked, long tails, many distinct fp16 values)."""
+    return (np.random.default_rng(1).laplace(size=size) * 0.05).astype(np.float16)
+
+
+def _optimum(values: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """kmeans1d over the distinct values weighted by their counts (exact 1-D k-means): (lut fp16, labels)."""
+    from coremltools._deps import _kmeans1d
+
+    distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    res = _kmeans1d.cluster(distinct, 1 << nbits, weights=counts)
+    return np.asarray(res.centroids).astype(np.float16), np.asarray(res.clusters)[inverse.reshape(-1)]
+
+
+@pytest.mark.parametrize("nbits", [2, 4])
+@pytest.mark.parametrize("size", [12_000, 3_000])
+def test_kmeans_lut_is_coremltools_kmeans(size: int, nbits: int) -> None:
+    """pal2/pal4 cluster as coremltools' palettize_weights(mode="kmeans") does: kmeans1d's optimum for an
+    fp16 tensor of >= 10,000 elements, scikit-learn's seeded k-means++ on the raw values below that."""
+    values = _heavy_tailed(size)
+    lut, idx = kmeans_lut(values, nbits)
+    if size >= 10_000:
+        ref_lut, labels = _optimum(values, nbits)
+    else:
+        import warnings
+
+        from sklearn.cluster import KMeans
+
+        km = KMeans(1 << nbits, init="k-means++", tol=1e-2, n_init=1, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            km.fit(values.reshape(-1, 1))
+        ref_lut, labels = km.cluster_centers_[:, 0].astype(np.float16), km.labels_
+    np.testing.assert_allclose(
+        np.sort(lut.astype(np.float64)), np.sort(ref_lut.astype(np.float64)), rtol=1e-3
+    )
+    np.testing.assert_array_equal(lut[idx], ref_lut[labels])  # the same dequantized weights
+
+
+@pytest.mark.parametrize(("nbits", "gap"), [(6, 0.05), (8, 0.25)])
+def test_lloyd_lut_is_close_to_the_optimum(nbits: int, gap: float) -> None:
+    """pal6/pal8 use our Lloyd k-means: within the documented gap of kmeans1d's optimum (coremltools')."""
+    values = _heavy_tailed(12_000)
+    w = values.astype(np.float64)
+    lut, idx = kmeans_lut(values, nbits)
+    ref_lut, labels = _optimum(values, nbits)
+    ours, best = (
+        ((w - lut.astype(np.float64)[idx]) ** 2).sum(),
+        ((w - ref_lut.astype(np.float64)[labels]) ** 2).sum(),
+    )
+    assert best <= ours <= (1 + gap) * best
+    assert len(np.unique(lut)) == 1 << nbits
+
+
 def test_compressed_layers_rule(model: MultiTaskNet) -> None:
     folded = simulate(model, "fp16")
     modules = dict(folded.named_modules())
