@@ -12,7 +12,7 @@ import torch
 from tinynets import tiny_model
 from torch import nn
 
-from compress.compression import ActQuant, QuantScheme, compressed_layers, simulate
+from compress.compression import WEIGHT_THRESHOLD, ActQuant, QuantScheme, compressed_layers, simulate
 from compress.errors import ConfigError
 from compress.export import export_coreml, export_onnx, output_keys, package_size_mb, read_coreml_weights
 from compress.model import ArchSpec, MultiTaskNet
@@ -63,6 +63,30 @@ def test_coreml_weights_equal_simulated_weights(
             assert weight.nbits == qs.weight_bits
         else:
             assert weight.storage == "const" and weight.nbits == 16
+
+
+@pytest.mark.parametrize("scheme", ["pal2", "pal4"])
+def test_coremltools_kmeans_palettization_equals_simulation(
+    model: MultiTaskNet, tmp_path: Path, scheme: str
+) -> None:
+    """coremltools' own palettize_weights(mode="kmeans") on the fp16 package gives the simulated weights."""
+    import coremltools as ct
+    from coremltools.optimize import coreml as cto
+
+    qs = QuantScheme.parse(scheme)
+    fp16 = ct.models.MLModel(
+        str(export_coreml(model, tmp_path / "fp16", scheme="fp16")), skip_model_load=True
+    )
+    op = cto.OpPalettizerConfig(mode="kmeans", nbits=qs.weight_bits, weight_threshold=WEIGHT_THRESHOLD)
+    stored = read_coreml_weights(cto.palettize_weights(fp16, cto.OptimizationConfig(global_config=op)))
+    sim = simulate(model, qs)
+    expected = _torch_weights(sim)
+    compressed = {"model_" + n.replace(".", "_") + "_weight_to_fp16" for n in compressed_layers(sim, qs)}
+    assert compressed == {n for n, w in stored.items() if w.storage == "lut"}
+    for name in compressed:
+        np.testing.assert_allclose(
+            stored[name].value.astype(np.float32), expected[name], rtol=1e-3, atol=1e-6
+        )
 
 
 def test_package_interface_and_metadata(model: MultiTaskNet, packages: dict[str, Path]) -> None:
