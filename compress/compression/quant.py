@@ -203,27 +203,30 @@ def _dequant_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 COREML_KMEANS_MAX_BITS = 4
 """Palettes of at most this many bits are clustered by coremltools' own k-means (``coreml_kmeans_lut``);
-wider ones (pal6, pal8) by ``lloyd_lut``, which costs 4-13x less there (see ``kmeans_lut``)."""
+wider ones (pal6, pal8) by ``lloyd_lut``, which costs 3-5x less there (see ``kmeans_lut``)."""
 
 
 def kmeans_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Palettize ``values`` to ``2**nbits`` levels: ``(lut float16 [2**nbits], indices uint8 [values.size])``.
 
-    The dequantized values are ``lut[indices]``. Which clustering runs (measured on the Conv/Linear weights
-    of a mid-size extracted model of ``default_space(12)`` and of its largest model, one thread; see
-    ``benchmarks/compression.py --kmeans-only``):
+    The dequantized values are ``lut[indices]``. Which clustering runs (timed on one thread over every
+    palettized tensor of the subnet ``default_space(12).sample(random.Random(3))`` extracted from the
+    trained ``runs/search-10ms/supernet.pt``: 37 tensors, 11 of >= 10,000 elements; re-measure with
+    ``benchmarks/compression.py --kmeans``):
 
     - ``nbits <= COREML_KMEANS_MAX_BITS`` (pal2, pal4, palN-gK with N <= 4): ``coreml_kmeans_lut``,
       coremltools' own rule, so LUT and indices equal what ``palettize_weights(mode="kmeans")`` computes
       for the same fp16 tensor (or group): the exact weighted 1-D k-means ``kmeans1d`` (the global optimum)
-      for tensors of >= 10,000 elements, scikit-learn's seeded k-means++ below that. It costs about 1.4x
-      ``lloyd_lut`` for pal4 per model, 1.0x for pal4-g16 and 2x (under a second) for pal2.
-    - ``nbits > 4`` (pal6, pal8): ``lloyd_lut``. coremltools' rule would cost 4x (pal6) to 13x (pal8) more,
-      nearly all of it in ``kmeans1d`` on the large tensors (about 0.7 s per tensor at 256 levels), e.g.
-      9.6 s instead of 0.9 s for pal8 on the mid-size model and 49 s instead of 3.8 s on the largest. The
-      result is not coremltools': on tensors of >= 10,000 elements (where coremltools reaches the optimum)
-      its squared error is 0.5-2% (pal6) and 2-4% (pal8) above the optimum; on smaller tensors it is
-      2-8% above the optimum, where coremltools' scikit-learn clustering is 13-17% above it.
+      for >= 10,000 elements, scikit-learn's seeded k-means++ below that. It costs no more than
+      ``lloyd_lut`` there: 0.8x for pal2, 0.7x for pal4, 0.6x for pal4-g16 (on randomly initialised
+      weights, where Lloyd converges faster, 1.4x for pal4).
+    - ``nbits > 4`` (pal6, pal8): ``lloyd_lut``, because coremltools' rule costs 3.1x (pal6) and 5.3x
+      (pal8: 10.8 s instead of 2.1 s per model) as much, nearly all of it in ``kmeans1d`` on the large
+      tensors (about 0.7 s per tensor at 256 levels; 45 s for the 58 large tensors of the space's
+      largest model, randomly initialised). The result is not coremltools'. Squared error above the
+      optimum: on tensors of >= 10,000 elements, where coremltools reaches it, +0.9% (pal6) and +3.6%
+      (pal8) for these trained weights (+2.3% and +17% for a synthetic Laplace tensor of 12,000 values);
+      on smaller tensors +6% and +21%, where coremltools' scikit-learn clustering is +12% and +18%.
     """
     if nbits <= COREML_KMEANS_MAX_BITS:
         return coreml_kmeans_lut(values, nbits)
@@ -258,9 +261,9 @@ def lloyd_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tuple
     Weighted 1-D Lloyd k-means over the distinct float16 values (at most 65,536, so the cost does not grow
     with the tensor size), from four initialisations (the quantiles of the values; the quantiles of the
     cube root of their density, the high-resolution optimum for squared error, with the density from a
-    histogram and from each value's neighbours; seeded k-means++); the lowest-error result is kept. The LUT is rounded to float16 and each value mapped to
-    its nearest entry. With no more distinct values than levels the LUT holds them exactly (padded with
-    repeats of the last).
+    histogram and from each value's neighbours; seeded k-means++); the lowest-error result is kept. The
+    LUT is rounded to float16 and each value mapped to its nearest entry. With no more distinct values
+    than levels the LUT holds them exactly (padded with repeats of the last).
     """
     flat = np.asarray(values, dtype=np.float16).reshape(-1).astype(np.float32)
     k = 1 << nbits
@@ -290,7 +293,7 @@ def _inits(x: np.ndarray, w: np.ndarray, k: int) -> list[np.ndarray]:
 
 
 def _local_cbrt(x: np.ndarray, w: np.ndarray, k: int, targets: np.ndarray, reach: int = 8) -> np.ndarray:
-    """Quantiles of density^(1/3), the density at each distinct value taken over ``reach`` neighbours a side."""
+    """Quantiles of density^(1/3), the density at each distinct value taken over ``reach`` neighbours."""
     n, i = len(x), np.arange(len(x))
     lo, hi = np.clip(i - reach, 0, n - 1), np.clip(i + reach, 0, n - 1)
     cum_w = np.concatenate([[0.0], np.cumsum(w)])
