@@ -8,7 +8,7 @@ Candidates come from the project's search space (``compress.model.default_space(
 measurement's own repeatability (share of candidates whose two measurements agree within +-10%): the ceiling
 to judge the predictor against. The reference latency is the minimum of the two passes. Predictions come
 from ``estimate_graph(extract_graph(model), "host")`` (or ``--profile``); ``--measure`` (or a missing host
-profile) runs ``measure_host`` first. Also printed: the FLOPs-only Spearman (the proxy floor) and what
+profile) first measures the host as ``compress profile measure`` does. Also printed: the FLOPs-only Spearman (the proxy floor) and what
 costing one candidate on all 11 Apple profiles takes (extraction + 11 re-costs), and the figures again with the
 predictions re-anchored to the machine's speed now (a few of the profile's own benchmark nets re-timed in the
 same rounds; the candidates' measurements are not used).
@@ -67,15 +67,18 @@ def anchor_nets(profile, k: int = 7) -> list[tuple[str, torch.nn.Module, tuple, 
 
     The shared machine's speed drifts by several percent over minutes (load, power state), which moves every
     latency together; these nets, timed in the same rounds as the candidates, measure that drift. Chosen as
-    the profile's fastest random MobileNetV3-style nets (closest in size to the candidates), plus its fixed
-    reference net. Empty for a profile not written by ``measure_host`` with its default benchmarks.
+    the profile's search-space samples when it has them (``compress profile measure`` adds 24), else its
+    fastest random MobileNetV3-style nets, plus its fixed reference net. Empty for a profile not written by
+    ``measure_host`` with its default benchmarks.
     """
+    from compress.cli.profile import _space_samples
     from profiles._host import REFERENCE_NET, _benchmarks
 
     stored = {r.model: r.measured_ms for r in profile.calibration.rows}
-    nets = [(label, m, s) for label, m, s in _benchmarks(32, 0) if label in stored]
+    nets = [(label, m, s) for label, m, s in _benchmarks(32, 0) + _space_samples(24) if label in stored]
+    ours = [n for n in nets if n[0].startswith("search-space")]
     mbv3 = sorted((n for n in nets if n[0].startswith("random-mbv3")), key=lambda n: stored[n[0]])
-    chosen = mbv3[:k] + [n for n in nets if n[0] == REFERENCE_NET]
+    chosen = (ours or mbv3)[:k] + [n for n in nets if n[0] == REFERENCE_NET]
     return [(label, m.eval(), s, stored[label]) for label, m, s in chosen]
 
 
@@ -90,7 +93,10 @@ def main() -> None:
     torch.set_num_threads(1)
 
     if args.measure or (args.profile == "host" and not profiles.host_profile_path().exists()):
-        profiles.measure_host(progress=True)
+        from compress.cli.profile import _space_samples
+
+        # as `compress profile measure` builds it: with 24 search-space samples (another seed) as benchmarks
+        profiles.measure_host(progress=True, extra=_space_samples(24))
     profile = load_profile(args.profile)
     items, source = candidates(args.n, args.seed)
     graphs = [extract_graph(m, s) for m, s in items]

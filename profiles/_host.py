@@ -1,6 +1,6 @@
 """Measuring this machine: ``measure_host()`` writes a ``host`` profile fitted to torch latencies.
 
-Steps (about a minute on a laptop core, at most ~3 minutes):
+Steps (112-117 s measured here on one core with ``compress profile measure``'s 24 extra search-space nets):
 
 1. peak rates: best GFLOP/s of a few fp32 matrix products and GB/s of a large copy, at the thread count used;
 2. benchmarks: every op class as a single layer at MobileNetV3-like shapes (``_nets.micro_benchmarks``) and
@@ -8,11 +8,15 @@ Steps (about a minute on a laptop core, at most ~3 minutes):
 3. op times in context: every op of every benchmark is timed as it runs inside its net
    (:func:`profiles._graph.time_layers`), minimum over round-robin passes, so caches are as warm or cold as
    in a real inference and a burst of load from other processes hits one pass, not every sample;
-4. whole-net times: all benchmarks timed together with interleaved rounds (:func:`measure_latencies`);
+4. whole-net times: all benchmarks timed together with interleaved rounds (:func:`measure_latencies`, 20
+   rounds of 25 ms, as ``benchmarks/host_fidelity.py`` times candidates; with 5 rounds of 15 ms the same
+   nets read 7-15% slower than that benchmark timed them minutes later, a bias of every estimate);
 5. fit: per op class, non-negative least squares on the op times fits a time per FLOP (no faster than the
-   measured peak), per byte and per op; the framework overhead between ops (whole-net time minus the sum
-   of its ops) is fitted per op and per inference. The leave-one-out error of every benchmark's whole-net
-   time (fit without that benchmark) is stored in the profile.
+   measured peak), per byte and per op; then, on the whole-net times, one scale per term (FLOP, byte, per-op;
+   op times measured one by one inside a net ran slower than the same ops back to back, by more for larger
+   activations) and the framework overhead between ops (per op, per module call, per inference), by bounded
+   least squares on relative error. The leave-one-out error of every benchmark's whole-net time (fit
+   without that benchmark) is stored in the profile.
 """
 
 from __future__ import annotations
@@ -101,21 +105,42 @@ def _class_fit(graphs: list[Graph], node_ms: list[np.ndarray], floor: float) -> 
     return coef
 
 
-def _glue_fit(graphs: list[Graph], totals: np.ndarray, coef: np.ndarray) -> tuple[float, float, float]:
-    """(ms per op, ms per nn.Module call, ms per inference) of framework overhead between ops.
+#: Whole nets needed before their totals also rescale the per-class terms (else only overheads are fitted).
+_MIN_NETS_TO_RESCALE = 12
+#: Range of those scales: op times measured one by one inside a net (hooks, timers) run slower or faster than
+#: the same ops back to back; whole nets correct that by a common factor per term, not reshape the classes.
+_SCALE_BOUNDS = (0.5, 2.0)
 
-    Fitted by NNLS on relative error to the whole-net time minus the predicted sum of its ops.
+
+def _glue_fit(
+    graphs: list[Graph], totals: np.ndarray, coef: np.ndarray, floor: float
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Fit the per-class costs to whole-net times: ``(coef rescaled, (ms per op, per call, per inference))``.
+
+    The whole-net time is modelled as ``s_flop * sum(FLOP terms) + s_byte * sum(byte terms) + s_op *
+    sum(per-op terms)`` plus framework overhead between ops (per op, per ``nn.Module`` call, per inference),
+    fitted by bounded least squares on the relative error. The three scales (within ``_SCALE_BOUNDS``; the
+    FLOP scale never takes a class below the measured peak) stay 1 with fewer than ``_MIN_NETS_TO_RESCALE``
+    nets.
     """
-    from scipy.optimize import nnls
+    from scipy.optimize import lsq_linear
 
+    n = len(graphs)
+    terms = np.array([(_node_rows(g) * coef[g.arrays["cls"]]).sum(axis=0) for g in graphs]).reshape(n, 3)
     ops = np.array([len(g) for g in graphs], dtype=float)
     calls = np.array([g.arrays["calls"].sum() for g in graphs], dtype=float)
-    gap = totals - np.array([_predict(g, coef, (0.0, 0.0, 0.0)) for g in graphs])
-    A = np.column_stack([ops, calls, np.ones(len(ops))]) / totals[:, None]
-    scale = np.maximum(A.max(axis=0), 1e-30)
-    sol, _ = nnls(A / scale, gap / totals)
-    d_op, d_call, eps = sol / scale
-    return float(d_op), float(d_call), float(eps)
+    A = np.column_stack([terms, ops, calls, np.ones(n)]) / totals[:, None]
+    lo, hi = _SCALE_BOUNDS
+    flop_lo = max(lo, floor / max(float(coef[:, 0].min()), floor))
+    if n >= _MIN_NETS_TO_RESCALE:
+        lower, upper = [flop_lo, lo, lo, 0.0, 0.0, 0.0], [max(hi, flop_lo), hi, hi, np.inf, np.inf, np.inf]
+    else:  # too few nets to tell a scale from an overhead: keep the node-level fit, fit the overheads
+        lower, upper = [1.0 - 1e-9] * 3 + [0.0] * 3, [1.0 + 1e-9] * 3 + [np.inf] * 3
+    scale = np.maximum(np.abs(A).max(axis=0), 1e-30)
+    bounds = (np.array(lower) * scale, np.array(upper) * scale)
+    sol = lsq_linear(A / scale, np.ones(n), bounds=bounds).x / scale
+    d_op, d_call, eps = (float(v) for v in sol[3:])
+    return coef * sol[None, :3], (d_op, d_call, eps)
 
 
 def _predict(g: Graph, coef: np.ndarray, glue: tuple[float, float, float]) -> float:
@@ -147,7 +172,7 @@ def fit_host(
     def fit(keep: list[int]) -> tuple[np.ndarray, tuple[float, float, float]]:
         c = _class_fit([graphs[j] for j in keep], [node_ms[j] for j in keep], floor)
         g = [j for j in keep if glue_rows[j]]
-        return c, _glue_fit([graphs[j] for j in g], totals[g], c)
+        return _glue_fit([graphs[j] for j in g], totals[g], c, floor)
 
     coef, glue = fit(list(range(len(graphs))))
     fitted = np.array([_predict(g, coef, glue) for g in graphs])
@@ -231,7 +256,7 @@ def measure_host(
     out: str | Path | None = None,
     progress: bool = True,
     n_nets: int = 32,
-    rounds: int = 5,
+    rounds: int = 20,
     passes: int = 4,
     seed: int = 0,
     extra: Sequence[tuple[str, Any, tuple[int, ...]]] = (),
@@ -271,7 +296,7 @@ def measure_host(
         [(m, s) for _, m, s in items],
         threads=threads,
         rounds=rounds,
-        round_ms=15.0,
+        round_ms=25.0,
         progress=(lambda r, n: _say(progress, f"  round {r}/{n}")),
     )
     whole_nets = np.arange(len(items)) >= len(micro_benchmarks())  # single layers do not fit the overhead

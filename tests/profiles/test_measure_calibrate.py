@@ -57,10 +57,10 @@ def test_measure_coreml_for_real(tmp_path):  # pragma: no cover - macOS only
     assert set(result) == {"cpu_only", "all"} and all(v > 0 for v in result.values())
 
 
-def _nets() -> list:
+def _nets(n: int = 12) -> list:
     rng = np.random.default_rng(0)
     out = []
-    for _ in range(12):
+    for _ in range(n):
         c, r = int(rng.choice([8, 16, 32])), int(rng.choice([16, 24, 32]))
         layers = [
             nn.Conv2d(3, c, 3, padding=1),
@@ -98,6 +98,25 @@ def test_fit_host_recovers_known_costs():
     prof = replace(host, units={"cpu": cpu}, default_quant="fp32")
     predicted = [profiles.estimate_graph(g, prof).latency_ms for g in graphs]
     assert np.allclose(predicted, totals, rtol=0.02)
+
+
+def test_fit_host_rescales_op_times_that_whole_nets_contradict():
+    """Op times measured one by one (hooks, timers) can run slower than inside a whole forward: with enough
+    whole nets the fit follows the nets, not the inflated op times."""
+    graphs = _nets(16)
+    truth = np.zeros((14, 3))
+    truth[:, 2] = 0.004
+    truth[0, 0], truth[2, 0], truth[5, 1] = 2e-8, 5e-8, 1e-6
+    true_ms = [(_host._node_rows(g) * truth[g.arrays["cls"]]).sum(axis=1) for g in graphs]
+    totals = np.array([t.sum() + 0.05 for t in true_ms])
+    inflated = truth * np.array([1.3, 1.3, 1.0])  # FLOP and byte terms timed 30% slow, per-op terms right
+    node_ms = [(_host._node_rows(g) * inflated[g.arrays["cls"]]).sum(axis=1) for g in graphs]
+    _, fitted, loo = fit_host(graphs, node_ms, totals, peak_gflops=200.0, bandwidth_gbs=10.0)
+    assert np.allclose(fitted, totals, rtol=0.02)
+    assert np.median(np.abs(loo / totals - 1)) < 0.03
+    # with too few nets to separate a scale from an overhead, the op times are kept as measured
+    _, few, _ = fit_host(graphs[:6], node_ms[:6], totals[:6], peak_gflops=200.0, bandwidth_gbs=10.0)
+    assert np.median(np.abs(few / totals[:6] - 1)) > 0.05
 
 
 def test_measure_host_writes_a_usable_profile(tmp_path, monkeypatch):
