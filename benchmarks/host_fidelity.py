@@ -8,9 +8,9 @@ Candidates come from the project's search space (``compress.model.default_space(
 measurement's own repeatability (share of candidates whose two measurements agree within +-10%): the ceiling
 to judge the predictor against. The reference latency is the minimum of the two passes. Predictions come
 from ``estimate_graph(extract_graph(model), "host")`` (or ``--profile``); ``--measure`` (or a missing host
-profile) first measures the host as ``compress profile measure`` does. Also printed: the FLOPs-only Spearman (the proxy floor) and what
-costing one candidate on all 11 Apple profiles takes (extraction + 11 re-costs), and the figures again with the
-predictions re-anchored to the machine's speed now (a few of the profile's own benchmark nets re-timed in the
+profile) first measures the host as ``compress profile measure`` does. Also printed: the FLOPs-only
+Spearman (the proxy floor), what costing one candidate on all 11 Apple profiles takes (extraction + 11
+re-costs), and the figures again with the predictions re-anchored to the machine's speed now (a few of the profile's own benchmark nets re-timed in the
 same rounds; the candidates' measurements are not used).
 """
 
