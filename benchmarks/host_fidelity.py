@@ -10,8 +10,8 @@ to judge the predictor against. The reference latency is the minimum of the two 
 from ``estimate_graph(extract_graph(model), "host")`` (or ``--profile``); ``--measure`` (or a missing host
 profile) first measures the host as ``compress profile measure`` does. Also printed: the FLOPs-only
 Spearman (the proxy floor), what costing one candidate on all 11 Apple profiles takes (extraction + 11
-re-costs), and the figures again with the predictions re-anchored to the machine's speed now (a few of the profile's own benchmark nets re-timed in the
-same rounds; the candidates' measurements are not used).
+re-costs), and the figures again with the predictions re-anchored to the machine's speed now (a few of the
+profile's own benchmark nets re-timed in the same rounds; the candidates' measurements are not used).
 """
 
 from __future__ import annotations
