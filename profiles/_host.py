@@ -131,9 +131,9 @@ def _glue_fit(
     calls = np.array([g.arrays["calls"].sum() for g in graphs], dtype=float)
     A = np.column_stack([terms, ops, calls, np.ones(n)]) / totals[:, None]
     lo, hi = _SCALE_BOUNDS
-    flop_lo = max(lo, floor / max(float(coef[:, 0].min()), floor))
+    flop_lo = max(lo, floor / float(coef[:, 0].min()))  # _class_fit keeps every class at or above the floor
     if n >= _MIN_NETS_TO_RESCALE:
-        lower, upper = [flop_lo, lo, lo, 0.0, 0.0, 0.0], [max(hi, flop_lo), hi, hi, np.inf, np.inf, np.inf]
+        lower, upper = [flop_lo, lo, lo, 0.0, 0.0, 0.0], [hi, hi, hi, np.inf, np.inf, np.inf]
     else:  # too few nets to tell a scale from an overhead: keep the node-level fit, fit the overheads
         lower, upper = [1.0 - 1e-9] * 3 + [0.0] * 3, [1.0 + 1e-9] * 3 + [np.inf] * 3
     scale = np.maximum(np.abs(A).max(axis=0), 1e-30)

@@ -114,7 +114,7 @@ def test_fit_host_rescales_op_times_that_whole_nets_contradict():
     _, fitted, loo = fit_host(graphs, node_ms, totals, peak_gflops=200.0, bandwidth_gbs=10.0)
     assert np.allclose(fitted, totals, rtol=0.02)
     assert np.median(np.abs(loo / totals - 1)) < 0.03
-    # with too few nets to separate a scale from an overhead, the op times are kept as measured
+    # with too few nets to separate a scale from an overhead, the inflated op times stay and miss the totals
     _, few, _ = fit_host(graphs[:6], node_ms[:6], totals[:6], peak_gflops=200.0, bandwidth_gbs=10.0)
     assert np.median(np.abs(few / totals[:6] - 1)) > 0.05
 
