@@ -14,6 +14,7 @@ from profiles._graph import Graph, Node, extract_graph
 from profiles._host import measure_host
 from profiles._measure import measure_coreml, measure_latencies, measure_latency
 from profiles._quant import SCHEMES, QuantScheme, parse_quant
+from profiles._refresh import refresh_host
 from profiles._registry import DEVICES, host_profile_path, list_profiles, load_profile
 from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts
 
@@ -45,5 +46,6 @@ __all__ = [
     "measure_latencies",
     "measure_latency",
     "parse_quant",
+    "refresh_host",
     "weights_mb",
 ]

@@ -213,16 +213,23 @@ def _say(progress: bool, message: str) -> None:
 REFERENCE_NET = "reference mobilenet_v3_small_1.0 @224"
 
 
-def _benchmarks(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]]:
-    from profiles.reference_models import reference_model
-
-    items = micro_benchmarks()
+def _random_nets(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]]:
     rng = np.random.default_rng(seed)
+    items = []
     for i in range(n_nets):
         model, shape = random_mbv3(rng)
         items.append((f"random-mbv3 #{i} @{shape[-1]}", model, shape))
-    items.append((REFERENCE_NET, reference_model("mobilenet_v3_small_1.0"), (1, 3, 224, 224)))
     return items
+
+
+def _reference_net() -> tuple[str, Any, tuple[int, ...]]:
+    from profiles.reference_models import reference_model
+
+    return REFERENCE_NET, reference_model("mobilenet_v3_small_1.0"), (1, 3, 224, 224)
+
+
+def _benchmarks(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]]:
+    return micro_benchmarks() + _random_nets(n_nets, seed) + [_reference_net()]
 
 
 def _load() -> str:

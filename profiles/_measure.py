@@ -89,13 +89,16 @@ def measure_latencies(
     max_repeats: int = 200,
     warmup: int = 2,
     clock: str = "auto",
+    spread_s: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Latency in ms of each ``(model, input_shape)`` at batch 1: min over interleaved rounds of the median.
 
     ``round_ms`` sets how long one round of one model should take (the repeat count adapts to the model's
     speed, between ``min_repeats`` and ``max_repeats``). ``clock``: ``auto`` (thread CPU time with one
-    thread, else wall time), ``wall`` or ``cpu``. ``progress(done, total)`` is called after each round.
+    thread, else wall time), ``wall`` or ``cpu``. ``spread_s``: spread the rounds over at least this many
+    seconds, idle between them (the minimum over rounds depends on how long a stretch of the machine's
+    speed they sample, not only on their number). ``progress(done, total)`` is called after each round.
     """
     if rounds < 1:
         raise ProfileError(f"rounds must be >= 1, but got {rounds!r}")
@@ -109,9 +112,12 @@ def measure_latencies(
             probe = _time_calls(run, 1, now)
             repeats.append(int(min(max_repeats, max(min_repeats, round_ms / max(probe, 1e-3)))))
         best = [float("inf")] * len(runners)
+        slot = max(0.0, float(spread_s)) / rounds
         for r in range(rounds):
+            t0 = time.perf_counter()
             for i, run in enumerate(runners):
                 best[i] = min(best[i], _time_calls(run, repeats[i], now))
+            time.sleep(max(0.0, slot - (time.perf_counter() - t0)))
             if progress is not None:
                 progress(r + 1, rounds)
     return best

@@ -63,11 +63,22 @@ def show_cmd(
 
 @app.command("measure")
 def measure_cmd(
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the host profile.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="The host profile to write (or, with --refresh, to re-anchor in place)."),
+    ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch threads to measure with.")] = 1,
     coreml: Annotated[
         Path | None, typer.Option("--coreml", help="Measure this .mlpackage per compute unit (macOS only).")
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Re-anchor the existing host profile to the machine's speed now (~30 s): re-time 8 of its "
+            "own nets and scale every time in it by their median change.",
+        ),
+    ] = False,
 ) -> None:
     """Measure this machine's CPU with torch (writes the `host` profile), or a Core ML model on macOS."""
     import profiles
@@ -75,6 +86,10 @@ def measure_cmd(
     if coreml is not None:
         for unit, ms in profiles.measure_coreml(coreml).items():
             typer.echo(f"{unit:12s} {ms:8.3f} ms")
+        return
+    if refresh:
+        path, ratio = profiles.refresh_host(out, extra=_space_samples(24))
+        typer.echo(f"wrote {path}: every host time x{ratio:.3f} (the machine runs {100 * (ratio - 1):+.1f}%)")
         return
     path = profiles.measure_host(threads=threads, out=out, extra=_space_samples(24))
     p = profiles.load_profile(path)
