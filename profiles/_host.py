@@ -1,6 +1,6 @@
 """Measuring this machine: ``measure_host()`` writes a ``host`` profile fitted to torch latencies.
 
-Steps (112-117 s measured here on one core with ``compress profile measure``'s 24 extra search-space nets):
+Steps (112-153 s measured here on one core with ``compress profile measure``'s 24 extra search-space nets):
 
 1. peak rates: best GFLOP/s of a few fp32 matrix products and GB/s of a large copy, at the thread count used;
 2. benchmarks: every op class as a single layer at MobileNetV3-like shapes (``_nets.micro_benchmarks``) and

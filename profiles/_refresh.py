@@ -119,6 +119,11 @@ def refresh_host(
     would read the machine faster than the profile's own method did.
     """
     src = Path(path) if path is not None else host_profile_path()
+    if not src.exists():
+        raise ProfileError(
+            f"no host profile at {str(src)!r} to refresh; measure this machine first with "
+            "`compress profile measure`"
+        )
     profile = load_profile(src)
     if profile.basis != "measured" or set(profile.units) != {"cpu"}:
         raise ProfileError(

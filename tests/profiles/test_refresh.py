@@ -44,7 +44,9 @@ def test_rescale_scales_every_estimate_by_exactly_the_ratio(host_toml):
         assert estimate(model, shape, slower).latency_ms == pytest.approx(
             1.25 * estimate(model, shape, p).latency_ms, rel=1e-4
         )
-    assert slower.calibration.rows[0].measured_ms == pytest.approx(1.25 * p.calibration.rows[0].measured_ms)
+    assert slower.calibration.rows[0].measured_ms == pytest.approx(
+        1.25 * p.calibration.rows[0].measured_ms, rel=1e-5
+    )
     assert "x1.2500 by test" in slower.calibration.note
     assert "x0.8000 by test" in slower.units["cpu"].peak_gflops["fp32"].source
     reread = profiles._schema.parse_profile(dump_profile(slower), where="rescaled")
@@ -82,6 +84,8 @@ def test_refresh_writes_a_copy_scaled_by_the_median_change(host_toml, tmp_path, 
 
 
 def test_refresh_refuses_what_it_cannot_re_anchor(host_toml, tmp_path):
+    with pytest.raises(ProfileError, match="no host profile at .* measure this machine first"):
+        refresh_host(tmp_path / "missing.toml", progress=False)
     with pytest.raises(ProfileError, match="is not a measured host profile"):
         refresh_host(profiles._registry.DEVICES_DIR / "a15.toml", out=tmp_path / "x.toml", progress=False)
     p = load_profile(host_toml)
