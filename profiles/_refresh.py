@@ -39,13 +39,16 @@ def anchor_nets(
     Rebuilt from ``extra`` (the benchmarks ``measure_host`` was given, e.g. the search-space samples of
     ``compress profile measure``) where the profile has them, else from ``measure_host``'s own random
     MobileNetV3-style nets (default seed); the fixed reference net always counts as one. Chosen evenly over
-    the stored latencies, so fast and slow nets both weigh in. A label is only trusted to rebuild the same net
-    because both lists are deterministic for this version of the code.
+    the stored latencies, so fast and slow nets both weigh in. A label (and its input size) is trusted to
+    rebuild the same net because both lists are deterministic for this version of the code.
     """
     stored = {r.model: r.measured_ms for r in profile.calibration.rows}
-    ours = [(label, m, s) for label, m, s in extra if label in stored]
-    if not ours:
-        ours = [item for item in _random_nets(32, 0) if item[0] in stored]
+    size = {r.model: r.input for r in profile.calibration.rows}
+
+    def known(items: Sequence[tuple[str, Any, tuple[int, ...]]]) -> list:  # same label and input size
+        return [(label, m, s) for label, m, s in items if label in stored and size[label] == s[-1]]
+
+    ours = known(extra) or known(_random_nets(32, 0))
     ours.sort(key=lambda item: stored[item[0]])
     picks = np.unique(np.linspace(0, len(ours) - 1, num=max(0, min(k - 1, len(ours)))).round().astype(int))
     chosen = [ours[i] for i in picks] if ours else []
