@@ -146,7 +146,11 @@ def refresh_host(
     start = time.perf_counter()
     now = np.array(
         measure_latencies(
-            [(m, s) for _, m, s, _ in anchors], threads=threads, rounds=rounds, spread_s=seconds
+            [(m, s) for _, m, s, _ in anchors],
+            threads=threads,
+            rounds=rounds,
+            spread_s=seconds,
+            progress=(lambda r, n: _say(progress, f"  round {r}/{n}")),
         )
     )
     ratios = now / np.array([ms for *_, ms in anchors])
