@@ -115,9 +115,8 @@ def main() -> None:
 
     extra = _space_samples(24)
     refreshed = None
-    if (
-        args.refresh
-    ):  # `compress profile measure --refresh`, into a copy, just before the candidates are timed
+    # `compress profile measure --refresh`, into a copy, just before the candidates are timed
+    if args.refresh:
         with tempfile.TemporaryDirectory() as tmp:
             path, _ = refresh_host(profile.path, out=Path(tmp) / "host.toml", extra=extra)
             refreshed = np.array([estimate_graph(g, load_profile(path)).latency_ms for g in graphs])
