@@ -88,6 +88,11 @@ def measure_cmd(
             typer.echo(f"{unit:12s} {ms:8.3f} ms")
         return
     if refresh:
+        if threads != 1:
+            raise profiles.ProfileError(
+                f"--threads does not apply with --refresh (got {threads}): a refresh re-times the profile at "
+                "the thread count it was measured with; drop --threads"
+            )
         path, ratio = profiles.refresh_host(out, extra=_space_samples(24))
         typer.echo(f"wrote {path}: every host time x{ratio:.3f} (the machine runs {100 * (ratio - 1):+.1f}%)")
         return

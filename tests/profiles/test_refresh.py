@@ -112,6 +112,8 @@ def test_cli_refresh_re_anchors_the_profile_named_by_out(host_toml, tmp_path, mo
     assert result.exit_code == 0, result.output
     assert "x1.040 (the machine runs +4.0%)" in result.output
     assert calls[0][0] == host_toml and calls[0][1]["extra"][0][0] == "search-space #0 @96"
+    result = CliRunner().invoke(cli.app, ["measure", "--refresh", "--threads", "2", "--out", str(host_toml)])
+    assert isinstance(result.exception, ProfileError) and "--threads does not apply" in str(result.exception)
     # a shipped device profile is not something to re-anchor: the library's error reaches the CLI
     monkeypatch.undo()
     result = CliRunner().invoke(
