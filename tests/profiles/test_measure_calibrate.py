@@ -119,10 +119,8 @@ def test_fit_host_rescales_op_times_that_whole_nets_contradict():
     assert np.median(np.abs(few / totals[:6] - 1)) > 0.05
 
 
-def test_measure_host_writes_a_usable_profile(tmp_path, monkeypatch):
-    every = _host.micro_benchmarks
-    monkeypatch.setattr(_host, "micro_benchmarks", lambda: every()[:10])
-    path = profiles.measure_host(out=tmp_path / "host.toml", n_nets=3, rounds=1, progress=False)
+def test_measure_host_writes_a_usable_profile(host_toml):
+    path = host_toml  # measure_host with 10 single layers, 3 random nets and the reference net (conftest)
     p = load_profile(path)
     assert p.name == "host" and p.basis == "measured" and list(p.units) == ["cpu"]
     assert len(p.calibration.rows) == 14 and p.calibration.loo_median_abs_pct is not None

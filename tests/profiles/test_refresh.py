@@ -24,19 +24,6 @@ MODELS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def host_toml(tmp_path_factory):
-    """A real (small) measured host profile: 10 single layers, 3 random nets, the reference net."""
-    every = _host.micro_benchmarks
-    patch = pytest.MonkeyPatch()
-    patch.setattr(_host, "micro_benchmarks", lambda: every()[:10])
-    try:
-        out = tmp_path_factory.mktemp("host") / "host.toml"
-        return profiles.measure_host(out=out, n_nets=3, rounds=1, progress=False)
-    finally:
-        patch.undo()
-
-
 def test_rescale_scales_every_estimate_by_exactly_the_ratio(host_toml):
     p = load_profile(host_toml)
     slower = rescale_host(p, 1.25, why="test")
