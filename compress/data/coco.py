@@ -4,9 +4,15 @@ A data spec is ``"builtin"`` (the procedural scenes of :mod:`compress.data.scene
 cache folder) or ``"coco:PATH"``, where PATH is either
 
 * a folder laid out as COCO's releases: ``annotations/instances_train.json`` and
-  ``annotations/instances_val.json``, images in ``train/`` and ``val/`` (or ``train2017/``, ``val2017/``); or
+  ``annotations/instances_val.json``, images in ``train/`` and ``val/`` (or ``train2017/``, ``val2017/``),
+  and optionally ``annotations/instances_test.json`` with ``test/`` (``test2017/``); or
 * one instances JSON whose ``file_name`` entries are relative to the JSON's folder; a validation part
   (``val_fraction`` of the images, chosen by ``seed``) is then split off deterministically.
+
+Three splits: the search and every keep/drop decision read *val*; only the final figures (card, report,
+"beats the baseline") read *test*. Without a test file, a test part (``test_fraction`` of the training
+images, chosen by ``seed``) is carved from train, deterministically, and never trained on
+(``load_splits(...).test_origin`` says which).
 
 Targets: tags are the categories present in an image (crowd annotations included); boxes come from
 ``bbox`` (crowd regions excluded, since they box groups); saliency is the union of every annotation's
@@ -26,6 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,9 +43,9 @@ from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
 from compress.errors import ConfigError, DataError
 
-__all__ = ["DataSpec", "default_cache_dir", "load_data", "parse_data_spec"]
+__all__ = ["DataSpec", "Splits", "default_cache_dir", "load_data", "load_splits", "parse_data_spec"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -74,10 +81,11 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class _Source:
-    """Resolved files of a COCO data set: (instances JSON, image folder) for train and maybe val."""
+    """Resolved files of a COCO data set: (instances JSON, image folder) for train, maybe val and test."""
 
     train: tuple[Path, Path]
     val: tuple[Path, Path] | None
+    test: tuple[Path, Path] | None = None
 
 
 def _image_dir(root: Path, split: str) -> Path:
@@ -102,7 +110,11 @@ def _resolve(path: Path) -> _Source:
             "annotations/instances_train.json and annotations/instances_val.json "
             "(or pass coco:PATH/TO/instances.json)"
         )
-    return _Source(train=(files[0], _image_dir(path, "train")), val=(files[1], _image_dir(path, "val")))
+    test_file = ann / "instances_test.json"
+    test = (test_file, _image_dir(path, "test")) if test_file.is_file() else None
+    return _Source(
+        train=(files[0], _image_dir(path, "train")), val=(files[1], _image_dir(path, "val")), test=test
+    )
 
 
 def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[np.ndarray, int, int]:
@@ -185,7 +197,7 @@ def _cache_key(spec: DataSpec, source: _Source, resolution: int, config: SceneCo
     if config is not None:
         parts["scenes"] = config.config_hash()
     else:
-        for name, pair in (("train", source.train), ("val", source.val)):
+        for name, pair in (("train", source.train), ("val", source.val), ("test", source.test)):
             if pair is not None:
                 ann, img = (p.resolve() for p in pair)
                 st, sd = ann.stat(), img.stat()
@@ -195,15 +207,17 @@ def _cache_key(spec: DataSpec, source: _Source, resolution: int, config: SceneCo
 
 def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, object]:
     train = read_coco(source.train[0])
-    val = read_coco(source.val[0]) if source.val is not None else None
-    if val is not None and val.categories != train.categories:
-        raise DataError(
-            f"{val.path}: field 'categories' differs from {train.path}'s; "
-            "both splits need the same categories"
-        )
     out: dict[str, object] = {"train": _build(train, source.train[1], train.categories, resolution, progress)}
-    if val is not None and source.val is not None:
-        out["val"] = _build(val, source.val[1], train.categories, resolution, progress)
+    for name, pair in (("val", source.val), ("test", source.test)):
+        if pair is None:
+            continue
+        other = read_coco(pair[0])
+        if other.categories != train.categories:
+            raise DataError(
+                f"{other.path}: field 'categories' differs from {train.path}'s; "
+                "every split needs the same categories"
+            )
+        out[name] = _build(other, pair[1], train.categories, resolution, progress)
     return out
 
 
@@ -221,13 +235,79 @@ def _load_or_build(file: Path, source: _Source, resolution: int, progress: bool)
     return state
 
 
-def _split(data: MultiTaskDataset, val_fraction: float, seed: int, where: str):
+def _split(data: MultiTaskDataset, fraction: float, seed: int, where: str, part: str):
+    """(rest, part): ``fraction`` of ``data``'s images, chosen by ``seed``, split off as ``part``."""
     n = len(data)
     if n < 2:
-        raise DataError(f"{where}: {n} image(s); splitting off a validation part needs at least 2")
-    n_val = min(n - 1, max(1, round(val_fraction * n)))
+        raise DataError(f"{where}: {n} image(s); splitting off a {part} part needs at least 2")
+    n_part = min(n - 1, max(1, round(fraction * n)))
     order = np.random.default_rng(seed).permutation(n)
-    return data.subset(np.sort(order[n_val:]).tolist()), data.subset(np.sort(order[:n_val]).tolist())
+    return data.subset(np.sort(order[n_part:]).tolist()), data.subset(np.sort(order[:n_part]).tolist())
+
+
+class Splits(NamedTuple):
+    """The three splits of a data spec, and where the test split came from (for run.json and the card)."""
+
+    train: MultiTaskDataset
+    val: MultiTaskDataset
+    test: MultiTaskDataset
+    test_origin: str
+
+
+def load_splits(
+    spec: str | DataSpec = "builtin",
+    *,
+    resolution: int,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    scenes: SceneConfig | None = None,
+) -> Splits:
+    """Load the train, val and test splits of ``spec`` at ``resolution`` px, building the cache once.
+
+    Args:
+        spec: ``"builtin"`` or ``"coco:PATH"`` (see the module docstring), or a parsed ``DataSpec``.
+        resolution: image side in pixels (16..2048); images are squashed (no crop), boxes scaled, masks
+            resized nearest.
+        cache_dir: where generated scenes and tensor caches live (default :func:`default_cache_dir`).
+        progress: show progress bars on stderr while generating or caching.
+        val_fraction: share of images split off for validation, only when PATH is a single JSON.
+        test_fraction: share of the training images carved off for test when there is no test file.
+        seed: seed of those splits.
+        scenes: the scene config for ``"builtin"`` (default ``SceneConfig()``); ignored for ``coco:``.
+    """
+    parsed = parse_data_spec(spec)
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 16 <= resolution <= 2048:
+        raise ConfigError(f"resolution must be an integer in 16..2048, but got {resolution!r}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"{name} must be in (0, 1), but got {value!r}")
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    config = None
+    if parsed.kind == "builtin":
+        config = scenes if scenes is not None else SceneConfig()
+        source = _resolve(_ensure_builtin(cache, config, progress))
+    else:
+        assert parsed.path is not None  # parse_data_spec sets it for "coco"
+        source = _resolve(parsed.path)
+    key = _cache_key(parsed, source, resolution, config)
+    state = _load_or_build(cache / f"{parsed.kind}-{resolution}px-{key}.pt", source, resolution, progress)
+    where = str(source.train[0])
+    train = MultiTaskDataset.from_state(state["train"])
+    if "val" in state:
+        val = MultiTaskDataset.from_state(state["val"])
+    else:
+        train, val = _split(train, val_fraction, seed, where, "validation")
+    if "test" in state:
+        assert source.test is not None
+        return Splits(train, val, MultiTaskDataset.from_state(state["test"]), f"{source.test[0].name}")
+    train, test = _split(train, test_fraction, seed + 1, where, "test")
+    origin = (
+        f"{len(test)} images carved from train ({test_fraction:g} of it, seed {seed + 1}); never trained on"
+    )
+    return Splits(train, val, test, origin)
 
 
 def load_data(
@@ -240,34 +320,14 @@ def load_data(
     seed: int = 0,
     scenes: SceneConfig | None = None,
 ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
-    """Load the (train, val) data sets of ``spec`` at ``resolution`` px, building the cache once.
-
-    Args:
-        spec: ``"builtin"`` or ``"coco:PATH"`` (see the module docstring), or a parsed ``DataSpec``.
-        resolution: image side in pixels (16..2048); images are squashed (no crop), boxes scaled, masks
-            resized nearest.
-        cache_dir: where generated scenes and tensor caches live (default :func:`default_cache_dir`).
-        progress: show progress bars on stderr while generating or caching.
-        val_fraction: share of images split off for validation, only when PATH is a single JSON.
-        seed: seed of that split.
-        scenes: the scene config for ``"builtin"`` (default ``SceneConfig()``); ignored for ``coco:``.
-    """
-    parsed = parse_data_spec(spec)
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 16 <= resolution <= 2048:
-        raise ConfigError(f"resolution must be an integer in 16..2048, but got {resolution!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), but got {val_fraction!r}")
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    config = None
-    if parsed.kind == "builtin":
-        config = scenes if scenes is not None else SceneConfig()
-        source = _resolve(_ensure_builtin(cache, config, progress))
-    else:
-        assert parsed.path is not None  # parse_data_spec sets it for "coco"
-        source = _resolve(parsed.path)
-    key = _cache_key(parsed, source, resolution, config)
-    state = _load_or_build(cache / f"{parsed.kind}-{resolution}px-{key}.pt", source, resolution, progress)
-    train = MultiTaskDataset.from_state(state["train"])
-    if "val" in state:
-        return train, MultiTaskDataset.from_state(state["val"])
-    return _split(train, val_fraction, seed, str(source.train[0]))
+    """The (train, val) splits of :func:`load_splits` (train without the test part carved from it)."""
+    s = load_splits(
+        spec,
+        resolution=resolution,
+        cache_dir=cache_dir,
+        progress=progress,
+        val_fraction=val_fraction,
+        seed=seed,
+        scenes=scenes,
+    )
+    return s.train, s.val

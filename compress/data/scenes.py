@@ -15,6 +15,7 @@ Layout written by :func:`generate_scenes` (the layout of COCO's own releases)::
 
     OUT/annotations/instances_train.json   OUT/train/000000.png ...
     OUT/annotations/instances_val.json     OUT/val/000000.png ...
+    OUT/annotations/instances_test.json    OUT/test/000000.png ...
 
 Every image draws from its own ``numpy`` Generator seeded by ``(seed, split, index)``, so a seed gives
 byte-identical files whatever the order of generation.
@@ -38,14 +39,14 @@ __all__ = ["CATEGORY_NAMES", "SceneConfig", "generate_scenes"]
 
 CATEGORY_NAMES: tuple[str, ...] = tuple(c.name for c in CATEGORIES)
 _GENERATOR_VERSION = 1  # bump when the drawing changes, so caches keyed by the config hash are rebuilt
-_SPLITS = {"train": 0, "val": 1}
+_SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass(frozen=True)
 class SceneConfig:
     """What :func:`generate_scenes` draws. Frozen and validated on creation (``ConfigError``).
 
-    The defaults (2000 train + 400 val images, 160 x 160 px) are sized for the search on 2 CPU cores, by
+    The defaults (2000 train + 400 val + 400 test images, 160 x 160 px) are sized for the search on 2 CPU cores, by
     measurement (``benchmarks/data_speed.py``): drawing and writing them costs ~26 s of CPU on one core
     (~11 ms per image, ~4 ms of it PNG encoding), once per machine; the tensor cache at 128 px is 150 MB,
     builds in ~4 s of CPU and loads in 0.2 s; 400 validation images (~1200 boxes) keep ``detection_map``
@@ -54,7 +55,8 @@ class SceneConfig:
 
     Attributes:
         num_train: training images (>= 1).
-        num_val: validation images (>= 1).
+        num_val: validation images (>= 1): the search and every keep/drop decision read these.
+        num_test: test images (>= 1): only the card's and the report's final figures read these.
         image_size: side of the square images in pixels (32..1024).
         min_objects, max_objects: objects per image, drawn uniformly (1 <= min <= max <= 12).
         min_scale, max_scale: object size as a fraction of the image side (0 < min <= max <= 0.9).
@@ -66,6 +68,7 @@ class SceneConfig:
 
     num_train: int = 2000
     num_val: int = 400
+    num_test: int = 400
     image_size: int = 160
     min_objects: int = 1
     max_objects: int = 5
@@ -85,6 +88,7 @@ class SceneConfig:
         checks = [
             ("num_train", self.num_train >= 1, "must be >= 1"),
             ("num_val", self.num_val >= 1, "must be >= 1"),
+            ("num_test", self.num_test >= 1, "must be >= 1"),
             ("image_size", 32 <= self.image_size <= 1024, "must be in 32..1024"),
             ("min_objects", 1 <= self.min_objects <= self.max_objects, "must be in 1..max_objects"),
             ("max_objects", self.max_objects <= 12, "must be <= 12"),
@@ -237,4 +241,5 @@ def generate_scenes(
     out = Path(out_dir)
     _write_split(out, "train", config.num_train, config, progress)
     _write_split(out, "val", config.num_val, config, progress)
+    _write_split(out, "test", config.num_test, config, progress)
     return out

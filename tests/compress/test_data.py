@@ -21,11 +21,12 @@ from compress.data import (
     SceneConfig,
     generate_scenes,
     load_data,
+    load_splits,
     parse_data_spec,
 )
 from compress.errors import ConfigError, DataError
 
-TINY = SceneConfig(num_train=24, num_val=8, image_size=64, seed=1)
+TINY = SceneConfig(num_train=24, num_val=8, num_test=6, image_size=64, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +132,39 @@ def test_coco_2017_layout(scenes: Path, tmp_path: Path) -> None:
     shutil.copytree(scenes / "annotations", root / "annotations")
     shutil.copytree(scenes / "train", root / "train2017")
     shutil.copytree(scenes / "val", root / "val2017")
+    shutil.copytree(scenes / "test", root / "test2017")
     train, val = load_data(f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False)
     ref, ref_val = load_data(f"coco:{scenes}", resolution=32, cache_dir=tmp_path / "c", progress=False)
     assert torch.equal(train.images, ref.images) and torch.equal(val.boxes, ref_val.boxes)
+
+
+def test_builtin_layout_has_a_test_split(scenes: Path, tmp_path: Path) -> None:
+    s = load_splits(f"coco:{scenes}", resolution=32, cache_dir=tmp_path / "c", progress=False)
+    assert (len(s.train), len(s.val), len(s.test)) == (24, 8, 6)
+    assert s.test_origin == "instances_test.json"
+    assert len(_doc(scenes, "test")["images"]) == 6
+
+
+def test_test_split_is_carved_from_train_without_a_test_file(scenes: Path, tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    shutil.copytree(scenes, root)
+    (root / "annotations" / "instances_test.json").unlink()
+    s = load_splits(
+        f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False, test_fraction=0.25
+    )
+    again = load_splits(f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False,
+                        test_fraction=0.25)  # fmt: skip
+    assert (len(s.train), len(s.val), len(s.test)) == (18, 8, 6)
+    assert "carved from train" in s.test_origin and "seed 1" in s.test_origin
+    assert torch.equal(s.test.images, again.test.images)
+    rows = torch.cat([s.train.images, s.test.images]).flatten(1)
+    assert len({tuple(r.tolist()) for r in rows}) == 24  # disjoint, nothing lost
+    train, val = load_data(f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False)
+    assert len(train) == 22  # load_data never hands out the carved test images for training (0.1 of 24)
+    with pytest.raises(ConfigError, match="test_fraction"):
+        load_splits(
+            f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False, test_fraction=1.5
+        )
 
 
 def test_single_json_split_is_deterministic(scenes: Path, tmp_path: Path) -> None:
@@ -147,11 +178,11 @@ def test_single_json_split_is_deterministic(scenes: Path, tmp_path: Path) -> Non
                          seed=seed)  # fmt: skip
 
     (train, val), (train2, val2), (_, val3) = load(0), load(0), load(5)
-    assert (len(train), len(val)) == (18, 6)
+    assert (len(train), len(val)) == (16, 6)  # 18 after validation, 2 of them carved off for test
     assert torch.equal(val.images, val2.images) and torch.equal(train.tags, train2.tags)
     assert not torch.equal(val.images, val3.images)
     everything = torch.cat([train.images, val.images]).flatten(1)
-    assert len({tuple(row.tolist()) for row in everything}) == 24  # disjoint, nothing lost
+    assert len({tuple(row.tolist()) for row in everything}) == 22  # disjoint (the test part aside)
 
 
 def test_cache_is_reused_and_invalidated(
@@ -226,13 +257,15 @@ def _load_doc(tmp_path: Path, doc: dict | str) -> tuple[MultiTaskDataset, MultiT
 
 
 def test_tiny_coco_polygons_rle_and_crowd(tmp_path: Path) -> None:
-    train, val = _load_doc(tmp_path, _tiny_coco(tmp_path / "d"))
-    both = {len(train): train, len(val): val}
-    assert sorted(both) == [1, 2]
+    _load_doc(tmp_path, _tiny_coco(tmp_path / "d"))  # writes the file
+    s = load_splits(f"coco:{tmp_path / 'd' / 'instances.json'}", resolution=16, cache_dir=tmp_path / "c",
+                    progress=False)  # fmt: skip
+    parts = [s.train, s.val, s.test]
+    assert sorted(len(p) for p in parts) == [1, 1, 1]  # val split off, then test carved from train
     data = MultiTaskDataset(
-        **{k: torch.cat([getattr(train, k), getattr(val, k)]) for k in ("images", "tags", "saliency")},
-        boxes=torch.cat([train.boxes, val.boxes]), box_labels=torch.cat([train.box_labels, val.box_labels]),
-        categories=train.categories,
+        **{k: torch.cat([getattr(p, k) for p in parts]) for k in ("images", "tags", "saliency")},
+        boxes=torch.cat([p.boxes for p in parts]), box_labels=torch.cat([p.box_labels for p in parts]),
+        categories=s.train.categories,
     )  # fmt: skip
     assert data.categories == ["a", "b"] and data.max_boxes == 1
     assert sorted(data.tags.sum(0).tolist()) == [1.0, 1.0]  # crowd counts for tags
