@@ -21,9 +21,9 @@ import torch
 
 from compress.data import load_data
 from compress.evaluate import evaluate
+from compress.finetune import FinetuneRecipe, finetune
 from compress.model import MultiTaskNet, default_space, extract, get_preset, recalibrate_bn
 from compress.training import TrainConfig, train_supernet
-from search.finalize import finetune
 
 
 def _row(name: str, q) -> str:
@@ -100,7 +100,12 @@ def main() -> None:
         model = MultiTaskNet(spec)
         model.to(memory_format=torch.channels_last)
         t0 = time.perf_counter()
-        finetune(model, load_data("builtin", resolution=128)[0], steps=args.preset_steps, lr=2e-3)
+        finetune(
+            model,
+            load_data("builtin", resolution=128)[0],
+            steps=args.preset_steps,
+            recipe=FinetuneRecipe(lr=2e-3),
+        )
         _, val = load_data("builtin", resolution=spec.resolution)
         presets[name] = evaluate(model.eval(), val)
         print(_row(f"{name} ({time.perf_counter() - t0:.0f} s)", presets[name]))

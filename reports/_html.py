@@ -66,13 +66,16 @@ def headline(run: Run) -> str:
     )
     base = card.get("baseline")
     if base:
-        # like for like: baselines are not fine-tuned, so the gain is measured before the chosen one's fine-tune
-        before = (card.get("quality_before_finetune") or card["quality"])["aggregate"]
-        gain = float(before) - float(base["quality"])
-        text += (
-            f"; best baseline within budget: {base['name']} at quality {fmt_quality(base['quality'])}, "
-            f"{fmt_ms(base['worst_latency_ms'])} ({gain:+.2f} quality before fine-tuning)"
-        )
+        text += f"; best baseline within budget: {base['name']} at quality {fmt_quality(base['quality'])}, "
+        text += f"{fmt_ms(base['worst_latency_ms'])}"
+        if "training" in base:  # both trained the same way, scored on the test split
+            gain = float(card["quality"]["aggregate"]) - float(base["quality"])
+            text += (
+                f" ({gain:+.2f} quality on the test split, both trained {base['training']['steps']} steps)"
+            )
+        else:  # an older card: the baseline was not fine-tuned, compare before the chosen one's fine-tune
+            before = (card.get("quality_before_finetune") or card["quality"])["aggregate"]
+            text += f" ({float(before) - float(base['quality']):+.2f} quality before fine-tuning)"
     else:
         text += "; no hand-scaled baseline meets the budget"
     return text + "."

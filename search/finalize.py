@@ -1,51 +1,44 @@
-"""The chosen candidate, made deployable: fine-tuned briefly, compressed, exported, and described in a card.
+"""The chosen candidate, made deployable: trained, compressed, exported, and compared on the test split.
 
-Steps: rebuild the candidate from the supernet (extract → BN recalibration → pruning) → fine-tune the float
-model for ``finetune_steps`` steps on the training split at the candidate's resolution (AdamW, cosine, the same
-multi-task loss) → BN recalibration → the candidate's quantization scheme, simulated → quality on the *whole*
-validation split. The fine-tuned weights are kept only when they score at least as well on that split as the
-weights straight from the supernet (both figures are in the card). Then ``model.pt``, ``model.mlpackage``
-(coremltools applies the same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and
-``card.json``. An export step that fails is recorded in the card with its reason; nothing else is lost.
+Steps:
+
+1. **Train what ships.** The chosen architecture is rebuilt from the supernet (extract → BN recalibration →
+   pruning) and trained further with ``compress.finetune`` (one recipe for every comparison) on the training
+   split at its own resolution. Its step count is ``finetune_steps``, or — by default — as many as the run's
+   time goal leaves, measured by timing a few steps of each model to be trained. The trained weights are kept
+   when they score at least as well on the *validation* split as the inherited ones (both figures are in
+   the card); the scheme is then simulated.
+2. **The fair comparison.** The best hand-scaled MobileNetV3 that meets the same budget (``baselines.csv``,
+   same scorer, same cost model) is rebuilt from the same supernet and trained the same way for the same
+   number of steps, with the same keep rule. Both are scored on the *test* split, which no decision reads.
+3. **Export.** ``model.safetensors`` (ArchSpec JSON + weights), ``model.mlpackage`` (coremltools applies the
+   same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and ``card.json``. An export step
+   that fails is recorded in the card with its reason; nothing else is lost.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import math
+import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from compress.finetune import FinetuneRecipe, finetune, plan_steps
+from compress.metrics import Quality
 from search.space import Candidate
 
-__all__ = ["finalize", "finetune"]
+__all__ = ["FINAL_RESERVE_S", "Trained", "best_baseline", "finalize", "train_and_score"]
 
-
-def finetune(
-    model: torch.nn.Module, train: Any, *, steps: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0
-) -> torch.nn.Module:
-    """A short supervised fine-tune of a static multi-task model (in place; returns it in eval mode)."""
-    from compress.model import multitask_loss
-
-    if steps <= 0:
-        return model.eval()
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    model.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(len(train), (batch_size,), generator=g)
-        batch = train.batch(idx)
-        loss = multitask_loss(model(batch["images"]), batch)["total"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+# Seconds the steps after training take (scoring on val and test, Core ML and ONNX export, the compression
+# table): kept out of the training allowance so the run ends near its time goal.
+FINAL_RESERVE_S = 75.0
+RECIPE = FinetuneRecipe()
 
 
 def _head_name(output: str) -> str:
@@ -80,47 +73,184 @@ def _safe(step: str, fn: Any, errors: dict[str, str]) -> Any:
         return None
 
 
-def finalize(
-    cfg: Any, cand: Candidate, trial: int, scorer: Any, baselines: pd.DataFrame, *, progress: bool = True
-) -> dict[str, Any]:
-    """Fine-tune, compress and export ``cand`` into ``RUN/chosen/``; return the card (also written)."""
-    import copy
+@dataclass
+class Trained:
+    """One architecture after the final training: the kept float model and its scores."""
 
+    candidate: Candidate
+    model: torch.nn.Module
+    kept: bool
+    val_inherited: Quality
+    val_trained: Quality
+    test: Quality
+    test_inherited: Quality
+    seconds: float
+
+
+def train_and_score(
+    scorer: Any, cand: Candidate, model: torch.nn.Module, splits: Any, *, steps: int, seed: int, label: str,
+    progress: bool,
+) -> Trained:  # fmt: skip
+    """Train ``model`` (``cand`` inherited from the supernet) ``steps`` steps; keep by validation; score test."""
     from compress.compression import simulate
-    from compress.data import load_data
+    from compress.evaluate import evaluate
+    from compress.model import recalibrate_bn
+    from compress.progress import step_bar
+
+    calib = scorer.calibration(cand.spec.resolution)
+
+    def score(m: torch.nn.Module, data: Any) -> Quality:
+        return evaluate(simulate(m, cand.quant, calibration=calib).eval(), data)
+
+    val_inh, test_inh = score(model, splits.val), score(model, splits.test)
+    t0 = time.perf_counter()
+    with step_bar(f"training {label}", total=steps, enabled=progress) as advance:
+        tuned = finetune(
+            copy.deepcopy(model), splits.train, steps=steps, recipe=RECIPE, seed=seed, on_step=advance
+        )
+    recalibrate_bn(tuned, calib)
+    seconds = time.perf_counter() - t0
+    val_tuned = score(tuned, splits.val)
+    kept = val_tuned.aggregate >= val_inh.aggregate
+    final = tuned if kept else model
+    test = score(final, splits.test) if kept else test_inh
+    return Trained(cand, final, kept, val_inh, val_tuned, test, test_inh, seconds)
+
+
+def best_baseline(baselines: pd.DataFrame) -> pd.Series | None:
+    """The hand-scaled MobileNetV3 that meets the budget and scores best with the search's scorer."""
+    from search.outputs import choose
+
+    return None if baselines.empty else choose(baselines)
+
+
+def _plan(cfg: Any, started: float | None, models: list[tuple[torch.nn.Module, Any]]) -> tuple[int, dict]:
+    """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves."""
+    if cfg.finetune_steps is not None:
+        return cfg.finetune_steps, {"rule": "--finetune-steps"}
+    elapsed = time.monotonic() - started if started is not None else 0.0
+    allowance = max(0.0, cfg.time_goal_s - elapsed - FINAL_RESERVE_S)
+    steps, info = plan_steps(models, allowance, recipe=RECIPE)
+    info.update(rule=f"time goal {cfg.time_goal_s:g} s, {elapsed:.0f} s elapsed", elapsed_s=round(elapsed, 1))
+    return steps, info
+
+
+def _comparison(chosen: Trained, base: Trained | None, base_row: pd.Series | None, steps: int) -> dict:
+    if base is None or base_row is None:
+        return {
+            "baseline": None,
+            "beats_baseline": None,
+            "verdict": "no hand-scaled MobileNetV3 meets the budget",
+        }
+    delta = chosen.test.aggregate - base.test.aggregate
+    verdict = (
+        f"the searched model beats {base_row['name']} by {delta:+.2f} quality on the test split"
+        if delta > 0
+        else f"the search did NOT win: {base_row['name']} scores {-delta:.2f} higher on the test split"
+    )
+    baseline = {
+        "name": str(base_row["name"]),
+        "arch": base.candidate.spec.describe(),
+        "quant": base.candidate.quant,
+        "worst_latency_ms": float(base_row["worst_latency_ms"]),
+        "quality": base.test.aggregate,
+        "quality_tasks": base.test.to_dict(),
+        "quality_inherited": base.test_inherited.aggregate,
+        "quality_search": float(base_row["quality"]),
+        "training": {"steps": steps, "kept": base.kept, "seconds": round(base.seconds, 1),
+                     "val_inherited": base.val_inherited.aggregate, "val_trained": base.val_trained.aggregate},
+    }  # fmt: skip
+    return {"baseline": baseline, "beats_baseline": delta > 0, "verdict": verdict, "delta": delta}
+
+
+def finalize(
+    cfg: Any,
+    cand: Candidate,
+    trial: int,
+    scorer: Any,
+    baselines: pd.DataFrame,
+    *,
+    started: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, compare, compress and export ``cand`` into ``RUN/chosen/``; return the card (also written).
+
+    ``started`` is the ``time.monotonic()`` at which the run began (the time goal counts from it).
+    """
+    from rich.console import Console
+
+    from compress.data import load_splits
+    from search.outputs import _candidate
+
+    console = Console(stderr=True, quiet=not progress)
+    console.print(f"finalizing trial {trial}: {cand.describe()}", markup=False)
+    splits = load_splits(
+        cfg.data, resolution=cand.spec.resolution, cache_dir=cfg.cache_dir, progress=progress
+    )
+    base_row = best_baseline(baselines)
+    base_cand = _candidate(base_row) if base_row is not None else None
+    chosen_model = scorer.build(cand, quantize=False)
+    todo = [(chosen_model, splits.train)]
+    if base_cand is not None:
+        base_splits = load_splits(
+            cfg.data, resolution=base_cand.spec.resolution, cache_dir=cfg.cache_dir, progress=progress
+        )
+        base_model = scorer.build(base_cand, quantize=False)
+        todo.append((base_model, base_splits.train))
+    steps, plan = _plan(cfg, started, todo)
+    console.print(
+        f"final training: {steps} steps for the chosen model and the best baseline ({plan['rule']})"
+    )
+    chosen = train_and_score(scorer, cand, chosen_model, splits, steps=steps, seed=cfg.seed, label="chosen",
+                             progress=progress)  # fmt: skip
+    base = None
+    if base_cand is not None:
+        base = train_and_score(scorer, base_cand, base_model, base_splits, steps=steps, seed=cfg.seed,
+                               label=str(base_row["name"]), progress=progress)  # fmt: skip
+    training = {
+        "how": "initialised from the supernet's weights for this architecture (extract, prune, BN "
+        f"recalibration), then {RECIPE.describe(steps)} on the training split at "
+        f"{cand.spec.resolution} px; kept only if it scores at least as well on the validation split",
+        "steps": steps,
+        "recipe": RECIPE.to_dict(),
+        "plan": plan,
+        "kept": chosen.kept,
+        "seconds": round(chosen.seconds, 1),
+        "val_inherited": chosen.val_inherited.aggregate,
+        "val_trained": chosen.val_trained.aggregate,
+    }
+    comparison = _comparison(chosen, base, base_row, steps)
+    console.print(comparison["verdict"])
+    card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
+    return card
+
+
+def _export(
+    cfg: Any, chosen: Trained, trial: int, scorer: Any, splits: Any, training: dict, comparison: dict, console: Any
+) -> dict[str, Any]:  # fmt: skip
+    """Write the artifacts, the per-layer table and the card of the trained chosen model."""
+    from compress.compression import simulate
     from compress.evaluate import evaluate
     from compress.export import export_coreml, export_onnx, package_size_mb
-    from compress.model import count_parameters, recalibrate_bn, save_model
+    from compress.model import count_parameters, save_model
     from search.run import _write_json
 
+    cand, model = chosen.candidate, chosen.model
     out = Path(cfg.run_dir) / "chosen"
     out.mkdir(parents=True, exist_ok=True)
-    res = cand.spec.resolution
-    say = print if progress else (lambda *a, **k: None)
-    say(f"finalizing trial {trial}: {cand.describe()}")
-    train, val = load_data(cfg.data, resolution=res, cache_dir=cfg.cache_dir, progress=progress)
-    calib = scorer.calibration(res)
-    base = scorer.build(cand, quantize=False)
-    q_before = evaluate(simulate(base, cand.quant, calibration=calib).eval(), val)
-    tuned = finetune(copy.deepcopy(base), train, steps=cfg.finetune_steps, seed=cfg.seed)
-    recalibrate_bn(tuned, calib)
-    q_after = evaluate(simulate(tuned, cand.quant, calibration=calib).eval(), val)
-    kept_finetune = q_after.aggregate >= q_before.aggregate
-    model = tuned if kept_finetune else base
-    quality = q_after if kept_finetune else q_before
+    calib = scorer.calibration(cand.spec.resolution)
     simulated = simulate(model, cand.quant, calibration=calib).eval()
     costs = scorer.cost(model, cand.quant)
     slowest = max(costs, key=lambda d: costs[d].latency_ms)
-
     errors: dict[str, str] = {}
-    save_model(model, out / "model.pt")
+    save_model(model, out / "model.safetensors")
     meta = {
         "trial": str(trial),
         "quant": cand.quant,
         "budget_ms": str(cfg.budget_ms),
         "predicted_latency_ms": json.dumps({d: round(c.latency_ms, 3) for d, c in costs.items()}),
     }
-    say("exporting Core ML and ONNX")
+    console.print("exporting Core ML and ONNX")
     ml = _safe(
         "model.mlpackage",
         lambda: export_coreml(
@@ -132,35 +262,18 @@ def finalize(
     layers = costs[slowest].layers.copy()
     layers["head"] = [_head_name(str(o)) for o in layers["output"]]
     layers.to_csv(out / "layers.csv", index=False)
-
     predicted_disk = costs[slowest].disk_mb
     artifacts = {}
-    for name, path in (("model.mlpackage", ml), ("model.onnx", onnx), ("model.pt", out / "model.pt")):
+    for name, path in (
+        ("model.mlpackage", ml),
+        ("model.onnx", onnx),
+        ("model.safetensors", out / "model.safetensors"),
+    ):
         if path is not None:
             artifacts[name] = {
                 "disk_mb_actual": package_size_mb(path),
                 "disk_mb_predicted": predicted_disk if name == "model.mlpackage" else None,
             }
-    feasible_base = baselines[baselines["feasible"]] if "feasible" in baselines else baselines.iloc[0:0]
-    best_base = None
-    if not feasible_base.empty:
-        b = feasible_base.sort_values(["quality", "worst_latency_ms"], ascending=[False, True]).iloc[0]
-        from compress.model import ArchSpec
-
-        rescored = scorer.score(
-            Candidate(
-                ArchSpec.from_json(b["spec"]),
-                tuple(float(x) for x in str(b["prune"]).split(",")),
-                str(b["quant"]),
-            ),
-            full_val=True,
-        )
-        best_base = {
-            "name": b["name"],
-            "quality": rescored.quality.aggregate,
-            "quality_search_subset": float(b["quality"]),
-            "worst_latency_ms": float(b["worst_latency_ms"]),
-        }
     compression = []
     for scheme in dict.fromkeys([cand.quant, *scorer_schemes(cfg)]):
         sim = _safe(
@@ -178,7 +291,7 @@ def finalize(
                 "disk_mb": c.disk_mb,
                 "weights_mb": c.weights_mb,
                 "latency_ms": c.latency_ms,
-                "quality": evaluate(sim, val).aggregate,
+                "quality": evaluate(sim, splits.test).aggregate,
             }
         )
     card = {
@@ -187,12 +300,14 @@ def finalize(
         "spec": cand.spec.to_dict(),
         "prune": {"ratios": list(cand.prune)},
         "quant": cand.quant,
-        "quality": quality.to_dict(),
-        "quality_before_finetune": q_before.to_dict(),
+        "quality_split": f"test ({len(splits.test)} images: {splits.test_origin}); no decision reads it",
+        "quality": chosen.test.to_dict(),
+        "quality_before_finetune": chosen.test_inherited.to_dict(),
+        "training": training,
         "finetune": {
-            "steps": cfg.finetune_steps,
-            "kept": kept_finetune,
-            "quality_after_finetune": q_after.aggregate,
+            "steps": training["steps"],
+            "kept": chosen.kept,
+            "quality_after_finetune": chosen.test.aggregate,
         },
         "budget_ms": cfg.budget_ms,
         "slowest_device": slowest,
@@ -212,9 +327,7 @@ def finalize(
         },
         "heads": _per_head(costs[slowest]),
         "artifacts": artifacts,
-        "baseline": best_base,
-        # like for like: the baselines are not fine-tuned, so compare the chosen model before its fine-tune
-        "beats_baseline": None if best_base is None else q_before.aggregate >= best_base["quality"],
+        **comparison,
         "compression": compression,
         "errors": errors,
     }

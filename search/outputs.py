@@ -2,8 +2,8 @@
 
 Files (the run-directory contract read by ``reports``): ``trials.csv`` (every finished trial), ``front.csv``
 (the feasible Pareto front, also Parquet when pyarrow is present), ``hypervolume.csv``, ``baselines.csv``
-(hand-scaled MobileNetV3 shapes, same scorer), and ``chosen/`` with ``model.pt`` (ArchSpec JSON +
-safetensors), ``model.mlpackage``, ``model.onnx``, ``layers.csv`` (per-layer cost on the slowest device) and
+(hand-scaled MobileNetV3 shapes, same scorer), and ``chosen/`` with ``model.safetensors`` (ArchSpec JSON +
+weights), ``model.mlpackage``, ``model.onnx``, ``layers.csv`` (per-layer cost on the slowest device) and
 ``card.json``. The chosen candidate is the highest-quality feasible one, ties to lower worst-device latency.
 """
 
@@ -85,7 +85,9 @@ def _nothing_feasible(trials: pd.DataFrame, cfg: Any) -> RunError:
     )
 
 
-def write_outputs(cfg: Any, space: Any, study: Any, scorer: Any, *, progress: bool = True) -> Any:
+def write_outputs(
+    cfg: Any, space: Any, study: Any, scorer: Any, *, progress: bool = True, started: float | None = None
+) -> Any:
     """Write the tables, pick the chosen candidate, finalize it; raise RunError when nothing is feasible."""
     from search.run import SearchResult, _write_json
     from search.study import front_frame, hypervolume_history, reference_point, trials_frame
@@ -109,7 +111,9 @@ def write_outputs(cfg: Any, space: Any, study: Any, scorer: Any, *, progress: bo
     if cfg.finalize:
         from search.finalize import finalize
 
-        card = finalize(cfg, _candidate(row), int(row["trial"]), scorer, baselines, progress=progress)
+        card = finalize(
+            cfg, _candidate(row), int(row["trial"]), scorer, baselines, started=started, progress=progress
+        )
     meta_path = run_dir / "run.json"
     meta = json.loads(meta_path.read_text())
     meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

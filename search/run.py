@@ -51,7 +51,8 @@ class SearchConfig:
     eval_images: int | None = 128
     population_size: int = 16
     finalize: bool = True
-    finetune_steps: int = 60
+    finetune_steps: int | None = None  # None: as many as the time goal leaves (``search.finalize``)
+    time_goal_s: float = 600.0
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -77,6 +78,10 @@ class SearchConfig:
             )
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ConfigError(f"--timeout must be positive, but got {self.timeout_s}")
+        if self.finetune_steps is not None and self.finetune_steps < 0:
+            raise ConfigError(f"--finetune-steps must be >= 0, but got {self.finetune_steps}")
+        if not 0 < self.time_goal_s <= 7 * 24 * 3600:
+            raise ConfigError(f"--time-goal must lie in (0 s, 7 days], but got {self.time_goal_s:g} s")
 
     @property
     def run_dir(self) -> Path:
@@ -173,6 +178,8 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
             "storage": redact(cfg.storage_url),
             "workers": cfg.workers,
             "eval_images": cfg.eval_images,
+            "finetune_steps": cfg.finetune_steps,
+            "time_goal_s": cfg.time_goal_s,
             "space": space.to_dict(),
             "train": cfg.train.to_dict(),
         },
@@ -270,6 +277,8 @@ def _trials(cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: l
 
 def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     """Run (or continue) the search ``cfg`` describes and write the run directory."""
+    import time
+
     import torch
 
     from compress.data import load_data
@@ -277,6 +286,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     from search.outputs import write_outputs
     from search.space import load_space
 
+    started = time.monotonic()  # the time goal of the final training counts from here
     _check_devices(cfg.devices)
     space = load_space(cfg.space_file)  # validate the space file before any slow work
     if cfg.storage is not None:
@@ -332,7 +342,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
         for p in procs:
             p.join()
         bar.close()
-    return write_outputs(cfg, space, study, scorer, progress=progress)
+    return write_outputs(cfg, space, study, scorer, progress=progress, started=started)
 
 
 class _SearchProgress:

@@ -39,12 +39,11 @@ def print_summary(result: Any) -> None:
     console.print(Text(card["arch"]))
     base = card.get("baseline")
     if base:
-        verdict = "beats" if card["beats_baseline"] else "does NOT beat"
-        before = card["quality_before_finetune"]["aggregate"]
         console.print(
-            f"chosen quality {before:.1f} before fine-tuning ({card['quality']['aggregate']:.1f} after) {verdict} "
-            f"the best hand-scaled MobileNetV3 within budget: {base['name']} {base['quality']:.1f} "
-            f"({base['worst_latency_ms']:.2f} ms), all on the full validation split"
+            f"on the test split ({card.get('quality_split', 'test')}), both trained "
+            f"{card['training']['steps']} steps from the supernet: chosen {card['quality']['aggregate']:.1f} vs "
+            f"{base['name']} {base['quality']:.1f} ({base['worst_latency_ms']:.2f} ms) — {card['verdict']}",
+            markup=False,
         )
     else:
         console.print("no hand-scaled MobileNetV3 baseline meets the budget")

@@ -23,7 +23,9 @@ def tiny_search_config(tmp_path_factory):
     from search import SearchConfig
 
     root = tmp_path_factory.mktemp("search")
-    data = generate_scenes(root / "coco", SceneConfig(num_train=24, num_val=8, image_size=64), progress=False)
+    data = generate_scenes(
+        root / "coco", SceneConfig(num_train=24, num_val=8, num_test=8, image_size=64), progress=False
+    )
     space = root / "space.yaml"
     space.write_text(SPACE)
     return SearchConfig(

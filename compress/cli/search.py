@@ -42,7 +42,15 @@ def search_cmd(
     space: Annotated[Path | None, typer.Option(help="YAML/TOML file narrowing the search space.")] = None,
     train_steps: Annotated[int | None, typer.Option(help="Supernet training steps.")] = None,
     finetune_steps: Annotated[
-        int | None, typer.Option(help="Fine-tuning steps for the chosen model.")
+        int | None,
+        typer.Option(
+            help="Final training steps of the chosen model and the best baseline (default: as many as the "
+            "time goal leaves)."
+        ),
+    ] = None,
+    time_goal: Annotated[
+        str | None,
+        typer.Option(help="Wall time the whole run aims at; sizes the final training (default '10min')."),
     ] = None,
     eval_images: Annotated[int | None, typer.Option(help="Validation images per trial (0 = all).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
@@ -70,6 +78,7 @@ def search_cmd(
         "out": out,
         "space_file": space,
         "finetune_steps": finetune_steps,
+        "time_goal_s": None if time_goal is None else parse_duration_ms(time_goal) / 1000,
         "eval_images": None if eval_images == 0 else eval_images,
     }
     config = SearchConfig(

@@ -1,28 +1,7 @@
-"""A progress bar on stderr (rich) that disappears when done, or nothing at all when disabled."""
+"""The data room's progress bars: ``compress.progress.track``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from compress.progress import track
 
 __all__ = ["track"]
-
-T = TypeVar("T")
-
-
-def track(items: Iterable[T], *, total: int, description: str, enabled: bool) -> Iterator[T]:
-    """Yield ``items`` while a transient progress bar counts them (when ``enabled``)."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:  # a transient bar leaves only a blank line in a log
-        yield from items
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)

@@ -34,7 +34,7 @@ def test_run_directory(finished, setup):
         "front.csv",
         "hypervolume.csv",
         "baselines.csv",
-        "chosen/model.pt",
+        "chosen/model.safetensors",
         "chosen/card.json",
         "chosen/layers.csv",
         "chosen/model.onnx",
@@ -54,6 +54,14 @@ def test_run_directory(finished, setup):
     assert card["trial"] in set(front["trial"])
     assert card["quality"]["aggregate"] == pytest.approx(card["quality"]["aggregate"])  # a number
     assert {"backbone", "tagging", "detection", "saliency"} <= set(card["heads"])
+    # quality on the test split only; the chosen model and the baseline trained the same way
+    assert card["quality_split"].startswith("test (8 images: instances_test.json)")
+    assert card["training"]["steps"] == setup.finetune_steps and "AdamW" in card["training"]["how"]
+    if card["baseline"] is not None:
+        assert card["baseline"]["training"]["steps"] == card["training"]["steps"]
+        delta = card["quality"]["aggregate"] - card["baseline"]["quality"]
+        assert card["beats_baseline"] == (delta > 0) and card["delta"] == pytest.approx(delta)
+        assert ("did NOT win" in card["verdict"]) == (delta <= 0)
     assert not {k for k in card["errors"] if not k.endswith(".trace")}, card["errors"]
 
 

@@ -1,0 +1,144 @@
+"""Training one static multi-task model: the chosen candidate, a baseline, or a network from scratch.
+
+One recipe (``FinetuneRecipe``) serves every comparison the toolkit makes, so that "trained the same way" means
+the same code and the same numbers: AdamW, linear warm-up then cosine decay, the multi-task loss, batches drawn
+with a seeded generator from the training split at the model's own resolution. ``finetune`` starts from
+whatever weights the model holds (inherited from the supernet, or fresh from ``reinitialize``);
+``plan_steps`` turns a time allowance into a step count by timing a few steps of each model to be trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import ConfigError
+
+__all__ = ["FinetuneRecipe", "finetune", "plan_steps", "reinitialize"]
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """How a static model is trained: optimiser settings and batch size (the step count is separate)."""
+
+    lr: float = 2e-3
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"fine-tuning lr must lie in (0, 1), but got {self.lr}")
+        if self.batch_size < 2:
+            raise ConfigError(f"fine-tuning batch size must be >= 2, but got {self.batch_size}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"warmup_fraction must lie in [0, 1), but got {self.warmup_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self, steps: int) -> str:
+        return (
+            f"{steps} steps of AdamW (lr {self.lr:g}, weight decay {self.weight_decay:g}, "
+            f"{self.warmup_fraction:.0%} linear warm-up then cosine), batch {self.batch_size}, multi-task loss"
+        )
+
+
+def _lr(step: int, steps: int, recipe: FinetuneRecipe) -> float:
+    warm = int(round(recipe.warmup_fraction * steps))
+    if step < warm:
+        return recipe.lr * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return 0.5 * recipe.lr * (1 + math.cos(math.pi * t))
+
+
+def finetune(
+    model: nn.Module,
+    train: Any,
+    *,
+    steps: int,
+    recipe: FinetuneRecipe = FinetuneRecipe(),
+    seed: int = 0,
+    on_step: Any = None,
+) -> nn.Module:
+    """Train ``model`` in place for ``steps`` steps on ``train`` (a ``MultiTaskDataset`` at the model's
+    resolution) and return it in eval mode. ``on_step(step)`` is called after every step (progress)."""
+    from compress.model import multitask_loss
+
+    if steps <= 0:
+        return model.eval()
+    g = torch.Generator().manual_seed(seed)
+    model.to(memory_format=torch.channels_last)  # PyTorch's depthwise backward is much faster so on CPU
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    model.train()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, recipe)
+        idx = torch.randint(len(train), (recipe.batch_size,), generator=g)
+        batch = train.batch(idx)
+        loss = multitask_loss(model(batch["images"]), batch)["total"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step + 1)
+    return model.to(memory_format=torch.contiguous_format).eval()
+
+
+def reinitialize(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """``model`` with every weight drawn afresh (same architecture, pruned widths included): "from scratch".
+
+    Convolutions and linear layers get PyTorch's default initialisation, BatchNorms scale 1 / shift 0, and the
+    last BatchNorm of every residual block scale 0 (the identity start the supernet uses too).
+    """
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm2d):
+            m.reset_parameters()
+    from compress.model.blocks import InvertedResidual
+
+    for block in model.modules():
+        if isinstance(block, InvertedResidual) and block.use_residual:
+            nn.init.zeros_(block.project.bn.weight)
+    return model
+
+
+def _seconds_per_step(model: nn.Module, train: Any, recipe: FinetuneRecipe, probe_steps: int) -> float:
+    """Seconds one training step of ``model`` takes here (median of ``probe_steps`` after a warm-up)."""
+    trial = copy.deepcopy(model)
+    times: list[float] = []
+    t0 = time.perf_counter()
+    finetune(
+        trial,
+        train,
+        steps=probe_steps + 1,
+        recipe=recipe,
+        on_step=lambda _: times.append(time.perf_counter()),
+    )
+    stamps = [t0, *times]
+    per = sorted(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))
+    return per[len(per) // 2] if per else stamps[-1] - t0
+
+
+def plan_steps(
+    models: Sequence[tuple[nn.Module, Any]],
+    seconds: float,
+    *,
+    recipe: FinetuneRecipe = FinetuneRecipe(),
+    lo: int = 40,
+    hi: int = 600,
+    probe_steps: int = 3,
+) -> tuple[int, dict[str, float]]:
+    """The step count that lets every ``(model, train split)`` in ``models`` train that many steps within
+    ``seconds`` in total, clipped to ``[lo, hi]``; with the measured seconds per step of each."""
+    per = [_seconds_per_step(m, d, recipe, probe_steps) for m, d in models]
+    total = sum(per)
+    steps = int(seconds / total) if total > 0 else hi
+    return max(lo, min(hi, steps)), {"seconds_per_step": [round(p, 4) for p in per], "allowance_s": seconds}
