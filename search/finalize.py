@@ -33,7 +33,7 @@ from compress.finetune import FinetuneRecipe, finetune, plan_steps
 from compress.metrics import Quality
 from search.space import Candidate
 
-__all__ = ["FINAL_RESERVE_S", "Trained", "best_baseline", "finalize", "train_and_score"]
+__all__ = ["FINAL_RESERVE_S", "Trained", "finalize", "train_and_score"]
 
 # Seconds the steps after training take (scoring on val and test, Core ML and ONNX export, the compression
 # table): kept out of the training allowance so the run ends near its time goal.
@@ -117,13 +117,6 @@ def train_and_score(
     return Trained(cand, final, kept, val_inh, val_tuned, test, test_inh, seconds)
 
 
-def best_baseline(baselines: pd.DataFrame) -> pd.Series | None:
-    """The hand-scaled MobileNetV3 that meets the budget and scores best with the search's scorer."""
-    from search.outputs import choose
-
-    return None if baselines.empty else choose(baselines)
-
-
 def _plan(cfg: Any, started: float | None, models: list[tuple[torch.nn.Module, Any]]) -> tuple[int, dict]:
     """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves."""
     if cfg.finetune_steps is not None:
@@ -168,14 +161,17 @@ def finalize(
     cand: Candidate,
     trial: int,
     scorer: Any,
-    baselines: pd.DataFrame,
+    base_row: pd.Series | None,
     *,
+    selection: dict[str, Any] | None = None,
     started: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train, compare, compress and export ``cand`` into ``RUN/chosen/``; return the card (also written).
 
-    ``started`` is the ``time.monotonic()`` at which the run began (the time goal counts from it).
+    ``base_row`` is the best budget-meeting hand-scaled baseline (a ``baselines.csv`` row, or None);
+    ``selection`` records how both were chosen; ``started`` is the ``time.monotonic()`` at which the run
+    began (the time goal counts from it).
     """
     from rich.console import Console
 
@@ -187,7 +183,6 @@ def finalize(
     splits = load_splits(
         cfg.data, resolution=cand.spec.resolution, cache_dir=cfg.cache_dir, progress=progress
     )
-    base_row = best_baseline(baselines)
     base_cand = _candidate(base_row) if base_row is not None else None
     chosen_model = scorer.build(cand, quantize=False)
     todo = [(chosen_model, splits.train)]
@@ -220,6 +215,7 @@ def finalize(
         "val_trained": chosen.val_trained.aggregate,
     }
     comparison = _comparison(chosen, base, base_row, steps)
+    comparison["selection"] = selection or {}
     console.print(comparison["verdict"])
     card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
     return card

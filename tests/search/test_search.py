@@ -65,10 +65,13 @@ def test_run_directory(finished, setup):
     assert not {k for k in card["errors"] if not k.endswith(".trace")}, card["errors"]
 
 
-def test_chosen_is_best_feasible(finished):
-    front = finished.front
-    best = front[front["feasible"]]["quality"].max()
-    assert finished.chosen["quality"] == pytest.approx(best)
+def test_chosen_is_best_of_the_leaders_on_the_whole_val_split(finished):
+    trials = finished.trials
+    leaders = finished.card["selection"]["leaders"]
+    top = trials[trials["feasible"]].sort_values("quality", ascending=False).head(len(leaders))
+    assert sorted(r["trial"] for r in leaders) == sorted(top["trial"])
+    assert finished.chosen["quality_val_full"] == pytest.approx(max(r["quality_val_full"] for r in leaders))
+    assert finished.card["trial"] == finished.chosen["trial"] and finished.chosen["feasible"]
 
 
 def test_rerun_continues_the_study(finished, setup):
