@@ -21,3 +21,55 @@ def supernet_for(run: str | None) -> tuple[Any, str]:
         space, train, Path("runs/bench/supernet.pt"), config=cfg, data_key=f"builtin@{cfg.resolution}"
     )
     return result.supernet, "builtin"
+
+
+def load_run(run: str | Path) -> dict[str, Any]:
+    """A finished run directory: its run.json config, supernet, trials, baselines, card and a Scorer built
+    with the settings its search scored with (same data, validation subset, seed and devices)."""
+    import json
+
+    import pandas as pd
+
+    from compress.training import load_supernet
+    from search.scorer import Scorer
+
+    run = Path(run)
+    meta = json.loads((run / "run.json").read_text())
+    cfg = meta["config"]
+    supernet = load_supernet(run / "supernet.pt")
+    scorer = Scorer(
+        supernet,
+        data=cfg["data"],
+        devices=list(cfg["devices"]),
+        eval_images=cfg["eval_images"],
+        seed=cfg["seed"],
+    )
+    card_path = run / "chosen" / "card.json"
+    return {
+        "dir": run,
+        "meta": meta,
+        "config": cfg,
+        "supernet": supernet,
+        "scorer": scorer,
+        "trials": pd.read_csv(run / "trials.csv"),
+        "baselines": pd.read_csv(run / "baselines.csv"),
+        "card": json.loads(card_path.read_text()) if card_path.is_file() else None,
+    }
+
+
+def trained_quality(scorer: Any, cand: Any, *, steps: int, seed: int, init: str, label: str = "") -> Any:
+    """``cand`` trained ``steps`` steps with the final-training recipe of ``compress search`` and scored on
+    the test split (``search.finalize.train_and_score``). ``init``: ``"supernet"`` (inherited weights, as
+    the run's final training starts) or ``"scratch"`` (same architecture, pruned widths included, fresh
+    weights). Returns ``search.finalize.Trained``."""
+    from compress.data import load_splits
+    from compress.finetune import reinitialize
+    from search.finalize import train_and_score
+
+    model = scorer.build(cand, quantize=False)
+    if init == "scratch":
+        reinitialize(model, seed=seed)
+    elif init != "supernet":
+        raise ValueError(f"init must be 'supernet' or 'scratch', but got {init!r}")
+    splits = load_splits(scorer.data, resolution=cand.spec.resolution, progress=False)
+    return train_and_score(scorer, cand, model, splits, steps=steps, seed=seed, label=label, progress=False)

@@ -1,0 +1,129 @@
+"""Ranking fidelity: do the search's scores rank candidates as training them for real does?
+
+For >= 10 candidates spread over the space — six hand-scaled MobileNetV3 shapes and searched trials of the run,
+pruned and quantized ones among them — prints (a) the quality the search scored them with (inherited supernet
+weights, BN recalibrated, the run's validation subset: exactly a trial's score) and (b) their test quality
+after training the same architecture (pruned widths included) *from scratch* with the final-training recipe of
+``compress search`` for ``--steps`` steps, the scheme simulated afterwards. Then Kendall's tau and Spearman's
+rho between (a) and (b) (target: tau >= 0.7), the spread of each, and for each the Spearman correlation of
+quality with predicted A11 latency and the quality-vs-latency slope (points per ms, least squares).
+
+    python benchmarks/ranking_fidelity.py --run runs/search-10ms [--steps 300] [--searched 6] [--seed 0]
+
+Each standalone training takes ~1-5 min on 2 CPU cores; rows are appended to RUN/ranking_fidelity.csv as they
+finish, and a rerun skips the candidates already there (same steps and seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import load_run, trained_quality
+from scipy.stats import kendalltau, linregress, spearmanr
+
+from search.baselines import baseline_candidates
+from search.outputs import _candidate
+from search.space import load_space
+
+SHAPES = (
+    "mnv3-large-035-r128",
+    "mnv3-small-050-r128",
+    "mnv3-large-075-r128",
+    "mnv3-small-075-r160",
+    "mnv3-small-100-r160",
+    "mnv3-large-100-r160",
+)
+
+
+def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``n`` finished trials spread over predicted latency, at least two pruned and two quantized below fp16."""
+    t = trials.sort_values("worst_latency_ms").reset_index(drop=True)
+    pruned = t["prune"].astype(str).map(lambda p: any(float(x) > 0 for x in p.split(",")))
+    quantized = t["quant"] != "fp16"
+    picks: list[int] = []
+    for mask in (pruned & quantized, pruned, quantized):
+        for i in np.linspace(0, len(t) - 1, 2).round().astype(int):
+            idx = t.index[mask]
+            if len(idx):
+                j = int(idx[np.abs(idx - i).argmin()])
+                if j not in picks:
+                    picks.append(j)
+    for i in np.linspace(0, len(t) - 1, n).round().astype(int):
+        if len(picks) >= n:
+            break
+        if int(i) not in picks:
+            picks.append(int(i))
+    return t.loc[sorted(picks[:n])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a finished `compress search` run directory")
+    ap.add_argument("--steps", type=int, default=300, help="standalone training steps per candidate")
+    ap.add_argument("--searched", type=int, default=6, help="searched trials besides the six shapes")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    run = load_run(args.run)
+    scorer, cfg = run["scorer"], run["config"]
+    space = load_space(None, num_classes=run["supernet"].space.num_classes)
+    shapes = baseline_candidates(space)
+    cands = {name: shapes[name] for name in SHAPES if name in shapes}
+    for _, row in _searched(run["trials"], args.searched).iterrows():
+        cands[f"trial-{int(row['trial'])}"] = _candidate(row)
+    out = Path(args.run) / "ranking_fidelity.csv"
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame()
+    if not done.empty:
+        done = done[(done["steps"] == args.steps) & (done["seed"] == args.seed)]
+    rows = done.to_dict("records")
+    t0 = time.perf_counter()
+    for name, cand in cands.items():
+        if any(r["name"] == name for r in rows):
+            continue
+        score = scorer.score(cand)
+        trained = trained_quality(scorer, cand, steps=args.steps, seed=args.seed, init="scratch")
+        rows.append(
+            {
+                "name": name,
+                "arch": cand.describe(),
+                "a11_ms": score.costs["a11"].latency_ms if "a11" in score.costs else score.worst_latency_ms,
+                "search_score": score.quality.aggregate,
+                "standalone": trained.test.aggregate,
+                "steps": args.steps,
+                "seed": args.seed,
+                "train_s": round(trained.seconds, 1),
+            }
+        )
+        pd.DataFrame(rows).to_csv(out, index=False)
+        r = rows[-1]
+        print(
+            f"{name:<22} a11 {r['a11_ms']:6.2f} ms  search {r['search_score']:6.2f}  standalone {r['standalone']:6.2f}"
+            f"  ({r['train_s']:.0f} s; {time.perf_counter() - t0:.0f} s so far)  {cand.describe()}",
+            flush=True,
+        )
+    df = pd.DataFrame(rows)
+    df = df[df["name"].isin(list(cands))]
+    print(f"\n{len(df)} candidates ({cfg['eval_images']} val images per search score; standalone: {args.steps} "
+          f"steps from scratch, test split, seed {args.seed})")  # fmt: skip
+    tau, rho = (
+        kendalltau(df["search_score"], df["standalone"]).statistic,
+        spearmanr(df["search_score"], df["standalone"]).statistic,
+    )
+    print(
+        f"Kendall tau {tau:.3f}   Spearman {rho:.3f}   (target tau >= 0.7: {'met' if tau >= 0.7 else 'MISSED'})"
+    )
+    for col, label in (("search_score", "search-scored"), ("standalone", "standalone-trained")):
+        v = df[col]
+        lat_rho = spearmanr(df["a11_ms"], v).statistic
+        slope = linregress(df["a11_ms"], v).slope
+        print(
+            f"{label:<19} spread {v.max() - v.min():6.2f} (sd {v.std():5.2f})   Spearman(quality, A11 latency) "
+            f"{lat_rho:5.2f}   slope {slope:+.2f} points/ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
