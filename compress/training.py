@@ -287,9 +287,18 @@ def train_supernet(
         logs: dict[str, float] = {}
         for i, spec in enumerate(specs):
             b = resize_batch(batch, min(spec.resolution, config.resolution))
-            for variant in [spec] if joint else _head_variants(space, spec):
+            variants = [spec] if joint else _head_variants(space, spec)
+            features = None
+            if not joint:  # frozen backbone: one forward feeds every branch choice of every head
+                with torch.no_grad(), autocast:
+                    deepest = max(v.built_stages for v in variants)
+                    features = net.features(b["images"], spec, deepest)
+            for variant in variants:
                 with autocast:
-                    outputs = net(b["images"], variant)
+                    if features is None:
+                        outputs = net(b["images"], variant)
+                    else:
+                        outputs = net.run_heads(features, variant)
                     loss = multitask_loss(outputs, b)["total"]
                     if i > 0 and teacher is not None and joint and config.distill_weight:
                         loss = loss + config.distill_weight * distillation_loss(outputs, teacher)["total"]

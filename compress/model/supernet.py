@@ -84,17 +84,25 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor, spec: ArchSpec) -> dict[str, torch.Tensor]:
         self.space.check(spec)
+        return self.run_heads(self.features(x, spec, spec.built_stages), spec)
+
+    def features(self, x: torch.Tensor, spec: ArchSpec, stages: int) -> list[torch.Tensor]:
+        """The outputs of the first ``stages`` stages of ``spec``'s backbone (``spec`` already checked)."""
         if self.stem.conv.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem((x - self.mean) / self.std)
         in_ch, features = spec.stem, []
-        for stage, blocks in zip(spec.stages[: spec.built_stages], self.stages, strict=False):
+        for stage, blocks in zip(spec.stages[:stages], self.stages, strict=False):
             for j in range(stage.depth):
                 x = cast(nn.ModuleList, blocks)[j](
                     x, expanded_channels(in_ch, stage.expand[j]), stage.width, stage.kernel
                 )
                 in_ch = stage.width
             features.append(x)
+        return features
+
+    def run_heads(self, features: list[torch.Tensor], spec: ArchSpec) -> dict[str, torch.Tensor]:
+        """Every head of ``spec`` on the stage features it branches from."""
         out: dict[str, torch.Tensor] = {}
         for h in spec.heads:
             out.update(self.heads[f"{h.task}_{h.branch}"](features[h.branch]))
