@@ -78,6 +78,8 @@ def headline(run: Run) -> str:
             text += f" ({float(before) - float(base['quality']):+.2f} quality before fine-tuning)"
     else:
         text += "; no hand-scaled baseline meets the budget"
+    if card.get("verdict") and card.get("baseline"):
+        text += f" Verdict: {card['verdict']}"
     return text + "."
 
 
@@ -129,6 +131,7 @@ def _front_section(run: Run, figures: _Figures) -> str:
         "front",
         f"Pareto front ({len(rows)} candidates; chosen trial {data.chosen_trial} highlighted)",
         figures.html(_figures.front_figure(data), "pareto-plot"),
+        *([para(f"Budget use: {run.card['budget']['verdict']}.")] if run.card.get("budget") else []),
         para(
             "Colour: disk size; marker size: peak memory on the worst device; hollow markers: over budget. "
             "Click a column heading to sort.",

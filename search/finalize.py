@@ -163,14 +163,14 @@ def finalize(
     scorer: Any,
     base_row: pd.Series | None,
     *,
-    selection: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
     started: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train, compare, compress and export ``cand`` into ``RUN/chosen/``; return the card (also written).
 
     ``base_row`` is the best budget-meeting hand-scaled baseline (a ``baselines.csv`` row, or None);
-    ``selection`` records how both were chosen; ``started`` is the ``time.monotonic()`` at which the run
+    ``extra`` goes into the card as it is (how both were chosen, how the front uses the budget); ``started`` is the ``time.monotonic()`` at which the run
     began (the time goal counts from it).
     """
     from rich.console import Console
@@ -215,7 +215,7 @@ def finalize(
         "val_trained": chosen.val_trained.aggregate,
     }
     comparison = _comparison(chosen, base, base_row, steps)
-    comparison["selection"] = selection or {}
+    comparison.update(extra or {})
     console.print(comparison["verdict"])
     card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
     return card

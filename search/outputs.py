@@ -20,7 +20,7 @@ import pandas as pd
 from compress.errors import RunError
 from search.space import Candidate
 
-__all__ = ["LEADERS", "choose", "choose_rescored", "write_outputs"]
+__all__ = ["LEADERS", "budget_use", "choose", "choose_rescored", "space_span", "write_outputs"]
 
 LEADERS = 6  # feasible trials re-scored on the whole validation split before the choice
 
@@ -56,6 +56,50 @@ def choose_rescored(rows: pd.DataFrame, scorer: Any, *, k: int) -> tuple[pd.Seri
     best = leaders.sort_values(["quality_val_full", "worst_latency_ms"], ascending=[False, True]).iloc[0]
     keep = [c for c in ("trial", "name", "quality", "quality_val_full", "worst_latency_ms") if c in leaders]
     return best, leaders[keep].to_dict("records")
+
+
+def space_span(space: Any, scorer: Any) -> dict[str, Any]:
+    """Predicted worst-device latency of the space's smallest and largest candidates (fp16, unpruned): the
+    default space must straddle the budget on the slowest device for the budget to shape the front."""
+    from compress.model import extract
+
+    out: dict[str, Any] = {}
+    for name, spec in (("smallest", space.arch.smallest()), ("largest", space.arch.largest())):
+        costs = scorer.cost(extract(scorer.supernet, spec), "fp16")
+        worst = max(costs, key=lambda d: costs[d].latency_ms)
+        out[f"{name}_ms"], out[f"{name}_device"] = costs[worst].latency_ms, worst
+    return out
+
+
+def budget_use(
+    trials: pd.DataFrame, front: pd.DataFrame, budget_ms: float, span: dict[str, Any]
+) -> dict[str, Any]:
+    """How far the feasible front reaches into the budget on the slowest device, and — when it stops short of
+    70% — whether quality stops growing with latency there (the evidence the report shows)."""
+    from scipy.stats import linregress, spearmanr
+
+    reach = float(front["worst_latency_ms"].max()) if not front.empty else 0.0
+    out: dict[str, Any] = {"front_max_ms": reach, "fraction": reach / budget_ms, **span}
+    feasible = trials[trials["feasible"]] if "feasible" in trials else trials
+    upper = feasible[feasible["worst_latency_ms"] >= 0.4 * budget_ms]
+    if len(upper) >= 4 and upper["worst_latency_ms"].nunique() > 1:
+        out["upper_slope_per_ms"] = float(linregress(upper["worst_latency_ms"], upper["quality"]).slope)
+        out["upper_spearman"] = float(spearmanr(upper["worst_latency_ms"], upper["quality"]).statistic)
+        out["upper_trials"] = len(upper)
+    if out["fraction"] >= 0.7:
+        out["verdict"] = f"the front reaches {out['fraction']:.0%} of the {budget_ms:g} ms budget"
+    elif out.get("upper_slope_per_ms", 1.0) <= 0:
+        out["verdict"] = (
+            f"the front stops at {out['fraction']:.0%} of the budget because quality stops growing with latency: "
+            f"over the {out['upper_trials']} feasible trials above 40% of the budget the slope is "
+            f"{out['upper_slope_per_ms']:+.2f} points/ms (Spearman {out['upper_spearman']:+.2f})"
+        )
+    else:
+        out["verdict"] = (
+            f"the front stops at {out['fraction']:.0%} of the budget although quality still grows with latency "
+            "there: the search found no better larger candidate in its trials (try more --trials)"
+        )
+    return out
 
 
 def _candidate(row: pd.Series) -> Candidate:
@@ -141,7 +185,10 @@ def write_outputs(
             int(row["trial"]),
             scorer,
             base_row,
-            selection={"leaders": leaders, "baseline_leaders": base_leaders},
+            extra={
+                "selection": {"leaders": leaders, "baseline_leaders": base_leaders},
+                "budget": budget_use(trials, front, cfg.budget_ms, space_span(space, scorer)),
+            },
             started=started,
             progress=progress,
         )
