@@ -1,0 +1,81 @@
+"""compress.finetune: the one recipe that trains a static model (chosen, baseline or from scratch)."""
+
+import pytest
+import torch
+
+from compress.data import SceneConfig, load_data
+from compress.errors import ConfigError
+from compress.finetune import FinetuneRecipe, finetune, plan_steps, reinitialize
+from compress.model import MultiTaskNet, multitask_loss
+from tests.compress.tinynets import tiny_spec as _tiny
+
+
+def tiny_spec(resolution: int):
+    import dataclasses
+
+    return dataclasses.replace(_tiny(resolution), num_classes=12)  # the scenes' 12 categories
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory):
+    scenes = SceneConfig(num_train=16, num_val=4, num_test=4, image_size=64)
+    cache = tmp_path_factory.mktemp("cache")
+    return load_data("builtin", resolution=64, cache_dir=cache, progress=False, scenes=scenes)[0]
+
+
+def _loss(model, train) -> float:
+    model.eval()
+    with torch.no_grad():
+        batch = train.batch(torch.arange(len(train)))
+        return float(multitask_loss(model(batch["images"]), batch)["total"])
+
+
+def test_finetune_lowers_the_training_loss_and_is_seeded(train):
+    torch.manual_seed(0)
+    a = MultiTaskNet(tiny_spec(64))
+    b = MultiTaskNet(tiny_spec(64))
+    b.load_state_dict(a.state_dict())
+    before = _loss(a, train)
+    recipe = FinetuneRecipe(lr=3e-3, batch_size=8)
+    steps = []
+    finetune(a, train, steps=30, recipe=recipe, seed=1, on_step=steps.append)
+    finetune(b, train, steps=30, recipe=recipe, seed=1)
+    assert steps == list(range(1, 31)) and not a.training
+    assert _loss(a, train) < 0.9 * before
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_reinitialize_keeps_the_architecture_and_forgets_the_weights():
+    torch.manual_seed(0)
+    model = MultiTaskNet(tiny_spec(64))
+    for p in model.parameters():
+        torch.nn.init.constant_(p, 0.5)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    reinitialize(model, seed=3)
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(not torch.all(c.weight == 0.5) for c in convs)
+    from compress.model.blocks import InvertedResidual
+
+    residual = [b for b in model.modules() if isinstance(b, InvertedResidual) and b.use_residual]
+    assert all(torch.all(b.project.bn.weight == 0) for b in residual)
+
+
+def test_plan_steps_fits_the_allowance_within_bounds(train):
+    model = MultiTaskNet(tiny_spec(64))
+    recipe = FinetuneRecipe(batch_size=4)
+    steps, info = plan_steps([(model, train), (model, train)], 1e6, recipe=recipe, hi=77)
+    assert steps == 77 and len(info["seconds_per_step"]) == 2
+    assert plan_steps([(model, train)], 0.0, recipe=recipe, lo=5)[0] == 5
+    per = sum(info["seconds_per_step"])
+    mid, _ = plan_steps([(model, train), (model, train)], 50 * per, recipe=recipe, lo=1, hi=10_000)
+    assert 10 <= mid <= 250  # the timing is noisy on a shared machine; the order of magnitude must hold
+
+
+def test_recipe_rejects_bad_values():
+    with pytest.raises(ConfigError, match="lr must lie in"):
+        FinetuneRecipe(lr=0)
+    with pytest.raises(ConfigError, match="batch size must be >= 2"):
+        FinetuneRecipe(batch_size=1)
