@@ -187,8 +187,11 @@ def finalize(
     chosen_model = scorer.build(cand, quantize=False)
     todo = [(chosen_model, splits.train)]
     if base_cand is not None:
-        base_splits = load_splits(
-            cfg.data, resolution=base_cand.spec.resolution, cache_dir=cfg.cache_dir, progress=progress
+        base_res = base_cand.spec.resolution
+        base_splits = (
+            splits
+            if base_res == cand.spec.resolution
+            else load_splits(cfg.data, resolution=base_res, cache_dir=cfg.cache_dir, progress=progress)
         )
         base_model = scorer.build(base_cand, quantize=False)
         todo.append((base_model, base_splits.train))
