@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["micro_benchmarks", "random_mbv3"]
+__all__ = ["ACTIVATIONS", "CNN_RESOLUTIONS", "micro_benchmarks", "random_cnn", "random_mbv3"]
 
 
 def _div8(v: float) -> int:
@@ -243,3 +243,197 @@ def random_mbv3(
         return outs
 
     return _Op.make(forward, body, tag, det, heat, box, sal), (1, 3, res, res)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# random MobileNet-like CNNs outside any search space
+
+#: Activations ``random_cnn`` draws from, by name (torch modules; ReLU6 records as ``hardtanh``).
+ACTIVATIONS = ("relu", "relu6", "hswish", "silu")
+#: Input resolutions ``random_cnn`` draws from: small ones (where fixed per-op costs dominate) to large.
+CNN_RESOLUTIONS = (64, 80, 96, 112, 128, 160, 192, 224, 256)
+
+
+def _act(name: str) -> Any:
+    from torch import nn
+
+    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "silu": nn.SiLU}[name](inplace=True)
+
+
+def _cba(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: str | None = None) -> Any:
+    """Conv, batch norm and an optional activation (any widths, odd ones included)."""
+    from torch import nn
+
+    layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(_act(act))
+    return nn.Sequential(*layers)
+
+
+def _cnn_modules() -> dict[str, Any]:
+    """The module classes of ``random_cnn`` (built once, on first use: torch is imported lazily)."""
+    if _CNN:
+        return _CNN
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, c: int, mid: int, act: str, gate: str) -> None:
+            super().__init__()
+            self.reduce, self.expand = nn.Conv2d(c, mid, 1), nn.Conv2d(mid, c, 1)
+            self.act = _act(act)
+            self.gate = nn.Hardsigmoid() if gate == "hsigmoid" else nn.Sigmoid()
+
+        def forward(self, x: Any) -> Any:
+            return x * self.gate(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin: int, cout: int, *, k: int, s: int, mid: int, act: str, se: Any) -> None:
+            super().__init__()
+            self.expand = _cba(cin, mid, 1, act=act) if mid != cin else nn.Identity()
+            self.dw = _cba(mid, mid, k, s, groups=mid, act=act)
+            self.se = se if se is not None else nn.Identity()
+            self.project = _cba(mid, cout, 1)
+            self.residual = s == 1 and cin == cout
+
+        def forward(self, x: Any) -> Any:
+            y = self.project(self.se(self.dw(self.expand(x))))
+            return x + y if self.residual else y
+
+    class DenseHead(nn.Module):
+        """Reduce a deep feature, upsample it, merge an earlier one (add or cat), then predict per pixel."""
+
+        def __init__(self, c_deep: int, c_skip: int, mid: int, out: int, *, merge: str, mode: str) -> None:
+            super().__init__()
+            self.merge, self.mode = merge, mode
+            self.reduce = _cba(c_deep, mid, 1, act="relu")
+            self.skip = _cba(c_skip, mid, 1, act="relu")
+            self.fuse = _cba(2 * mid if merge == "cat" else mid, mid, 3, act="relu")
+            self.out = nn.Conv2d(mid, out, 1)
+
+        def forward(self, deep: Any, skip: Any) -> Any:
+            y = self.reduce(deep)
+            kw = {"align_corners": False} if self.mode == "bilinear" else {}
+            y = F.interpolate(y, size=skip.shape[-2:], mode=self.mode, **kw)
+            s = self.skip(skip)
+            y = torch.cat([y, s], 1) if self.merge == "cat" else y + s
+            return F.interpolate(self.out(self.fuse(y)), scale_factor=2.0, mode=self.mode, **kw)
+
+    class MultiHeadCNN(nn.Module):
+        def __init__(self, stem: Any, blocks: list, taps: dict, heads: dict) -> None:
+            super().__init__()
+            self.stem, self.blocks = stem, nn.ModuleList(blocks)
+            self.taps = taps  # head name -> (block index of the deep feature, of the skip feature or -1)
+            self.heads = nn.ModuleDict(heads)
+
+        def forward(self, x: Any) -> dict[str, Any]:
+            feats = []
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+                feats.append(x)
+            outs = {}
+            for name, (deep, skip) in self.taps.items():
+                if skip < 0:
+                    outs[name] = self.heads[name](feats[deep])
+                else:
+                    outs[name] = self.heads[name](feats[deep], feats[skip])
+            return outs
+
+    _CNN.update(se=SqueezeExcite, block=InvertedResidual, dense=DenseHead, net=MultiHeadCNN)
+    return _CNN
+
+
+_CNN: dict[str, Any] = {}
+
+
+def random_cnn(
+    rng: np.random.Generator, *, resolutions: tuple[int, ...] = CNN_RESOLUTIONS
+) -> tuple[Any, tuple[int, ...], dict[str, Any]]:
+    """A random MobileNet-like multi-head CNN outside any search space: ``(model, input_shape, traits)``.
+
+    Plain torch: a stem, 4-6 stages of inverted-residual blocks with kernels 3/5/7, any expansion (1-6.5,
+    rounded to an integer width), squeeze-excite on any block (hard-sigmoid or sigmoid gate),
+    ReLU/ReLU6/h-swish/SiLU per block, widths not rounded to multiples of 8; heads: a pooled classifier
+    (1x1 conv, global pool, two linear layers), an upsampling dense head (reduce, upsample to an earlier
+    feature, add or cat it, 3x3 conv, predict, upsample x2; nearest or bilinear) and a small box head, each
+    branching at its own depth. ``traits`` records what was drawn (tests check the variety).
+    """
+    from torch import nn
+
+    C = _cnn_modules()
+    res = int(rng.choice(resolutions))
+    c = int(rng.integers(8, 33))
+    stem_act = str(rng.choice(ACTIVATIONS))
+    stem = _cba(3, c, 3, 2, act=stem_act)
+    traits: dict[str, Any] = {
+        "resolution": res,
+        "kernels": set(),
+        "acts": {stem_act},
+        "se": 0,
+        "blocks": 0,
+        "expansions": [],
+        "widths": [c],
+    }
+    blocks, stage_end = [], []
+    width = float(c)
+    for i in range(int(rng.integers(4, 7))):
+        width *= float(rng.uniform(1.2, 2.0))
+        cout = max(8, int(round(width)))
+        k = int(rng.choice([3, 5, 7]))
+        for j in range(int(rng.integers(1, 4))):
+            e = float(rng.uniform(1.0, 6.5))
+            mid = int(round(c * e)) if e > 1.2 else c  # below 1.2: no expansion conv
+            act = str(rng.choice(ACTIVATIONS))
+            se = None
+            if rng.random() < 0.4:
+                gate = str(rng.choice(["hsigmoid", "sigmoid"]))
+                se = C["se"](mid, max(4, int(round(mid / float(rng.choice([4, 6, 8]))))), act, gate)
+            stride = 2 if j == 0 and i < 4 else 1
+            blocks.append(C["block"](c, cout, k=k, s=stride, mid=mid, act=act, se=se))
+            traits["kernels"].add(k)
+            traits["acts"].add(act)
+            traits["se"] += se is not None
+            traits["expansions"].append(mid / c)
+            traits["widths"].append(cout)
+            c = cout
+        stage_end.append(len(blocks) - 1)
+    widths = traits["widths"][1:]
+    hidden = int(rng.integers(200, 1281))
+    head_act = str(rng.choice(ACTIVATIONS))
+    feat = int(round(c * float(rng.uniform(2.0, 6.0))))
+    classifier = nn.Sequential(
+        _cba(c, feat, 1, act=head_act),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(feat, hidden),
+        _act(head_act),
+        nn.Linear(hidden, int(rng.integers(5, 1001))),
+    )
+    deep = int(rng.choice(stage_end[1:-1])) if len(stage_end) > 2 else stage_end[-1]
+    skip = max(s for s in stage_end if s < deep) if any(s < deep for s in stage_end) else 0
+    skip = min(skip, deep - 1) if deep > 0 else 0
+    merge, mode = str(rng.choice(["add", "cat"])), str(rng.choice(["nearest", "bilinear"]))
+    dense = C["dense"](
+        widths[deep],
+        widths[skip],
+        int(rng.integers(16, 97)),
+        int(rng.integers(1, 20)),
+        merge=merge,
+        mode=mode,
+    )
+    box_at = int(rng.choice(stage_end[1:]))
+    box_c = int(rng.integers(24, 129))
+    box = nn.Sequential(
+        _cba(widths[box_at], widths[box_at], 3, groups=widths[box_at], act="relu"),
+        _cba(widths[box_at], box_c, 1, act="relu"),
+        nn.Conv2d(box_c, 4 + int(rng.integers(1, 21)), 1),
+    )
+    taps = {"classes": (len(blocks) - 1, -1), "dense": (deep, skip), "boxes": (box_at, -1)}
+    model = C["net"](stem, blocks, taps, {"classes": classifier, "dense": dense, "boxes": box})
+    traits.update(
+        upsample=mode, merge=merge, heads=tuple(taps), branch_depths=(deep, box_at, len(blocks) - 1)
+    )
+    traits["blocks"] = len(blocks)
+    return model.eval(), (1, 3, res, res), traits
