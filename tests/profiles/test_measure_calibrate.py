@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import statistics
 
 import numpy as np
 import pandas as pd
@@ -178,10 +177,19 @@ def test_calibrate_errors():
         calibrate("a16", df.assign(model="xception"))
 
 
-def test_shipped_profiles_meet_the_calibration_target():
-    errors = [abs(r.loo_pct) for d in profiles.list_profiles() for r in load_profile(d).calibration.rows]
-    assert len(errors) >= 30
-    assert statistics.median(errors) <= 15.0
+def test_shipped_profiles_carry_held_out_errors_and_intervals():
+    """Every Apple profile stores grouped held-out errors and, per unit, ordered interval quantiles."""
+    errors = [abs(r.loo_pct) for d in profiles.DEVICES for r in load_profile(d).calibration.rows]
+    assert len(errors) >= 100
+    for d in profiles.DEVICES:
+        cal = load_profile(d).calibration
+        kinds = ("network", "source", "chip") if cal.rows else ("chip",)
+        for by in kinds:
+            assert cal.validation[f"{by}_median_pct"] <= cal.validation[f"{by}_worst_pct"], (d, by)
+        assert set(cal.interval) == set(load_profile(d).units), d
+        for qs in cal.interval.values():
+            values = [qs[k] for k in ("q05", "q10", "q20", "q50", "q80", "q90", "q95")]
+            assert values == sorted(values) and qs["n"] >= 1, d
 
 
 def test_reference_models_match_published_sizes():
