@@ -3,9 +3,12 @@
 Per layer ``i`` on compute unit ``u`` (all arrays over the graph's nodes, so a re-cost is a few numpy ops)::
 
     t[i, u] = overhead_u[c] + flops[i] / (peak_u(precision) * efficiency_u[c])
-                            + (activation bytes[i] + weight bytes[i]) / (bandwidth * mem_efficiency_u[c])
+                            + (activation bytes[i] / onchip_ratio_u + weight bytes[i]) / (bandwidth * mem_efficiency_u[c])
 
-with ``c`` the node's op class. Units that fuse (Core ML) give folded batch norms and activations that
+with ``c`` the node's op class; a unit whose costs set ``overlap`` reads memory while it computes (the
+larger of the two terms per layer, or over all the layers it runs: :func:`_part_times`), and its
+``time_scale`` (a fitted chip term) multiplies its layer times; ``onchip_ratio`` (>= 1) is how much faster than DRAM a unit reads
+activations that its on-chip memory (Neural Engine SRAM, GPU / CPU caches) holds. Units that fuse (Core ML) give folded batch norms and activations that
 follow a compute op zero cost. Scheduling follows Core ML's ``all`` compute units: one primary unit runs
 every layer it supports; layers it cannot run (Neural Engine fallbacks, or everything when ``fp32`` bars
 the Neural Engine) go to the cheaper other unit, and every switch between units costs ``switch_cost_us``
@@ -31,7 +34,7 @@ from profiles._errors import ProfileError
 from profiles._graph import Graph, extract_graph
 from profiles._quant import QuantScheme, parse_quant
 from profiles._registry import load_profile
-from profiles._schema import FALLBACK_RULES, OP_CLASSES, DeviceProfile
+from profiles._schema import FALLBACK_RULES, INTERVAL_LEVELS, OP_CLASSES, DeviceProfile, UnitCosts
 
 __all__ = ["Cost", "disk_mb", "estimate", "estimate_graph", "weights_mb"]
 
@@ -147,12 +150,29 @@ class _Plan:
     switches: int
 
 
-def _unit_times(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> np.ndarray:
-    """Predicted ms of every node if it ran on unit ``name``."""
+@dataclass(frozen=True)
+class UnitTerms:
+    """What every node would cost on one unit, split by the free parameters it scales (``_unit_times``).
+
+    ``t = scale * (overhead[cls] + flop_ms / efficiency[cls] + (act_ms / onchip + weight_ms) / mem[cls])
+    + const_ms``
+    on live nodes (fused nodes cost nothing); ``flop_ms`` already includes the int8 speed-up where ``int8``.
+    """
+
+    cls: np.ndarray
+    flop_ms: np.ndarray  # ms at 100% of the peak rate
+    act_ms: np.ndarray  # activation bytes, ms at 100% of the DRAM bandwidth
+    weight_ms: np.ndarray  # weight bytes, ms at 100% of the DRAM bandwidth
+    live: np.ndarray  # False where the unit fuses the node into its producer
+    scale: np.ndarray  # grouped-LUT slowdown of weight layers (1 elsewhere)
+    const_ms: np.ndarray  # per-call module overhead (eager torch only)
+    int8: bool
+
+
+def unit_terms(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> UnitTerms:
+    """The parameter-free parts of every node's time on unit ``name`` (see :class:`UnitTerms`)."""
     unit = profile.units[name]
-    tab = profile.tables[name]
     a = g.arrays
-    cls = a["cls"]
     int8 = q.act == "int8" and "int8" in unit.peak_gflops
     if name == "cpu" or q.name == "fp32":
         prec, act_b, w_b = "fp32", 4.0, 4.0
@@ -163,20 +183,79 @@ def _unit_times(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> 
         w_b = q.weight_bits / 8.0 if unit.holds_compressed_weights and q.compresses else 2.0
     rate = unit.peak(prec) * (unit.costs.int8_speedup if int8 else 1.0) * 1e6  # FLOP per ms
     bw = unit.bandwidth_gbs.value * 1e6  # bytes per ms
-    t = tab["ovh"][cls] + a["flops"] / (rate * tab["eff"][cls])
-    t = t + (a["act_elems"] * act_b + a["params"] * w_b) / (bw * tab["mem"][cls])
+    scale = np.ones(len(g))
     if q.kind == "palette" and q.group and unit.holds_compressed_weights:
-        t = t * np.where(a["params"] > _WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group), 1.0)
-    if unit.fuses:
-        t = np.where(a["fused"], 0.0, t)
-    if unit.costs.module_overhead_us:
-        t = t + a["calls"] * (unit.costs.module_overhead_us * 1e-3)
-    return t
+        scale = np.where(a["params"] > _WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group), 1.0)
+    live = ~a["fused"] if unit.fuses else np.ones(len(g), dtype=bool)
+    const = a["calls"] * (unit.costs.module_overhead_us * 1e-3)
+    act_ms, weight_ms = a["act_elems"] * act_b / bw, a["params"] * w_b / bw
+    return UnitTerms(a["cls"], a["flops"] / rate, act_ms, weight_ms, live, scale, const, int8)
+
+
+def _node_costs(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> tuple:
+    """(overhead, compute, memory, constant) ms of every node on unit ``name`` (0 where fused)."""
+    tab = profile.tables[name]
+    costs = profile.units[name].costs
+    u = unit_terms(g, profile, name, q)
+    w = np.where(u.live, u.scale, 0.0)
+    compute = u.flop_ms / tab["eff"][u.cls] * w
+    memory = (u.act_ms / costs.onchip_ratio + u.weight_ms) / tab["mem"][u.cls] * w
+    return tab["ovh"][u.cls] * w, compute, memory, u.const_ms
+
+
+def _part_times(costs: Any, unit: UnitCosts, mask: np.ndarray) -> np.ndarray:
+    """ms of the nodes in ``mask`` when one unit runs them (0 elsewhere), under the unit's overlap rule.
+
+    ``none``: overhead + compute + memory per layer; ``layer``: overhead + max(compute, memory) per layer;
+    ``network``: the unit streams memory while it computes across layers, so the share it runs costs
+    max(sum compute, sum memory) plus the overheads, spread over its layers in proportion to their larger term.
+    Then times the unit's ``time_scale`` (its chip term).
+    """
+    ovh, compute, memory, const = (np.where(mask, x, 0.0) for x in costs)
+    if unit.overlap == "none":
+        body = compute + memory
+    else:
+        body = np.maximum(compute, memory)
+        if unit.overlap == "network" and body.sum() > 0:
+            body = body * (max(compute.sum(), memory.sum()) / body.sum())
+    return (ovh + body) * unit.time_scale + const
+
+
+def _unit_times(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> np.ndarray:
+    """Predicted ms of every node if unit ``name`` ran the whole graph."""
+    costs = _node_costs(g, profile, name, q)
+    return _part_times(costs, profile.units[name].costs, np.ones(len(g), dtype=bool))
+
+
+#: Core ML compute-unit settings: which of a profile's units each may use.
+COMPUTE_UNITS = {
+    "all": ("cpu", "gpu", "ane"),
+    "cpu_and_gpu": ("cpu", "gpu"),
+    "cpu_only": ("cpu",),
+    "gpu_only": ("gpu",),  # what Core ML does with .cpuAndGPU when the GPU runs every layer
+}
+
+
+def restrict_units(profile: DeviceProfile, compute_units: str) -> DeviceProfile:
+    """The profile limited to a Core ML compute-unit setting (``all``, ``cpu_and_gpu``, ``cpu_only``,
+    ``gpu_only``)."""
+    from dataclasses import replace
+
+    if compute_units not in COMPUTE_UNITS:
+        raise ProfileError(
+            f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, but got {compute_units!r}"
+        )
+    keep = {n: u for n, u in profile.units.items() if n in COMPUTE_UNITS[compute_units]}
+    if keep == profile.units:
+        return profile
+    if not keep:
+        raise ProfileError(f"device {profile.name} has none of the units {COMPUTE_UNITS[compute_units]}")
+    return replace(profile, units=keep)
 
 
 def _schedule(g: Graph, profile: DeviceProfile, q: QuantScheme) -> _Plan:
     names = list(profile.units)
-    times = {n: _unit_times(g, profile, n, q) for n in names}
+    times = {n: _node_costs(g, profile, n, q) for n in names}
     fallback = np.zeros(len(g), dtype=bool)
     for rule in profile.ane_fallbacks:
         fallback |= g.arrays["fallback"][:, _FALLBACK_INDEX[rule]]
@@ -204,15 +283,17 @@ def _plan(
 ) -> _Plan:
     names = list(profile.units)
     unit = np.full(len(g), names.index(primary))
-    ms = times[primary].copy()
+    split = bool(off.any() and others)
+    ms = _part_times(times[primary], profile.units[primary].costs, ~off if split else np.ones(len(g), bool))
     used = [primary]
     switches = 0
-    if off.any() and others:
+    if split:
+        shares = {n: _part_times(times[n], profile.units[n].costs, off) for n in others}
         sec = min(
-            others, key=lambda n: float(times[n][off].sum()) + profile.units[n].costs.inference_overhead_us
+            others, key=lambda n: float(shares[n].sum()) + profile.units[n].costs.inference_overhead_us * 1e-3
         )
         unit[off] = names.index(sec)
-        ms[off] = times[sec][off]
+        ms[off] = shares[sec][off]
         used.append(sec)
         edges = np.flatnonzero(np.diff(off.astype(np.int8)) != 0)
         switches = len(edges)
@@ -262,6 +343,11 @@ class Cost:
     quant: str
     units: tuple[str, ...]
     calibration_error_pct: float | None = None
+    #: the latency's prediction interval (10th / 90th percentile), from the held-out errors of the profile's
+    #: calibration on the compute unit that runs the model; None where the profile has no interval (host)
+    latency_ms_p10: float | None = None
+    latency_ms_p90: float | None = None
+    _ratios: tuple[tuple[float, float], ...] = field(default=(), repr=False, compare=False)
     graph: Any = field(default=None, repr=False, compare=False)  # the Graph that was costed
     _unit: Any = field(default=None, repr=False, compare=False)
     _ms: Any = field(default=None, repr=False, compare=False)
@@ -323,7 +409,15 @@ class Cost:
             "units": list(self.units),
             "source": self.source,
             "calibration_error_pct": self.calibration_error_pct,
+            "latency_ms_p10": self.latency_ms_p10,
+            "latency_ms_p90": self.latency_ms_p90,
         }
+
+    def latency_ms_at(self, confidence: float) -> float:
+        """The latency this model stays under with probability ``confidence`` (0.5-0.95), by the held-out
+        errors of its profile: the prediction times that quantile of measured / predicted. Without an
+        interval (host profile) the prediction itself."""
+        return self.latency_ms * ratio_at(self._ratios, confidence)
 
     def by_output(self) -> Any:
         """Latency, parameters and weight MB per output group (``shared`` = the layers every head uses)."""
@@ -346,20 +440,44 @@ class Cost:
         return out
 
 
-def estimate_graph(graph: Graph, device: str | DeviceProfile, *, quant: str | None = None) -> Cost:
+def interval_ratios(profile: DeviceProfile, unit: str) -> tuple[tuple[float, float], ...]:
+    """(level, measured / predicted quantile) pairs of a profile's interval on ``unit`` (empty if none)."""
+    qs = profile.calibration.interval.get(unit)
+    if not qs:
+        return ()
+    return tuple(sorted((INTERVAL_LEVELS[k], float(v)) for k, v in qs.items() if k in INTERVAL_LEVELS))
+
+
+def ratio_at(ratios: tuple[tuple[float, float], ...], confidence: float) -> float:
+    """The measured / predicted ratio at quantile ``confidence`` (log-linear between stored levels)."""
+    lo, hi = min(INTERVAL_LEVELS.values()), max(INTERVAL_LEVELS.values())
+    if not lo <= confidence <= hi:
+        raise ProfileError(f"confidence must lie in [{lo}, {hi}], but got {confidence!r}")
+    if not ratios:
+        return 1.0
+    levels, values = zip(*ratios, strict=True)
+    return float(np.exp(np.interp(confidence, levels, np.log(values))))
+
+
+def estimate_graph(
+    graph: Graph, device: str | DeviceProfile, *, quant: str | None = None, compute_units: str = "all"
+) -> Cost:
     """Cost of an extracted graph on ``device`` (a profile name, path or :class:`DeviceProfile`).
 
     ``quant`` defaults to the profile's ``default_quant`` (``fp16`` on Apple devices, ``fp32`` on the host).
-    Takes well under a millisecond; the per-layer table is built only when ``Cost.layers`` is read.
+    ``compute_units`` limits the units as Core ML's setting does (``all``, ``cpu_and_gpu``, ``cpu_only``,
+    ``gpu_only``). Takes well under a millisecond; the per-layer table is built only when ``Cost.layers``
+    is read.
     """
     if not isinstance(graph, Graph):
         raise ProfileError(
             f"graph must be a profiles.Graph from extract_graph(), but got {type(graph).__name__}"
         )
-    profile = load_profile(device)
+    profile = restrict_units(load_profile(device), compute_units)
     q = parse_quant(quant, default=profile.default_quant)
     plan = _schedule(graph, profile, q)
     cal = profile.calibration
+    ratios = interval_ratios(profile, plan.used[0])
     return Cost(
         latency_ms=plan.total_ms,
         peak_memory_mb=_memory_mb(graph, profile, q, plan),
@@ -370,6 +488,9 @@ def estimate_graph(graph: Graph, device: str | DeviceProfile, *, quant: str | No
         quant=q.name,
         units=plan.used,
         calibration_error_pct=cal.loo_median_abs_pct,
+        latency_ms_p10=plan.total_ms * ratio_at(ratios, 0.1) if ratios else None,
+        latency_ms_p90=plan.total_ms * ratio_at(ratios, 0.9) if ratios else None,
+        _ratios=ratios,
         graph=graph,
         _unit=plan.unit,
         _ms=plan.ms,
@@ -378,10 +499,19 @@ def estimate_graph(graph: Graph, device: str | DeviceProfile, *, quant: str | No
     )
 
 
-def estimate(model: Any, input_shape: Any, device: str | DeviceProfile, *, quant: str | None = None) -> Cost:
+def estimate(
+    model: Any,
+    input_shape: Any,
+    device: str | DeviceProfile,
+    *,
+    quant: str | None = None,
+    compute_units: str = "all",
+) -> Cost:
     """Cost of a torch model at ``input_shape`` on ``device``: extracts the graph once, then costs it.
 
     To cost one model on many devices, call :func:`extract_graph` once and :func:`estimate_graph` per device.
     """
     profile = load_profile(device)  # fail on a bad device before running the model
-    return estimate_graph(extract_graph(model, input_shape), profile, quant=quant)
+    return estimate_graph(
+        extract_graph(model, input_shape), profile, quant=quant, compute_units=compute_units
+    )

@@ -43,6 +43,9 @@ def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
         rows.append((f"{name}: per-inference overhead", f"{_fmt(c.inference_overhead_us)} us", how))
         if name == "ane" or c.int8_speedup != 1.0:
             rows.append((f"{name}: int8 rate multiplier", _fmt(c.int8_speedup), how))
+        if c.onchip_ratio != 1.0 or c.overlap != "none" or c.time_scale != 1.0:
+            what = f"on-chip reads x{_fmt(c.onchip_ratio)}, overlap {c.overlap}, time scale x{_fmt(c.time_scale)}"
+            rows.append((f"{name}: memory and chip term", what, how))
         flags = f"fuses={u.fuses}, holds compressed weights={u.holds_compressed_weights}"
         rows.append(
             (f"{name}: runtime", f"{flags}, rows padded to {u.pad_last_axis_bytes} B", "Core ML docs")
@@ -56,6 +59,28 @@ def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
     rows.append(("calibration", f"{cal.basis}{err}", cal.data or cal.note))
     if cal.worst_row:
         rows.append(("calibration: worst row", cal.worst_row, ""))
+    for by in ("network", "source", "chip", "row"):
+        if f"{by}_median_pct" in cal.validation:
+            v = cal.validation
+            rows.append(
+                (
+                    f"held-out error, leave-one-{by}-out",
+                    f"median {v[f'{by}_median_pct']:.1f}%, worst {v[f'{by}_worst_pct']:.1f}% "
+                    f"({int(v.get(f'{by}_rows', 0))} rows)",
+                    "benchmarks/apple_calibration.py",
+                )
+            )
+    for unit, qs in cal.interval.items():
+        rows.append(
+            (
+                f"{unit}: prediction interval",
+                f"x{qs['q10']:.3g} .. x{qs['q90']:.3g} (p10-p90), x{qs['q05']:.3g} .. x{qs['q95']:.3g} "
+                f"(p5-p95) of the prediction; {int(qs.get('n', 0))} held-out rows",
+                cal.interval_basis,
+            )
+        )
+    if cal.bounds:
+        rows.append(("active bounds", "; ".join(cal.bounds), "profiles/_applefit.py PARAMS"))
     for r in cal.rows:
         rows.append(
             (
@@ -88,5 +113,15 @@ def summary_row(p: DeviceProfile) -> dict[str, str]:
         "GB/s": f"{next(iter(p.units.values())).bandwidth_gbs.value:.4g}",
         "RAM GB": f"{p.ram_gb.value:g}",
         "basis": p.basis,
-        "LOO error": "-" if cal.loo_median_abs_pct is None else f"{cal.loo_median_abs_pct:.1f}%",
+        "held-out": "-" if cal.loo_median_abs_pct is None else f"{cal.loo_median_abs_pct:.1f}%",
+        "p10-p90": _interval(p),
     }
+
+
+def _interval(p: DeviceProfile) -> str:
+    """The main unit's p10-p90 band as multipliers of the prediction (``x0.8-1.3``), ``-`` if none."""
+    unit = "ane" if "ane" in p.calibration.interval else next(iter(p.calibration.interval), None)
+    if unit is None:
+        return "-"
+    qs = p.calibration.interval[unit]
+    return f"{unit} x{qs['q10']:.2g}-{qs['q90']:.2g}"

@@ -25,6 +25,9 @@ A profile file describes one device class::
     overhead_us = { default = 2.0 }                                    # fixed cost per layer, per op class
     inference_overhead_us = 40.0
     int8_speedup = 1.0              # w8a8 compute-rate multiplier on this unit
+    onchip_ratio = 1.0              # activations read this many times faster than DRAM (on-chip memory)
+    overlap = "network"             # memory overlaps compute: none | layer | network (profiles._cost)
+    time_scale = 1.0                # fitted chip term on this unit's layer times
     basis = "calibrated"            # measured | calibrated | spec-derived
     note = "..."
 
@@ -56,6 +59,7 @@ from profiles._errors import ProfileError
 __all__ = [
     "BASES",
     "FALLBACK_RULES",
+    "INTERVAL_LEVELS",
     "OP_CLASSES",
     "PRECISIONS",
     "UNIT_NAMES",
@@ -89,6 +93,9 @@ OP_CLASSES = (
 PRECISIONS = ("fp32", "fp16", "int8")
 UNIT_NAMES = ("cpu", "gpu", "ane")
 BASES = ("measured", "calibrated", "spec-derived")
+OVERLAPS = ("none", "layer", "network")
+#: Levels of the stored latency-ratio quantiles (``q10`` = the 10th percentile of measured / predicted).
+INTERVAL_LEVELS = {"q05": 0.05, "q10": 0.10, "q20": 0.20, "q50": 0.50, "q80": 0.80, "q90": 0.90, "q95": 0.95}
 #: Named rules for layers Core ML runs off the Neural Engine (hollance/neural-engine unsupported-layers.md).
 FALLBACK_RULES = (
     "dilated_conv",
@@ -117,6 +124,9 @@ class UnitCosts:
     overhead_us: dict[str, float]
     inference_overhead_us: float
     int8_speedup: float = 1.0
+    onchip_ratio: float = 1.0  # activations read at this multiple of the DRAM bandwidth (on-chip memory)
+    overlap: str = "none"  # memory overlaps compute: none | layer | network (see profiles._cost._part_times)
+    time_scale: float = 1.0  # fitted chip term: multiplies this unit's layer times (1: spec and costs alone)
     module_overhead_us: float = 0.0  # per nn.Module forward call (eager torch on the host; 0 for Core ML)
     basis: str = "spec-derived"
     note: str = ""
@@ -173,6 +183,14 @@ class Calibration:
     loo_worst_pct: float | None = None
     worst_row: str = ""
     rows: tuple[CalibrationRow, ...] = ()
+    #: held-out error figures: ``{by}_median_pct`` / ``{by}_worst_pct`` / ``{by}_rows`` for ``by`` in
+    #: network, source, chip, row (what was left out of the fit that predicted each row)
+    validation: dict[str, float] = field(default_factory=dict)
+    bounds: tuple[str, ...] = ()  # parameters sitting at a bound of their stated physical range
+    #: per compute unit: quantiles of measured / predicted latency on held-out rows (``q05`` ... ``q95``) and
+    #: ``n``, the number of residuals behind them; what ``Cost.latency_ms_p10`` / ``_p90`` multiply
+    interval: dict[str, dict[str, float]] = field(default_factory=dict)
+    interval_basis: str = ""
 
 
 @dataclass(frozen=True)
@@ -291,6 +309,9 @@ def _costs(r: _Reader, data: Any, key: str) -> UnitCosts:
             t["inference_overhead_us"], f"{key}.inference_overhead_us", allow_zero=True
         ),
         int8_speedup=r.number(t.get("int8_speedup", 1.0), f"{key}.int8_speedup"),
+        onchip_ratio=r.number(t.get("onchip_ratio", 1.0), f"{key}.onchip_ratio"),
+        overlap=r.text(t.get("overlap", "none"), f"{key}.overlap", choices=OVERLAPS),
+        time_scale=r.number(t.get("time_scale", 1.0), f"{key}.time_scale"),
         module_overhead_us=r.number(
             t.get("module_overhead_us", 0.0), f"{key}.module_overhead_us", allow_zero=True
         ),
@@ -349,7 +370,24 @@ def _calibration(r: _Reader, data: Any) -> Calibration:
     def opt(name: str) -> float | None:
         return None if name not in t else r.number(t[name], f"calibration.{name}", allow_zero=True)
 
+    validation = r.table(
+        t.get("validation", {}), "calibration.validation", set(t.get("validation", {})), set()
+    )
+    bounds = t.get("bounds", [])
+    if not isinstance(bounds, list):
+        raise r.fail("calibration.bounds", f"must be a list of strings, but got {bounds!r}")
+    interval: dict[str, dict[str, float]] = {}
+    for unit, qs in r.table(t.get("interval", {}), "calibration.interval", set(UNIT_NAMES), set()).items():
+        k = f"calibration.interval.{unit}"
+        qt = r.table(qs, k, set(INTERVAL_LEVELS) | {"n"}, set(INTERVAL_LEVELS))
+        interval[unit] = {q: r.number(v, f"{k}.{q}") for q, v in qt.items()}
     return Calibration(
+        validation={
+            k: r.number(v, f"calibration.validation.{k}", positive=False) for k, v in validation.items()
+        },
+        bounds=tuple(r.text(b, f"calibration.bounds[{i}]") for i, b in enumerate(bounds)),
+        interval=interval,
+        interval_basis=r.text(t.get("interval_basis", ""), "calibration.interval_basis"),
         basis=r.text(t["basis"], "calibration.basis", choices=BASES),
         data=r.text(t.get("data", ""), "calibration.data"),
         note=r.text(t.get("note", ""), "calibration.note"),
@@ -455,6 +493,14 @@ def dump_profile(p: DeviceProfile) -> str:
         if getattr(c, key) is not None:
             lines.append(f"{key} = {_value(getattr(c, key))}")
     lines.append(f"worst_row = {_value(c.worst_row)}")
+    if c.validation:
+        lines.append(f"validation = {_value(c.validation)}")
+    if c.bounds:
+        lines.append(f"bounds = {_value(list(c.bounds))}")
+    if c.interval_basis:
+        lines.append(f"interval_basis = {_value(c.interval_basis)}")
+    for unit, qs in c.interval.items():
+        lines.append(f"interval.{unit} = {_value(qs)}")
     for row in c.rows:
         lines += ["", "[[calibration.rows]]"]
         for f in fields(CalibrationRow):

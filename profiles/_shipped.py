@@ -1,134 +1,234 @@
-"""How the shipped profiles are calibrated on ``shared/reference/apple-published-latencies.csv``.
+"""How the shipped Apple profiles are calibrated, validated and given prediction intervals.
 
-1. Every device starts from spec-derived priors: its own peak rates and bandwidth (with sources) and the
-   same assumed fractions of peak per unit kind (:data:`PRIORS`).
-2. For each chip with published rows, a *pooled* fit on the rows of all **other** chips (each with its own
-   spec rates) gives shared multipliers; applied to the chip's priors, they are its prior for step 3, so a
-   chip's prior never sees its own rows.
-3. :func:`profiles.calibrate` fits the chip's own multipliers around that prior, with a leave-one-out
-   prediction for every row.
-4. Chips without published rows borrow the fitted costs (efficiencies, overheads, int8 rate) of the nearest
-   calibrated generation (:data:`DONORS`); their own spec peak rates and bandwidth scale them. They are marked
-   ``spec-derived``. GPU costs everywhere come from the A11 row (the only published GPU-only measurement).
+1. Evidence: every usable Core ML row of ``shared/reference/apple-published-latencies.csv`` and
+   ``apple-latencies-more.csv`` (:func:`profiles._evidence.load_evidence`, with the reason for each row left
+   out).
+2. One bounded fit for all chips (:mod:`profiles._applefit`): unit costs shared by every chip within their
+   physical ranges, chips differing through their spec numbers, plus shrunk chip and tool terms.
+3. Grouped cross-validation, each fold a refit without the rows it predicts: leave-one-**network**-out
+   (every width, depth and scheme of one design), leave-one-**source**-out (one publication / harness),
+   leave-one-**chip**-out (what a spec-derived chip's prediction is worth) and leave-one-row-out (for
+   reference only: a row's near-duplicates stay in).
+4. Intervals: for a calibrated (chip, unit), quantiles of measured / predicted over its held-out rows (by
+   network and by source); with fewer than :data:`MIN_RESIDUALS` rows, or for a spec-derived chip, the
+   leave-one-chip-out residuals of every chip on that unit.
+5. Profiles: the shared costs with the chip's term folded in (``calibrated`` units) or without it
+   (``spec-derived``), the validation figures, active bounds and intervals in ``[calibration]``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from profiles._calibrate import (
-    _fit,
-    _free,
-    _norm_chip,
-    _rows,
-    apply_params,
-    calibrate,
-    load_measurements,
-    reference_tool,
-)
+import numpy as np
+
+from profiles._applefit import PARAMS, Model, build_model, fit, predict, profile_costs, tool_factor
+from profiles._evidence import MORE, PUBLISHED, load_evidence
 from profiles._registry import DEVICES, DEVICES_DIR, load_profile
-from profiles._schema import Calibration, DeviceProfile, UnitCosts, dump_profile
+from profiles._schema import (
+    INTERVAL_LEVELS,
+    Calibration,
+    CalibrationRow,
+    DeviceProfile,
+    UnitCosts,
+    dump_profile,
+)
 
-__all__ = ["DONORS", "PRIORS", "calibrate_shipped", "prior_profile"]
+__all__ = ["FOLDS", "MIN_RESIDUALS", "ShippedCalibration", "calibrate_shipped", "spec_profile"]
 
-#: Spec-derived cost priors per unit kind (assumed fractions of the spec peak; no measurement behind them).
-PRIORS = {
-    "ane": UnitCosts(
-        efficiency={"conv": 0.35, "pw": 0.35, "dw": 0.05, "gconv": 0.1, "linear": 0.2, "default": 0.2},
-        mem_efficiency={"default": 0.7},
-        overhead_us={"default": 2.0, "reshape": 0.0},
-        inference_overhead_us=40.0,
-        basis="spec-derived",
-        note="prior: assumed fractions of the spec peak",
-    ),
-    "gpu": UnitCosts(
-        efficiency={"conv": 0.4, "pw": 0.4, "dw": 0.08, "gconv": 0.15, "linear": 0.2, "default": 0.2},
-        mem_efficiency={"default": 0.6},
-        overhead_us={"default": 15.0, "reshape": 0.0},
-        inference_overhead_us=300.0,
-        basis="spec-derived",
-        note="prior: assumed fractions of the spec peak",
-    ),
-    "cpu": UnitCosts(
-        efficiency={"conv": 0.5, "pw": 0.6, "dw": 0.1, "gconv": 0.2, "linear": 0.4, "default": 0.3},
-        mem_efficiency={"default": 0.5},
-        overhead_us={"default": 5.0, "reshape": 0.0},
-        inference_overhead_us=50.0,
-        basis="spec-derived",
-        note="prior: assumed fractions of the spec peak; no published CPU-only measurement to fit",
-    ),
-}
-#: Device without published rows -> calibrated device whose fitted Neural Engine costs it borrows.
-DONORS = {"a13": "a14", "a15": "a16", "m1": "a14", "m2": "a16", "m3": "a16", "m4": "a17pro"}
-GPU_DONOR = "a11"
-DEFAULT_CSV = "shared/reference/apple-published-latencies.csv"
+#: Grouped validation: name -> evidence column whose values are left out one at a time.
+FOLDS = {"network": "family", "source": "source", "chip": "device", "row": None}
+#: Fewest held-out residuals of one chip and unit behind a chip-specific interval.
+MIN_RESIDUALS = 8
+_NOTE = (
+    "one bounded fit for every chip on {n} published Core ML rows ({files}); unit costs shared by all chips "
+    "within their physical ranges, this chip's spec rates and bandwidth, {terms}; predicts an Xcode "
+    "performance report (median)"
+)
 
 
-def prior_profile(name: str) -> DeviceProfile:
-    """The shipped device's spec numbers with spec-derived cost priors and no calibration."""
+#: Costs that leave a unit's spec numbers alone (the fit's design reads specs only).
+_NEUTRAL = UnitCosts(
+    efficiency={"default": 1.0}, mem_efficiency={"default": 1.0}, overhead_us={}, inference_overhead_us=0.0
+)
+
+
+def spec_profile(name: str) -> DeviceProfile:
+    """The shipped device's spec numbers (rates, bandwidth, fallbacks) with neutral costs: what is refitted."""
     p = load_profile(name)
-    units = {n: replace(u, costs=PRIORS[n]) for n, u in p.units.items()}
-    return replace(p, units=units, calibration=Calibration(basis="spec-derived", note=_a11_note(p)))
+    return replace(p, units={n: replace(u, costs=_NEUTRAL) for n, u in p.units.items()})
 
 
-def _a11_note(p: DeviceProfile) -> str:
-    if p.has_ane:
-        return ""
-    return "A11: third-party Core ML cannot use the Neural Engine (apple-devices.md §3.2); CPU + GPU only."
+@dataclass(frozen=True)
+class ShippedCalibration:
+    """The fit, its held-out predictions per fold kind, and the profiles written from them."""
+
+    model: Model
+    theta: dict
+    active: list[str]
+    heldout: dict[str, np.ndarray]  # fold kind -> held-out prediction per evidence row (ms)
+    excluded: Any  # DataFrame: label, reason
+    profiles: dict[str, DeviceProfile]
+
+    @property
+    def rows(self) -> Any:
+        """The evidence with its held-out predictions and errors (``{fold}_ms``, ``{fold}_pct``)."""
+        df = self.model.rows.copy()
+        for k, pred in self.heldout.items():
+            df[f"{k}_ms"] = pred
+            df[f"{k}_pct"] = 100.0 * (pred / df["latency_ms"] - 1.0)
+        return df
 
 
-def _borrow(target: DeviceProfile, donor: DeviceProfile, unit: str, why: str) -> DeviceProfile:
-    costs = replace(donor.units[unit].costs, basis="spec-derived", note=why)
-    units = dict(target.units)
-    units[unit] = replace(units[unit], costs=costs)
-    return replace(target, units=units)
+def _crossval(model: Model, full: dict, kind: str, log: Any) -> np.ndarray:
+    rows = model.rows
+    col = FOLDS[kind]
+    groups = np.arange(len(rows)) if col is None else rows[col].to_numpy()
+    out = np.empty(len(rows))
+    values = list(dict.fromkeys(groups))
+    for j, g in enumerate(values):
+        test = np.flatnonzero(groups == g)
+        train = np.flatnonzero(groups != g)
+        f = fit(model, train, start=full)
+        out[test] = predict(model, f.theta, test) * tool_factor(model, f.theta, test)
+        if log and (j + 1) % 20 == 0:
+            log(f"  leave-one-{kind}-out: {j + 1}/{len(values)} folds")
+    return out
+
+
+def _quantiles(ratios: np.ndarray) -> dict[str, float]:
+    q = {k: float(f"{np.quantile(ratios, lv):.4g}") for k, lv in INTERVAL_LEVELS.items()}
+    return {**q, "n": float(len(ratios))}
+
+
+def _stats(err: np.ndarray) -> tuple[float, float]:
+    a = np.abs(err)
+    return (round(float(np.median(a)), 2), round(float(a.max()), 2)) if len(a) else (math.nan, math.nan)
+
+
+def _validation(df: Any, mask: np.ndarray, kinds: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in kinds:
+        med, worst = _stats(df.loc[mask, f"{k}_pct"].to_numpy())
+        if not math.isnan(med):
+            out.update({f"{k}_median_pct": med, f"{k}_worst_pct": worst, f"{k}_rows": float(mask.sum())})
+    return out
+
+
+def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, files: str) -> DeviceProfile:
+    theta = res.theta
+    mine = (df["device"] == name).to_numpy()
+    calibrated = {k[2] for k in theta if k[0] == "chip" and k[1] == name and mine.any()}
+    calibrated &= set(df.loc[mine, "unit"])
+    tools = {k[1]: math.exp(v) for k, v in theta.items() if k[0] == "tool"}
+    chip_terms = {k[2]: math.exp(theta[k]) for k in theta if k[0] == "chip" and k[1] == name}
+    terms = "tool terms " + ", ".join(f"{t} x{v:.3g}" for t, v in tools.items()) if tools else "no tool terms"
+    units = {}
+    for u, unit in spec.units.items():
+        basis = "calibrated" if u in calibrated else "spec-derived"
+        level = math.exp(theta.get(("level", u), 0.0))
+        why = (
+            f"time scale x{level * chip_terms[u]:.3g} (the {u} common term x{level:.3g}, this chip's own "
+            f"x{chip_terms[u]:.3g} from its rows)"
+            if u in calibrated
+            else f"no rows on this unit: time scale x{level:.3g}, the {u} common term"
+        )
+        note = _NOTE.format(n=len(df), files=files, terms=f"{why}; {terms}")
+        theta_u = theta if u in calibrated else {k: v for k, v in theta.items() if k[:2] != ("chip", name)}
+        units[u] = replace(unit, costs=profile_costs(theta_u, spec, u, basis, note))
+    kinds = [k for k in FOLDS if f"{k}_pct" in df]
+    if mine.any():
+        validation = _validation(df, mine, kinds)
+        err = df.loc[mine, "network_pct"].to_numpy()
+    else:
+        validation = _validation(df, np.ones(len(df), dtype=bool), ["chip"])
+        err = df["chip_pct"].to_numpy()
+    rows = tuple(
+        CalibrationRow(
+            model=f"{t.label} [{t.unit}]",
+            quant=t.quant,
+            input=int(t.input),
+            measured_ms=float(f"{t.latency_ms:.6g}"),
+            predicted_ms=float(f"{t.network_ms:.6g}"),
+            loo_pct=round(float(t.network_pct), 2),
+            source=f"{t.source} ({t.tool})",
+        )
+        for t in df[mine].itertuples()
+    )
+    worst = int(np.argmax(np.abs(err))) if len(err) else 0
+    interval, interval_basis = _intervals(name, spec, df, calibrated)
+    basis = "calibrated" if calibrated else "spec-derived"
+    held = "leave-one-network-out" if mine.any() else "leave-one-chip-out (all calibrated chips)"
+    cal = Calibration(
+        basis=basis,
+        data=f"{files}: {int(mine.sum())} rows for {spec.chip} ({len(df)} in the fit)",
+        note=_NOTE.format(n=len(df), files=files, terms=terms) + f"; errors below: {held}",
+        loo_median_abs_pct=round(float(np.median(np.abs(err))), 3) if len(err) else None,
+        loo_worst_pct=round(float(np.max(np.abs(err))), 3) if len(err) else None,
+        worst_row=(rows[worst].model + f": {err[worst]:+.1f}%") if rows else "",
+        rows=rows,
+        validation=validation,
+        bounds=tuple(res.active),
+        interval=interval,
+        interval_basis=interval_basis,
+    )
+    return replace(spec, units=units, calibration=cal)
+
+
+def _intervals(name: str, spec: DeviceProfile, df: Any, calibrated: set[str]) -> tuple[dict, str]:
+    out, how = {}, []
+    for u in spec.units:
+        own = df[(df["device"] == name) & (df["unit"] == u)]
+        ratios = np.concatenate([own["latency_ms"] / own["network_ms"], own["latency_ms"] / own["source_ms"]])
+        if u in calibrated and len(own) >= MIN_RESIDUALS:
+            how.append(f"{u}: own held-out rows by network and by source")
+        else:
+            pool = df[df["unit"] == u]
+            ratios = (pool["latency_ms"] / pool["chip_ms"]).to_numpy()
+            how.append(f"{u}: leave-one-chip-out rows of every chip on this unit")
+        if len(ratios):
+            out[u] = _quantiles(np.asarray(ratios, dtype=float))
+    return out, "; ".join(how)
 
 
 def calibrate_shipped(
-    csv: str | Path = DEFAULT_CSV, *, write: bool = False, log: Any = None
-) -> dict[str, Any]:
-    """Calibrate all shipped profiles on the published CSV; returns {device: CalibrationResult or profile}.
+    reference_dir: str | Path | None = None,
+    *,
+    write: bool = False,
+    log: Any = None,
+    folds: tuple[str, ...] = tuple(FOLDS),
+) -> ShippedCalibration:
+    """Fit, cross-validate and build every shipped Apple profile; ``write=True`` rewrites their TOML files.
 
-    With ``write=True`` the TOML files in ``profiles/devices/`` are rewritten. ``log(str)`` gets progress.
+    ``folds`` picks the validations to run (``row`` is the slow one: one refit per row); profiles need at
+    least ``network``, ``source`` and ``chip``. ``log(str)`` gets progress.
     """
     say = log or (lambda s: None)
-    df = load_measurements(csv)
-    priors = {d: prior_profile(d) for d in DEVICES}
-    chips = {_norm_chip(priors[d].chip): d for d in DEVICES}
-    rows_by = {chips[c]: _rows(df[df["chip"].map(_norm_chip) == c], None)[0] for c in chips}
-    with_rows = [d for d in DEVICES if rows_by[d]]
-    results: dict[str, Any] = {}
-    ref = reference_tool([r for d in with_rows for r in rows_by[d]])
-    for d in with_rows:
-        others = [o for o in with_rows if o != d]
-        other_rows = [r for o in others for r in rows_by[o]]
-        mine = set(_free(priors[d], rows_by[d]))
-        units = sorted({k for o in others for k in _free(priors[o], rows_by[o])} & mine)
-        keys = units + [("tool", t) for t in sorted({r.tool for r in other_rows} - {ref})]
-        theta = _fit([priors[o] for o in others], [rows_by[o] for o in others], keys, prior_scale=2.0)
-        say(f"{d}: prior from {len(others)} other chips ({len(other_rows)} rows)")
-        base = apply_params(priors[d], theta)
-        sub = df[df["chip"].map(_norm_chip) == _norm_chip(priors[d].chip)]
-        offsets = {k: v for k, v in theta.items() if k[0] == "tool"}
-        data = f"{Path(csv).name}: {len(rows_by[d])} rows for {priors[d].chip}"
-        results[d] = calibrate(base, sub, data=data, tool=ref, tool_offsets=offsets)
-        say(f"{d}: leave-one-out median |error| {results[d].loo_median_abs_pct:.1f}%")
-    final = {d: results[d].profile for d in with_rows}
-    gpu = final[GPU_DONOR]
-    for d in DEVICES:
-        p = final.get(d, priors[d])
-        if d != GPU_DONOR:
-            p = _borrow(
-                p, gpu, "gpu", f"GPU costs fitted on the {gpu.chip} row, scaled by this GPU's spec rates"
-            )
-        if d in DONORS:
-            donor = final[DONORS[d]]
-            why = f"Neural Engine costs borrowed from {donor.name} (calibrated), scaled by this chip's spec"
-            p = _borrow(p, donor, "ane", why)
-            p = replace(p, calibration=Calibration(basis="spec-derived", note=why))
-        final[d] = p
-        if write:
+    rows, excluded = load_evidence(reference_dir)
+    specs = {d: spec_profile(d) for d in DEVICES}
+    say(f"{len(rows)} rows ({len(excluded)} left out); building the design")
+    model = build_model(rows, specs)
+    full = fit(model)
+    say(f"fit: cost {full.cost:.1f}; active bounds: {full.active or 'none'}")
+    heldout = {}
+    for kind in folds:
+        heldout[kind] = _crossval(model, full.theta, kind, say)
+        say(f"leave-one-{kind}-out done")
+    res = ShippedCalibration(model, full.theta, full.active, heldout, excluded, {})
+    df = res.rows
+    files = f"{PUBLISHED} + {MORE}"
+    built = (
+        {d: _profile(d, specs[d], res, df, files) for d in DEVICES}
+        if {"network", "source", "chip"} <= set(folds)
+        else {}
+    )
+    if write:
+        for d, p in built.items():
             (DEVICES_DIR / f"{d}.toml").write_text(dump_profile(p), encoding="utf-8")
-    return {"results": results, "profiles": final}
+    return replace(res, profiles=built)
+
+
+__all__ += ["PARAMS"]

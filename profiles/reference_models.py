@@ -1,10 +1,12 @@
 """Reference CNNs for calibration, in plain torch (no torchvision; random weights, only shapes matter).
 
 Names follow the ``model`` column of ``shared/reference/apple-published-latencies.csv``:
-``mobilenet_v1_1.0``, ``mobilenet_v2_1.0``, ``mobilenet_v2_1.4``, ``mobilenet_v3_small_1.0``,
-``mobilenet_v3_large_1.0``, ``resnet50``, ``efficientnet_b0``, ``efficientnet_b3`` and ``mobileone_s0`` …
-``mobileone_s4`` (MobileOne in its re-parameterized inference form: one conv + bias per block). Layer
-configurations are those of the torchvision and apple/ml-mobileone reference implementations.
+``mobilenet_v1_W`` and ``mobilenet_v2_W`` at any width multiplier ``W`` (``mobilenet_v2_0.35``),
+``mobilenet_v3_small_1.0``, ``mobilenet_v3_large_1.0``, ``resnet18`` ... ``resnet152``, ``vgg11`` ... ``vgg19``
+(``_bn`` variants), ``densenet121`` / ``161`` / ``169`` / ``201``, ``alexnet``, ``efficientnet_b0``,
+``efficientnet_b3`` and ``mobileone_s0`` … ``mobileone_s4`` (MobileOne in its re-parameterized inference form:
+one conv + bias per block). Layer configurations are those of the torchvision and apple/ml-mobileone reference
+implementations (MobileNetV2 below width 1 keeps its 1280-channel last layer, as torchvision and Keras do).
 
 >>> model = reference_model("mobilenet_v2_1.0")      # doctest: +SKIP
 >>> list_reference_models()                           # doctest: +SKIP
@@ -166,22 +168,113 @@ def mobilenet_v3(cfg: list[tuple], last: int, hidden: int) -> Any:
     return _classifier(nn.Sequential(*layers), last, [hidden], nn.Hardswish)
 
 
-def resnet50() -> Any:
+_RESNET = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
+           101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}  # fmt: skip
+
+
+def resnet(depth: int = 50) -> Any:
     from torch import nn
 
+    kind, counts = _RESNET[depth]
+    expand = 4 if kind == "bottleneck" else 1
     layers = [_cba(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
     cin = 64
-    for width, n, s in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+    for width, n, s in zip((64, 128, 256, 512), counts, (1, 2, 2, 2), strict=True):
         for i in range(n):
-            stride, out = (s if i == 0 else 1), width * 4
-            body = nn.Sequential(
-                _cba(cin, width, 1, act=nn.ReLU),
-                _cba(width, width, 3, stride, act=nn.ReLU),
-                _cba(width, out, 1),
-            )
+            stride, out = (s if i == 0 else 1), width * expand
+            if kind == "bottleneck":
+                body = nn.Sequential(
+                    _cba(cin, width, 1, act=nn.ReLU),
+                    _cba(width, width, 3, stride, act=nn.ReLU),
+                    _cba(width, out, 1),
+                )
+            else:
+                body = nn.Sequential(_cba(cin, width, 3, stride, act=nn.ReLU), _cba(width, out, 3))
             short = _cba(cin, out, 1, stride) if (stride != 1 or cin != out) else nn.Identity()
             layers.append(_Bottleneck(body, short))
             cin = out
+    return _classifier(nn.Sequential(*layers), cin, [], nn.ReLU)
+
+
+def resnet50() -> Any:
+    return resnet(50)
+
+
+_VGG = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+
+
+def vgg(depth: int, bn: bool = False) -> Any:
+    from torch import nn
+
+    layers: list[Any] = []
+    cin = 3
+    for c, n in zip((64, 128, 256, 512, 512), _VGG[depth], strict=True):
+        for _ in range(n):
+            layers.append(_cba(cin, c, 3, act=nn.ReLU, bn=bn))
+            cin = c
+        layers.append(nn.MaxPool2d(2, 2))
+    feats = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(7), nn.Flatten())
+    return nn.Sequential(
+        feats, nn.Linear(512 * 49, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000)
+    )
+
+
+def alexnet() -> Any:
+    from torch import nn
+
+    feats = nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.AdaptiveAvgPool2d(6), nn.Flatten(),
+    )  # fmt: skip
+    return nn.Sequential(
+        feats, nn.Linear(256 * 36, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000)
+    )
+
+
+_DENSENET = {121: (32, (6, 12, 24, 16), 64), 161: (48, (6, 12, 36, 24), 96),
+             169: (32, (6, 12, 32, 32), 64), 201: (32, (6, 12, 48, 32), 64)}  # fmt: skip
+
+
+def _dense_layer_cls() -> type:
+    from torch import nn
+
+    class DenseLayer(nn.Module):
+        def __init__(self, cin: int, growth: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, 4 * growth, 1, bias=False),
+                nn.BatchNorm2d(4 * growth), nn.ReLU(), nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
+            )  # fmt: skip
+
+        def forward(self, x: Any) -> Any:
+            import torch
+
+            return torch.cat([x, self.body(x)], 1)
+
+    return DenseLayer
+
+
+def densenet(depth: int) -> Any:
+    from torch import nn
+
+    growth, blocks, cin = _DENSENET[depth]
+    layers: list[Any] = [_cba(3, cin, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
+    for i, n in enumerate(blocks):
+        for _ in range(n):
+            layers.append(_DENSE(cin, growth))
+            cin += growth
+        if i < len(blocks) - 1:
+            layers += [
+                nn.BatchNorm2d(cin),
+                nn.ReLU(),
+                nn.Conv2d(cin, cin // 2, 1, bias=False),
+                nn.AvgPool2d(2),
+            ]
+            cin //= 2
+    layers += [nn.BatchNorm2d(cin), nn.ReLU()]
     return _classifier(nn.Sequential(*layers), cin, [], nn.ReLU)
 
 
@@ -213,6 +306,7 @@ def _bottleneck_cls() -> type:
 
 
 _Bottleneck = _Lazy(_bottleneck_cls)
+_DENSE = _Lazy(_dense_layer_cls)
 
 _EFF_B0 = [
     (1, 3, 1, 16, 1),
@@ -285,11 +379,26 @@ _BUILDERS: dict[str, Callable[[], Any]] = {
     "mobilenet_v2_1.4": lambda: mobilenet_v2(1.4),
     "mobilenet_v3_small_1.0": lambda: mobilenet_v3(_V3_SMALL, 576, 1024),
     "mobilenet_v3_large_1.0": lambda: mobilenet_v3(_V3_LARGE, 960, 1280),
-    "resnet50": resnet50,
+    **{f"resnet{d}": functools.partial(resnet, d) for d in _RESNET},
+    **{f"vgg{d}": functools.partial(vgg, d) for d in _VGG},
+    **{f"vgg{d}_bn": functools.partial(vgg, d, True) for d in _VGG},
+    **{f"densenet{d}": functools.partial(densenet, d) for d in _DENSENET},
+    "alexnet": alexnet,
     "efficientnet_b0": lambda: efficientnet(1.0, 1.0),
     "efficientnet_b3": lambda: efficientnet(1.2, 1.4),
     **{f"mobileone_{v}": functools.partial(mobileone, v) for v in _MOBILEONE},
 }
+#: Width-parametric families: ``mobilenet_v2_0.35`` builds MobileNetV2 at width 0.35.
+_WIDTHS: dict[str, Callable[[float], Any]] = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2}
+
+
+def _builder(key: str) -> Callable[[], Any] | None:
+    if key in _BUILDERS:
+        return _BUILDERS[key]
+    m = re.fullmatch(r"(mobilenet_v[12])_(\d+(?:\.\d+)?)", key)
+    if m and 0.1 <= float(m.group(2)) <= 2.0:
+        return functools.partial(_WIDTHS[m.group(1)], float(m.group(2)))
+    return None
 
 
 def list_reference_models() -> list[str]:
@@ -300,7 +409,7 @@ def list_reference_models() -> list[str]:
 def reference_name(label: str) -> str:
     """The reference-model name in a CSV ``model`` cell (``"mobilenet_v1_1.0 (9 MB classifier)"`` -> ...)."""
     key = re.split(r"[\s(]", str(label).strip().lower(), maxsplit=1)[0]
-    if key not in _BUILDERS:
+    if _builder(key) is None:
         raise ProfileError(
             f"no reference model for {label!r}; known: {', '.join(_BUILDERS)} (pass reference_models= "
             "to calibrate() for other models)"
@@ -310,5 +419,5 @@ def reference_name(label: str) -> str:
 
 def reference_model(name: str) -> Any:
     """A fresh reference model in eval mode (random weights)."""
-    model = _BUILDERS[reference_name(name)]()
+    model = _builder(reference_name(name))()  # type: ignore[misc]
     return model.eval()
