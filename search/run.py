@@ -157,7 +157,7 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
         "toolkit_version": _versions()["compress-toolkit"],
         "created": old.get("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
         "finished": None,
-        "command": " ".join(["compress", *sys.argv[1:]]) if sys.argv and "compress" in sys.argv[0] else None,
+        "command": _command(),
         "config": {
             "budget_ms": cfg.budget_ms,
             "devices": list(cfg.devices),
@@ -182,6 +182,15 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
     }
     _write_json(path, data)
     return data
+
+
+def _command() -> str | None:
+    """The command line that started this run, passwords redacted (None when not run as ``compress``)."""
+    from search._secrets import redact_argv
+
+    if not (sys.argv and "compress" in Path(sys.argv[0]).name):
+        return None
+    return " ".join(["compress", *redact_argv(sys.argv[1:])])
 
 
 def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:

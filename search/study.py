@@ -23,6 +23,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,10 @@ _OBJ_COLUMN = {
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (for run.json, logs and reports)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """A storage URL without its password (for run.json, logs and reports); see ``search._secrets``."""
+    from search._secrets import redact as _redact
+
+    return _redact(url)
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,10 @@ def seed_population(study: Any, space: Any, n: int, *, seed: int) -> int:
 
 def _db_error(exc: BaseException) -> str:
     """A database error as one short line, without SQLAlchemy's help link or any password."""
+    from search._secrets import redact_text
+
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))
-    return redact(text).strip()[:240]
+    return redact_text(text).strip()[:240]
 
 
 def _engine_url(url: str) -> str:
@@ -178,7 +183,10 @@ def _storage(url: str) -> Any:
             engine_kwargs = {"pool_pre_ping": True}
         import sqlalchemy.exc
 
-        engine_url = _engine_url(url)
+        from search._secrets import normalize_url
+
+        engine_url = _engine_url(normalize_url(url))
+        _sqlite_folder(engine_url)
         for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(
@@ -195,6 +203,22 @@ def _storage(url: str) -> Any:
             except Exception as exc:
                 raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
     return url
+
+
+def _sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file (a fresh ``--out`` does not exist yet)."""
+    from sqlalchemy.engine import make_url
+
+    if not url.startswith("sqlite:"):
+        return
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        try:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(
+                f"cannot create the folder of the SQLite storage {database}: {exc.strerror}"
+            ) from None
 
 
 def check_storage(url: str) -> None:

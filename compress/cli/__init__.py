@@ -67,11 +67,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _redact(message: str) -> str:
+    """``message`` without storage passwords (URLs redacted, remembered passwords masked)."""
+    from search._secrets import redact_text
+
+    return redact_text(message)
+
+
+def _remember_secrets(args: list[str]) -> None:
+    """Note the passwords of storage URLs on the command line or in COMPRESS_STORAGE, to mask them in errors."""
+    from search._secrets import redact_argv
+
+    redact_argv([*args, os.environ.get("COMPRESS_STORAGE", "")])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``compress`` console script; returns the exit code (and exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("COMPRESS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    _remember_secrets(args)
     command = typer.main.get_command(app)
     user_errors = _user_errors()
     try:
@@ -84,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClickException as exc:
         if debug:
             raise
-        message = exc.format_message()
+        message = _redact(exc.format_message())
         if message:  # "no args is help" has already printed the help
             print(f"compress: error: {message}", file=sys.stderr)
         code = exc.exit_code
@@ -97,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors as exc:
         if debug:
             raise
-        message = " ".join(str(exc).split())
+        message = _redact(" ".join(str(exc).split()))
         print(f"compress: error: {message}", file=sys.stderr)
         code = getattr(exc, "exit_code", 2)
     else:

@@ -33,7 +33,13 @@ def search_cmd(
     disk: Annotated[str | None, typer.Option(help="On-disk size limit, e.g. '16MB'.")] = None,
     data: Annotated[str | None, typer.Option(help="'builtin' or 'coco:PATH'.")] = None,
     storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL (default: SQLite in the run dir).")
+        str | None,
+        typer.Option(
+            envvar="COMPRESS_STORAGE",
+            show_envvar=True,
+            help="Optuna storage URL (default: SQLite in the run dir); keeps a password off the command "
+            "line when set in the environment.",
+        ),
     ] = None,
     study_name: Annotated[str | None, typer.Option(help="Study name (default: the run dir's name).")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes on the same storage.")] = None,
