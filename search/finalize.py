@@ -4,7 +4,7 @@ Steps: rebuild the candidate from the supernet (extract → BN recalibration →
 model for ``finetune_steps`` steps on the training split at the candidate's resolution (AdamW, cosine, the same
 multi-task loss) → BN recalibration → the candidate's quantization scheme, simulated → quality on the *whole*
 validation split. The fine-tuned weights are kept only when they score at least as well on that split as the
-weights straight from the supernet (both figures are in the card). Then ``model.pt``, ``model.mlpackage``
+weights straight from the supernet (both figures are in the card). Then ``model.safetensors``, ``model.mlpackage``
 (coremltools applies the same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and
 ``card.json``. An export step that fails is recorded in the card with its reason; nothing else is lost.
 """
@@ -86,6 +86,7 @@ def finalize(
     """Fine-tune, compress and export ``cand`` into ``RUN/chosen/``; return the card (also written)."""
     import copy
 
+    from compress._atomic import publish_dir, staging_dir
     from compress.compression import simulate
     from compress.data import load_data
     from compress.evaluate import evaluate
@@ -93,8 +94,8 @@ def finalize(
     from compress.model import count_parameters, recalibrate_bn, save_model
     from search.run import _write_json
 
-    out = Path(cfg.run_dir) / "chosen"
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(cfg.run_dir) / "chosen"
+    out = staging_dir(final)  # built beside, renamed into place whole: a kill never mixes old and new files
     res = cand.spec.resolution
     say = print if progress else (lambda *a, **k: None)
     say(f"finalizing trial {trial}: {cand.describe()}")
@@ -113,7 +114,7 @@ def finalize(
     slowest = max(costs, key=lambda d: costs[d].latency_ms)
 
     errors: dict[str, str] = {}
-    save_model(model, out / "model.pt")
+    save_model(model, out / "model.safetensors")
     meta = {
         "trial": str(trial),
         "quant": cand.quant,
@@ -135,7 +136,11 @@ def finalize(
 
     predicted_disk = costs[slowest].disk_mb
     artifacts = {}
-    for name, path in (("model.mlpackage", ml), ("model.onnx", onnx), ("model.pt", out / "model.pt")):
+    for name, path in (
+        ("model.mlpackage", ml),
+        ("model.onnx", onnx),
+        ("model.safetensors", out / "model.safetensors"),
+    ):
         if path is not None:
             artifacts[name] = {
                 "disk_mb_actual": package_size_mb(path),
@@ -219,6 +224,7 @@ def finalize(
         "errors": errors,
     }
     _write_json(out / "card.json", card)
+    publish_dir(out, final)
     return card
 
 

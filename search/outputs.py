@@ -2,7 +2,7 @@
 
 Files (the run-directory contract read by ``reports``): ``trials.csv`` (every finished trial), ``front.csv``
 (the feasible Pareto front, also Parquet when pyarrow is present), ``hypervolume.csv``, ``baselines.csv``
-(hand-scaled MobileNetV3 shapes, same scorer), and ``chosen/`` with ``model.pt`` (ArchSpec JSON +
+(hand-scaled MobileNetV3 shapes, same scorer), and ``chosen/`` with ``model.safetensors`` (ArchSpec JSON +
 safetensors), ``model.mlpackage``, ``model.onnx``, ``layers.csv`` (per-layer cost on the slowest device) and
 ``card.json``. The chosen candidate is the highest-quality feasible one, ties to lower worst-device latency.
 """

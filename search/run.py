@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import ConfigError, RunError
-from compress.training import TrainConfig
+from compress.training import SUPERNET_FILE, TrainConfig
 from search.study import OBJECTIVES, SAMPLERS, Limits, check_storage, redact
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
@@ -193,6 +193,16 @@ def _command() -> str | None:
     return " ".join(["compress", *redact_argv(sys.argv[1:])])
 
 
+def _refuse_pickled_supernet(run_dir: Path) -> None:
+    """A run directory of an older release holds a pickled supernet.pt, which this release never loads."""
+    old = run_dir / "supernet.pt"
+    if old.exists() and not (run_dir / SUPERNET_FILE).exists():
+        raise RunError(
+            f"{old} is a torch pickle written by an older release; this release reads only {SUPERNET_FILE} "
+            f"(no pickle): delete {old.name} to retrain the supernet here, or use another --out"
+        )
+
+
 def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:
     """Where each device's predictions come from: measured, calibrated (with its LOO error) or spec-derived."""
     from profiles import load_profile
@@ -230,7 +240,7 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
             "num_classes"
         ],
     )
-    supernet = load_supernet(cfg.run_dir / "supernet.pt")
+    supernet = load_supernet(cfg.run_dir / SUPERNET_FILE)
     study, scorer = _open(cfg, space, supernet, rank=rank, progress=False)
     _trials(cfg, space, study, scorer)
 
@@ -294,6 +304,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_pickled_supernet(run_dir)
     _write_run_json(cfg, space, {"provenance": _provenance(cfg.devices)})
 
     train_data, _ = load_data(
@@ -305,7 +316,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     trained = train_supernet(
         load_space(None, num_classes=classes).arch,
         train_data,
-        run_dir / "supernet.pt",
+        run_dir / SUPERNET_FILE,
         config=cfg.train,
         data_key=f"{cfg.data}@{cfg.train.resolution}",
         progress=progress,
@@ -316,7 +327,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
         space,
         {
             "supernet": {
-                "path": "supernet.pt",
+                "path": SUPERNET_FILE,
                 "config_hash": trained.config_hash,
                 "train_minutes": round(trained.seconds / 60, 2),
                 "images_per_second": round(trained.images_per_second, 1),

@@ -11,9 +11,9 @@ import typer
 
 def train_cmd(
     data: Annotated[str, typer.Option(help="'builtin' (generated scenes) or 'coco:PATH'.")] = "builtin",
-    out: Annotated[Path, typer.Option(help="Run directory; the supernet goes to OUT/supernet.pt.")] = Path(
-        "runs/train"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Run directory; the supernet goes to OUT/supernet.safetensors.")
+    ] = Path("runs/train"),
     steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 200,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 24,
     resolution: Annotated[

@@ -15,7 +15,7 @@ segmentation (polygons or RLE, crowd included; an annotation without one contrib
 Cache: the decoded, resized tensors of both splits go to one file per key under ``cache_dir``. The key
 holds the spec (the scene config's hash for ``builtin``; for ``coco:`` the resolved annotation files with
 their sizes and mtimes and the image folders with their mtimes) and the resolution. Files are written
-atomically (temp file + rename) and read with ``torch.load(weights_only=True)``.
+atomically (temp file + rename) as safetensors + JSON (``compress._safeio``), never a pickle.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
 from compress.data._progress import track
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
-from compress.errors import ConfigError, DataError
+from compress.errors import ConfigError, DataError, RunError
 
 __all__ = ["DataSpec", "default_cache_dir", "load_data", "parse_data_spec"]
 
@@ -208,16 +208,16 @@ def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, ob
 
 
 def _load_or_build(file: Path, source: _Source, resolution: int, progress: bool) -> dict:
+    from compress._safeio import load_state, save_state
+
     if file.is_file():
         try:
-            return torch.load(file, map_location="cpu", weights_only=True)
-        except Exception:  # a truncated or foreign file: rebuild it
+            return load_state(file, what="data cache")
+        except RunError:  # a truncated or foreign file: rebuild it
             pass
     state = _build_all(source, resolution, progress)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, file)
+    save_state(state, file)  # safetensors + JSON, never a pickle; temp file + rename
     return state
 
 
@@ -266,7 +266,9 @@ def load_data(
         assert parsed.path is not None  # parse_data_spec sets it for "coco"
         source = _resolve(parsed.path)
     key = _cache_key(parsed, source, resolution, config)
-    state = _load_or_build(cache / f"{parsed.kind}-{resolution}px-{key}.pt", source, resolution, progress)
+    state = _load_or_build(
+        cache / f"{parsed.kind}-{resolution}px-{key}.safetensors", source, resolution, progress
+    )
     train = MultiTaskDataset.from_state(state["train"])
     if "val" in state:
         return train, MultiTaskDataset.from_state(state["val"])

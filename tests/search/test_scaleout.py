@@ -40,7 +40,7 @@ def base(tiny_search_config, tiny_run):
 def _fresh(base, out: Path, **changes):
     """``base`` writing to ``out``, with its supernet copied there (reused: same config hash)."""
     out.mkdir(parents=True)
-    shutil.copy(base.run_dir / "supernet.pt", out / "supernet.pt")  # the session's tiny run
+    shutil.copy(base.run_dir / "supernet.safetensors", out / "supernet.safetensors")  # the session's tiny run
     return dataclasses.replace(base, out=out, **changes)
 
 

@@ -29,12 +29,12 @@ def test_run_directory(finished, setup):
     for name in (
         "run.json",
         "study.db",
-        "supernet.pt",
+        "supernet.safetensors",
         "trials.csv",
         "front.csv",
         "hypervolume.csv",
         "baselines.csv",
-        "chosen/model.pt",
+        "chosen/model.safetensors",
         "chosen/card.json",
         "chosen/layers.csv",
         "chosen/model.onnx",
@@ -102,7 +102,9 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
 def test_infeasible_budget_keeps_the_study(setup, tmp_path):
     cfg = dataclasses.replace(setup, budget_ms=0.001, out=tmp_path / "tight", trials=2)
     (tmp_path / "tight").mkdir()
-    (tmp_path / "tight" / "supernet.pt").write_bytes((setup.run_dir / "supernet.pt").read_bytes())
+    (tmp_path / "tight" / "supernet.safetensors").write_bytes(
+        (setup.run_dir / "supernet.safetensors").read_bytes()
+    )
     with pytest.raises(RunError, match=r"no candidate meets the 0.001 ms budget.*closest: trial"):
         run_search(cfg, progress=False)
     assert (tmp_path / "tight" / "study.db").is_file() and (tmp_path / "tight" / "trials.csv").is_file()
