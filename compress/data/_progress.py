@@ -18,11 +18,12 @@ def track(items: Iterable[T], *, total: int, description: str, enabled: bool) ->
     if not enabled or not console.is_terminal:  # a transient bar leaves only a blank line in a log
         yield from items
         return
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(escape(description), total=total)  # a file name may hold "[/x]"
         for item in items:
             yield item
             progress.advance(task)
