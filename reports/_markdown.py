@@ -20,7 +20,9 @@ def write_markdown(run: Run, path: str | Path, *, compare: Run | None = None) ->
     """Write :func:`markdown` of the run to ``path`` and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(run, compare=compare), encoding="utf-8")
+    from compress._atomic import write_text
+
+    write_text(out, markdown(run, compare=compare))  # temp file + rename
     return out
 
 

@@ -23,9 +23,9 @@ __all__ = ["choose", "write_outputs"]
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    from compress._atomic import write_text
+
+    write_text(path, df.to_csv(index=False))  # a unique temporary name, then rename
 
 
 def choose(front: pd.DataFrame) -> pd.Series | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import typer
@@ -81,12 +82,42 @@ def _remember_secrets(args: list[str]) -> None:
     redact_argv([*args, os.environ.get("COMPRESS_STORAGE", "")])
 
 
+def _os_error(exc: OSError) -> str:
+    import errno
+
+    where = " ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or " ".join(str(exc).split())
+    hint = {
+        errno.ENOSPC: "free some space or choose another --out",
+        errno.EDQUOT: "free some space or choose another --out",
+        errno.EACCES: "check its permissions or choose another --out",
+        errno.EPERM: "check its permissions or choose another --out",
+        errno.EROFS: "choose a writable --out",
+        errno.ENOTDIR: "a part of the path is a file; choose another path",
+    }.get(exc.errno or 0, "nothing was deleted; fix the cause and rerun the same command")
+    return f"{reason}{': ' + where if where else ''} ({hint})"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Toolkit warnings (``compress.errors.DataWarning``) as one line on stderr; others as Python shows them."""
+    from compress.errors import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"compress: warning: {_redact(' '.join(str(message).split()))}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``compress`` console script; returns the exit code (and exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("COMPRESS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     _remember_secrets(args)
+    warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     user_errors = _user_errors()
     try:
@@ -115,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _redact(" ".join(str(exc).split()))
         print(f"compress: error: {message}", file=sys.stderr)
         code = getattr(exc, "exit_code", 2)
+    except OSError as exc:  # an unwritable folder, a full disk: the system's reason and the file, one line
+        if debug:
+            raise
+        print(f"compress: error: {_redact(_os_error(exc))}", file=sys.stderr)
+        code = 1
     else:
         code = 0
     if argv is None:

@@ -24,8 +24,10 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
 from compress.data._progress import track
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
-from compress.errors import ConfigError, DataError, RunError
+from compress.errors import ConfigError, DataError, DataWarning, RunError
 
 __all__ = ["DataSpec", "default_cache_dir", "load_data", "parse_data_spec"]
 
@@ -105,19 +107,65 @@ def _resolve(path: Path) -> _Source:
     return _Source(train=(files[0], _image_dir(path, "train")), val=(files[1], _image_dir(path, "val")))
 
 
+def _inside(coco: CocoFile, rec: Any, image_dir: Path) -> Path:
+    """The image file of ``rec``; DataError for a name with a NUL byte or one that leaves the image folder."""
+    name = rec.file_name
+    if "\x00" in name:
+        raise DataError(f"{coco.path}: image {rec.id}: field 'file_name' contains a NUL byte: {name!r}")
+    file = image_dir / name
+    root = image_dir.resolve()
+    if not file.resolve().is_relative_to(root):
+        raise DataError(
+            f"{coco.path}: image {rec.id}: field 'file_name' {name!r} points outside the image folder {root}; "
+            "give a path relative to it"
+        )
+    return file
+
+
+def _to_rgb(coco: CocoFile, opened: Any) -> Any:
+    """8-bit RGB in display orientation: EXIF rotation applied; 16-bit scaled and alpha dropped, with a warning."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(opened)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        warnings.warn(
+            f"{coco.path}: 16-bit images are scaled to 8 bits (their lowest 8 bits dropped)",
+            DataWarning,
+            stacklevel=2,
+        )
+        pixels = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))  # mode L
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        warnings.warn(
+            f"{coco.path}: images with an alpha channel are used without it (transparency ignored)",
+            DataWarning,
+            stacklevel=2,
+        )
+    return image.convert("RGB")
+
+
 def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[np.ndarray, int, int]:
     """The image resized (squashed) to resolution x resolution, uint8 [3, R, R], and its original size."""
     from PIL import Image, UnidentifiedImageError
 
-    file = image_dir / rec.file_name
+    file = _inside(coco, rec, image_dir)
     try:
-        with Image.open(file) as opened:
-            rgb = opened.convert("RGB")
-            width, height = rgb.size
-            small = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as opened:
+                rgb = _to_rgb(coco, opened)
+        width, height = rgb.size
+        small = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
     except (FileNotFoundError, IsADirectoryError):
         raise DataError(f"{coco.path}: image {rec.id}: field 'file_name': no file {file}") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{coco.path}: image {rec.id}: {file} is too large to decode safely ({exc}); resize it"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(
             f"{coco.path}: image {rec.id}: field 'file_name': cannot read {file} ({exc})"
         ) from None

@@ -87,7 +87,7 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
         study_name=setup.name,
         objectives=setup.objectives,
         sampler=make_sampler("random", seed=0),
-        config=setup.study_config(space),
+        config=setup.study_config(space, _identity(setup)),
     )
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -97,6 +97,29 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
     assert fail_dead_trials(study) == [trial.number]
     frozen = study.trials[trial.number]
     assert frozen.state.name == "FAIL" and "died" in frozen.user_attrs["fail_reason"]
+
+
+def _identity(cfg):
+    """The supernet and data hashes the run's study was created with."""
+    import optuna
+
+    saved = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url).user_attrs["config"]
+    return {k: saved[k] for k in ("supernet_sha256", "data_sha256")}
+
+
+def test_retrained_supernet_or_changed_data_is_another_study(finished, setup):
+    space = load_space(setup.space_file, num_classes=12)
+    identity = _identity(setup)
+    for key in identity:
+        changed = {**identity, key: "0" * 16}
+        with pytest.raises(ConfigError, match=f"created with other settings \\({key}\\)"):
+            create_study(
+                storage=setup.storage_url,
+                study_name=setup.name,
+                objectives=setup.objectives,
+                sampler=make_sampler("random", seed=0),
+                config=setup.study_config(space, changed),
+            )
 
 
 def test_infeasible_budget_keeps_the_study(setup, tmp_path):
