@@ -120,6 +120,7 @@ def finalize(
         "quant": cand.quant,
         "budget_ms": str(cfg.budget_ms),
         "predicted_latency_ms": json.dumps({d: round(c.latency_ms, 3) for d, c in costs.items()}),
+        "classes": list(train.categories),  # labels of the tags output, in order
     }
     say("exporting Core ML and ONNX")
     ml = _safe(
@@ -129,7 +130,7 @@ def finalize(
         ),
         errors,
     )
-    onnx = _safe("model.onnx", lambda: export_onnx(simulated, out / "model.onnx"), errors)
+    onnx = _safe("model.onnx", lambda: export_onnx(simulated, out / "model.onnx", metadata=meta), errors)
     layers = costs[slowest].layers.copy()
     layers["head"] = [_head_name(str(o)) for o in layers["output"]]
     layers.to_csv(out / "layers.csv", index=False)

@@ -120,3 +120,15 @@ def test_supernet_and_checkpoint_are_not_pickles(tiny, tmp_path):
     with pytest.raises(RunError, match=r"torch pickle written by an older release.*retrain") as info:
         load_supernet(legacy)
     assert "\n" not in str(info.value)
+
+
+def test_corrupt_checkpoint_trains_from_the_start(tiny, tmp_path):
+    train, space = tiny
+    out = tmp_path / "supernet.safetensors"
+    ckpt = tmp_path / "supernet.safetensors.ckpt"
+    ckpt.write_bytes(b"\x00garbage, as a kill during a copy leaves it")
+    result = train_supernet(space, train, out, config=_config(steps=2), progress=False)
+    assert [h["step"] for h in result.history] == [1, 2] and out.is_file() and not ckpt.exists()
+    torch.save({"step": 1}, ckpt)  # an older release's pickled checkpoint is never unpickled
+    again = train_supernet(space, train, out, config=_config(steps=2, lr=1e-3), progress=False)
+    assert [h["step"] for h in again.history] == [1, 2]
