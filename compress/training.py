@@ -398,6 +398,7 @@ class _progress:
     def __init__(self, enabled: bool, total: int, done: int) -> None:
         self._bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
@@ -407,6 +408,7 @@ class _progress:
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[info]}"),
                 transient=False,
+                console=Console(stderr=True),  # progress on stderr: stdout holds results only
             )
             self._bar.start()
             self._task = self._bar.add_task("train", total=total, completed=done, info="")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def finalize(
     final = Path(cfg.run_dir) / "chosen"
     out = staging_dir(final)  # built beside, renamed into place whole: a kill never mixes old and new files
     res = cand.spec.resolution
-    say = print if progress else (lambda *a, **k: None)
+    say = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a, **k: None)
     say(f"finalizing trial {trial}: {cand.describe()}")
     train, val = load_data(cfg.data, resolution=res, cache_dir=cfg.cache_dir, progress=progress)
     calib = scorer.calibration(res)

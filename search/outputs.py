@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,15 @@ def _baselines(cfg: Any, space: Any, scorer: Any, limits: Any, path: Path, progr
     cands = baseline_candidates(space)
     for i, (name, cand) in enumerate(cands.items()):
         if progress:
-            print(f"\rscoring hand-scaled baselines {i + 1}/{len(cands)}", end="", flush=True)
+            print(
+                f"\rscoring hand-scaled baselines {i + 1}/{len(cands)}", end="", flush=True, file=sys.stderr
+            )
         score = scorer.score(cand)
         row = {"name": name, **score.row()}
         row["feasible"] = limits.feasible(row)
         rows.append(row)
     if progress:
-        print()
+        print(file=sys.stderr)
     df = pd.DataFrame(rows)
     _atomic_csv(df, path)
     return df

@@ -409,6 +409,7 @@ class _SearchProgress:
         self.best, self.feasible = None, 0
         self._bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(
@@ -417,6 +418,7 @@ class _SearchProgress:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[info]}"),
+                console=Console(stderr=True),  # progress on stderr: stdout holds results only
             )
             self._bar.start()
             self._task = self._bar.add_task("search", total=total, info="")

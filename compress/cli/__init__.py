@@ -27,7 +27,42 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+_QUIET = {"on": False}
+
+
+def quiet() -> bool:
+    """Whether ``--quiet`` was given: no progress bars and no summaries, only errors and warnings."""
+    return _QUIET["on"]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from compress import __version__
+
+        typer.echo(f"compress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    quiet_: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or summaries; errors and warnings only (on stderr)."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback instead of the one-line error (anywhere on the line)."
+    ),
+) -> None:
+    """Hardware-aware compression and architecture search for multi-task on-device vision.
+
+    Progress bars and warnings go to stderr; results and summaries to stdout.
+    """
+    _QUIET["on"] = quiet_
 
 
 def _register() -> None:

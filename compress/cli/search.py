@@ -83,7 +83,10 @@ def search_cmd(
     )
     if train_steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=train_steps))
-    result = run_search(config, progress=not no_progress)
-    from search.summary import print_summary
+    from compress.cli import quiet
 
-    print_summary(result)
+    result = run_search(config, progress=not (no_progress or quiet()))
+    if not quiet():
+        from search.summary import print_summary
+
+        print_summary(result)

@@ -40,11 +40,13 @@ def train_cmd(
         amp=amp,
         grad_checkpoint=grad_checkpoint,
     )
-    result = train(data=data, out=out, config=config)
+    from compress.cli import quiet
+
+    result = train(data=data, out=out, config=config, progress=not quiet())
     verb = (
         "reused"
         if result.reused
         else f"trained in {result.seconds / 60:.1f} min ({result.images_per_second:.0f} img/s)"
     )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+    if os.environ.get("RANK", "0") == "0" and not quiet():  # under torchrun, one line from rank 0
         typer.echo(f"supernet {verb}: {result.path}")
