@@ -1,4 +1,4 @@
-"""Nox sessions: ``tests``, ``lint``, ``typecheck``, ``e2e`` (CI calls ``nox -s NAME``; ``nox -R`` reuses envs)."""
+"""Nox sessions: ``tests``, ``lint``, ``typecheck``, ``e2e``, ``newest`` (CI calls ``nox -s NAME``; ``nox -R`` reuses envs)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,12 @@ def e2e(session: nox.Session) -> None:
     small = ["--trials", "4", "--train-steps", "10", "--finetune-steps", "2", "--eval-images", "50"]
     session.run("compress", "search", "--budget", "10ms", *small, "--out", run, *session.posargs)
     session.run("compress", "report", run)
+
+
+@nox.session(python=PYTHON, default=False)
+def newest(session: nox.Session) -> None:
+    """The tests against the newest release of every dependency inside pyproject.toml's ranges."""
+    # --upgrade-strategy eager: every dependency, not only the project, moves to the newest allowed release.
+    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[dev,postgres,parquet]")
+    session.run("python", "-m", "pip", "list", "--format=freeze")  # the versions this run tested, in the log
+    session.run("pytest", "-m", "not slow", *session.posargs, env={"OMP_NUM_THREADS": "2"})

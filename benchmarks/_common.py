@@ -13,12 +13,16 @@ def supernet_for(run: str | None) -> tuple[Any, str]:
     from compress.training import TrainConfig, load_supernet, train_supernet
 
     if run:
-        return load_supernet(Path(run) / "supernet.pt"), "builtin"
+        return load_supernet(Path(run) / "supernet.safetensors"), "builtin"
     cfg = TrainConfig()
     train, _ = load_data("builtin", resolution=cfg.resolution)
     space = default_space(num_classes=train.num_classes)
     result = train_supernet(
-        space, train, Path("runs/bench/supernet.pt"), config=cfg, data_key=f"builtin@{cfg.resolution}"
+        space,
+        train,
+        Path("runs/bench/supernet.safetensors"),
+        config=cfg,
+        data_key=f"builtin@{cfg.resolution}",
     )
     return result.supernet, "builtin"
 

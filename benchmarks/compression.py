@@ -23,7 +23,7 @@ scheme, the seconds of our Lloyd k-means (``lloyd_lut``), of coremltools' rule
 below) and of kmeans1d on every tensor, and each one's squared error above kmeans1d's optimum, for tensors
 (or groups) of >= 10,000 elements and for smaller ones. Models: ``mid`` is the subnet
 ``default_space(12).sample(random.Random(3))`` and ``largest`` the space's largest, both extracted from
-``runs/search-10ms/supernet.pt`` when it exists (trained weights), else randomly initialised. By default
+``runs/search-10ms/supernet.safetensors`` when it exists (trained weights), else randomly initialised. By default
 only the ``mid`` model and 4 evenly spaced tensors per scheme (about 15 s, most of it importing coremltools
 and loading the supernet); ``--kmeans-max-tensors 0`` measures every tensor (about a minute per model).
 """
@@ -136,7 +136,7 @@ def _print(rows: list[dict[str, object]]) -> None:
 
 
 # -- k-means: ours vs coremltools' -------------------------------------------------------------------------
-SUPERNET = Path("runs/search-10ms/supernet.pt")
+SUPERNET = Path("runs/search-10ms/supernet.safetensors")
 KMEANS_SCHEMES = ("pal2", "pal4", "pal6", "pal8", "pal4-g16")
 
 

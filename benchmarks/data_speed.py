@@ -67,7 +67,7 @@ def main() -> None:
         (train, val), cold_s = _timed(load)
         print(f"cache build at {args.resolution}px: {cold_s:.1f} s wall, {_timed.cpu:.1f} s CPU")
         _, warm_s = _timed(load)
-        size_mb = sum(p.stat().st_size for p in cache.glob("coco-*.pt")) / 2**20
+        size_mb = sum(p.stat().st_size for p in cache.glob("coco-*.safetensors")) / 2**20
         print(
             f"cached load: {warm_s:.2f} s wall, {_timed.cpu:.2f} s CPU; cache file {size_mb:.0f} MB; "
             f"{train}, {val}"

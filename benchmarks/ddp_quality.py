@@ -99,9 +99,9 @@ def main() -> None:
         torch.set_num_threads(min(2, threads))
         rows = {}
         for name, seed in (("1 process, seed 0", 0), ("1 process, seed 1", 1)):
-            result = _train(args, Path(tmp) / f"single{seed}.pt", seed)
+            result = _train(args, Path(tmp) / f"single{seed}.safetensors", seed)
             rows[name] = (result.seconds, _quality(args, result.supernet))
-        out = Path(tmp) / "ddp.pt"
+        out = Path(tmp) / "ddp.safetensors"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__]
         cmd += ["--worker", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
         cmd += ["--train-images", str(args.train_images), "--val-images", str(args.val_images)]

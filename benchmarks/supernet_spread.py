@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--preset-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--mids", type=int, default=8, help="random subnets to score between the extremes")
-    ap.add_argument("--run", default=None, help="reuse RUN/supernet.pt (skips the training-time figure)")
+    ap.add_argument(
+        "--run", default=None, help="reuse RUN/supernet.safetensors (skips the training-time figure)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(steps=args.steps)
@@ -70,11 +72,13 @@ def main() -> None:
     if args.run:
         from compress.training import load_supernet
 
-        net = load_supernet(Path(args.run) / "supernet.pt")
+        net = load_supernet(Path(args.run) / "supernet.safetensors")
         print(f"supernet reused from {args.run} (training time: see its run.json)")
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            result = train_supernet(space, train, Path(tmp) / "supernet.pt", config=cfg, data_key="bench")
+            result = train_supernet(
+                space, train, Path(tmp) / "supernet.safetensors", config=cfg, data_key="bench"
+            )
         print(
             f"supernet training ({cfg.steps} steps, batch {cfg.batch_size}, {cfg.resolution} px, "
             f"{args.threads} threads): {result.seconds / 60:.2f} min, {result.images_per_second:.1f} img/s "

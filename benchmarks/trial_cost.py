@@ -32,7 +32,7 @@ def main() -> None:
     from profiles import estimate_graph, extract_graph
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default=None, help="run directory whose supernet.pt to use")
+    ap.add_argument("--run", default=None, help="run directory whose supernet.safetensors to use")
     ap.add_argument("--n", type=int, default=20)
     args = ap.parse_args()
     supernet, data = supernet_for(args.run)

@@ -7,7 +7,7 @@ usage or configuration, 1 for runtime failures).
 
 from __future__ import annotations
 
-__all__ = ["CompressError", "ConfigError", "DataError", "RunError"]
+__all__ = ["CompressError", "ConfigError", "DataError", "DataWarning", "RunError"]
 
 
 class CompressError(Exception):
@@ -32,3 +32,7 @@ class RunError(CompressError, RuntimeError):
     """A run directory, study or artifact that cannot be used as asked (exit code 1)."""
 
     exit_code = 1
+
+
+class DataWarning(UserWarning):
+    """Data the toolkit could use only after changing it (16-bit or alpha images); the CLI prints one line."""

@@ -184,21 +184,63 @@ def _compression_config(qs: QuantScheme) -> Any:
     return cto.OptimizationConfig(global_config=op)
 
 
-def _metadata(
-    mlmodel: Any, model: nn.Module, qs: QuantScheme, keys: tuple[str, ...], metadata: Mapping[str, Any] | None
-) -> None:
+OUTPUT_DESCRIPTIONS = {
+    "tags": "multi-label tag probabilities in [0, 1], one per class (classes: user metadata 'classes')",
+    "det_heatmap": "detection centre heatmap per class (probabilities in [0, 1]) on the output grid",
+    "det_box": "detection box size and offset at each grid cell (left, top, right, bottom distances)",
+    "saliency": "saliency mask probabilities in [0, 1] at the output grid",
+}
+"""What each head output holds, written into the Core ML and ONNX files for app developers."""
+
+DEFAULT_AUTHOR = "compress-toolkit"
+DEFAULT_LICENSE = (
+    "Apache-2.0 (compress-toolkit); the weights carry the terms of the data they were trained on"
+)
+
+
+def describe_artifact(
+    model: nn.Module, scheme: str, keys: tuple[str, ...], metadata: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The metadata written into every exported file: author, license, version, arch, scheme, classes, outputs.
+
+    ``metadata`` may override ``author``, ``license`` and ``version`` and add keys (values that are not strings
+    are stored as JSON); ``classes`` (a list of category names) labels the ``tags`` output.
+    """
     from compress import __version__
 
-    meta = mlmodel.user_defined_metadata
+    meta: dict[str, str] = {
+        "author": DEFAULT_AUTHOR,
+        "license": DEFAULT_LICENSE,
+        "version": __version__,
+        "compress.version": __version__,
+        "compress.scheme": scheme,
+        "outputs": json.dumps({k: OUTPUT_DESCRIPTIONS.get(k, k) for k in keys}),
+    }
     spec = getattr(model, "spec", None)
     if spec is not None and hasattr(spec, "to_json"):
         meta["compress.arch_spec"] = spec.to_json()
-    meta["compress.scheme"] = qs.name
-    meta["compress.version"] = __version__
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return meta
+
+
+def _metadata(
+    mlmodel: Any, model: nn.Module, qs: QuantScheme, keys: tuple[str, ...], metadata: Mapping[str, Any] | None
+) -> None:
+    meta = describe_artifact(model, qs.name, keys, metadata)
+    mlmodel.author = meta.pop("author")
+    mlmodel.license = meta.pop("license")
+    mlmodel.version = meta.pop("version")
+    classes = json.loads(meta["classes"]) if "classes" in meta else None
+    for key, value in meta.items():
+        mlmodel.user_defined_metadata[key] = value
     mlmodel.short_description = f"Multi-task MobileNetV3 ({', '.join(keys)}), weights {qs.name}"
     mlmodel.input_description[INPUT_NAME] = "RGB image; pixel values 0-255 (scaled by 1/255 inside)"
+    for key in keys:
+        text = OUTPUT_DESCRIPTIONS.get(key, key)
+        if key == "tags" and classes:
+            text = f"multi-label tag probabilities in [0, 1], in class order: {', '.join(map(str, classes))}"
+        mlmodel.output_description[key] = text
 
 
 def _package_path(path: str | os.PathLike[str]) -> Path:
@@ -324,11 +366,17 @@ def _storage(op: Any, value: np.ndarray) -> tuple[str, int]:
 
 # -- ONNX and sizes ---------------------------------------------------------------------------------------
 def export_onnx(
-    model: nn.Module, path: str | os.PathLike[str], *, opset: int = 17, resolution: int | None = None
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = 17,
+    resolution: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as ONNX (input ``image`` float [B, 3, R, R] in [0, 1], one named output per head).
 
     The batch dimension is dynamic; the file is checked with ``onnx.checker``. ``opset`` must be >= 17.
+    ``metadata_props`` hold :func:`describe_artifact` (author, license, version, arch, classes, outputs).
     """
     import onnx
 
@@ -349,8 +397,18 @@ def export_onnx(
             output_names=list(keys),
             opset_version=opset,
             dynamic_axes=dynamic,
+            # The TorchScript exporter, although deprecated: the dynamo exporter needs onnxscript, which is
+            # not a dependency, and it was not verified on these models (opset, dynamic batch, named outputs).
             dynamo=False,
         )
+    proto = onnx.load(str(out))
+    meta = describe_artifact(model, "float", keys, metadata)
+    proto.producer_name, proto.producer_version = DEFAULT_AUTHOR, meta["version"]
+    proto.doc_string = f"Multi-task MobileNetV3 ({', '.join(keys)})"
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(out))
     onnx.checker.check_model(str(out))
     return out
 

@@ -25,11 +25,12 @@ def step_bar(description: str, *, total: int, enabled: bool) -> Iterator[Callabl
     if console is None:
         yield lambda done: None
         return
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(escape(description), total=total)  # a file name may hold "[/x]"
         yield lambda done: progress.update(task, completed=done)
 
 

@@ -45,9 +45,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from compress._safeio import load_state as _load_state
 from compress.errors import ConfigError, DataError, RunError
 
-__all__ = ["TrainConfig", "TrainResult", "load_supernet", "resize_batch", "train_supernet"]
+__all__ = ["SUPERNET_FILE", "TrainConfig", "TrainResult", "load_supernet", "resize_batch", "train_supernet"]
+
+SUPERNET_FILE = "supernet.safetensors"
+"""The supernet's file name in a run directory (older releases wrote a pickled ``supernet.pt``)."""
 
 FORMAT = 1
 
@@ -182,9 +186,9 @@ def _batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Te
 
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from compress._safeio import save_state
+
+    save_state(obj, path)  # safetensors + JSON header, temp file + rename: never a pickle
 
 
 def _head_variants(space: Any, spec: Any) -> list[Any]:
@@ -213,7 +217,8 @@ def train_supernet(
 ) -> TrainResult:
     """Train (or reuse, or resume) the supernet of ``space`` on ``train_data`` and save it to ``out``.
 
-    ``out`` is the supernet file (``runs/NAME/supernet.pt``); ``out`` + ``.ckpt`` holds the resumable state.
+    ``out`` is the supernet file (``runs/NAME/supernet.safetensors``); ``out`` + ``.ckpt`` holds the resumable
+    state. Both are safetensors + JSON (``compress._safeio``), never a pickle.
     A finished file whose config hash matches is loaded instead of training again (``reused=True``).
     """
     from compress.model import Supernet, distillation_loss, multitask_loss
@@ -258,7 +263,10 @@ def train_supernet(
     sample_rng = random.Random(config.seed)
     data_rng = torch.Generator().manual_seed(config.seed)
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        try:
+            state = _load_state(ckpt, what="supernet checkpoint", fix="delete it to train from the start")
+        except RunError:
+            state = {}  # a corrupt or old (pickled) checkpoint: train from the start, it is overwritten
         if state.get("config_hash") == key:
             net.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -355,14 +363,14 @@ def train_supernet(
 
 
 def load_supernet(path: str | Path, *, with_meta: bool = False) -> Any:
-    """Load a trained supernet file (tensors and plain data only: ``weights_only=True``)."""
+    """Load a trained supernet file (safetensors + JSON; a pickled ``.pt`` is refused with what to do)."""
     from compress.model import Supernet, SupernetSpace
 
     path = Path(path)
     if not path.is_file():
         raise RunError(f"no supernet at {path}; train one with `compress train`")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_state(path, what="supernet", fix="delete it and retrain (`compress train`)")
         if state.get("format") != FORMAT:
             raise RunError(f"{path} has supernet format {state.get('format')!r}; this toolkit reads {FORMAT}")
         space = SupernetSpace.from_dict(json.loads(state["space"]))
@@ -399,6 +407,7 @@ class _progress:
     def __init__(self, enabled: bool, total: int, done: int) -> None:
         self._bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
@@ -408,6 +417,7 @@ class _progress:
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[info]}"),
                 transient=False,
+                console=Console(stderr=True),  # progress on stderr: stdout holds results only
             )
             self._bar.start()
             self._task = self._bar.add_task("train", total=total, completed=done, info="")
@@ -431,7 +441,7 @@ def train(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Load ``data`` at the training resolution and train (or reuse) the supernet into ``out/supernet.pt``.
+    """Load ``data`` at the training resolution and train (or reuse) the supernet into ``out/SUPERNET_FILE``.
 
     ``space`` defaults to ``compress.model.default_space`` sized to the data set's categories.
     """
@@ -447,7 +457,7 @@ def train(
     return train_supernet(
         space,
         train_data,
-        Path(out) / "supernet.pt",
+        Path(out) / SUPERNET_FILE,
         config=config,
         data_key=f"{data}@{config.resolution}",
         progress=progress,

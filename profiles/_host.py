@@ -322,7 +322,9 @@ def measure_host(
         torch_version=torch.__version__,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_profile(profile), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(dump_profile(profile), encoding="utf-8")
+    tmp.replace(path)  # whole or not at all: a kill mid-write leaves the old profile
     err = profile.calibration.loo_median_abs_pct
     _say(progress, f"done in {time.perf_counter() - start:.0f} s (leave-one-out median error {err:.1f}%)")
     return path

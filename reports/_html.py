@@ -47,9 +47,9 @@ def write_html(run: Run, path: str | Path, *, compare: Run | None = None) -> Pat
     ]
     header = [headline(run), f"command: {run.meta.get('command', '—')}", _times(run)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        page(title=f"compress report: {run.name}", header_lines=header, body=body), encoding="utf-8"
-    )
+    from compress._atomic import write_text
+
+    write_text(out, page(title=f"compress report: {run.name}", header_lines=header, body=body))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ def write_markdown(run: Run, path: str | Path, *, compare: Run | None = None) ->
     """Write :func:`markdown` of the run to ``path`` and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(run, compare=compare), encoding="utf-8")
+    from compress._atomic import write_text
+
+    write_text(out, markdown(run, compare=compare))  # temp file + rename
     return out
 
 
@@ -69,7 +72,7 @@ def markdown(run: Run, *, compare: Run | None = None) -> str:
         ],
     )
     layers = layer_table(run)
-    parts += [f"## Per-head cost on {layers.device}", ""]
+    parts += [f"## Per-head cost on {_esc(layers.device)}", ""]
     parts += _table(
         ["head", "latency", "share", "params", "disk"],
         [
@@ -109,15 +112,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def _esc(value: Any) -> str:
-    """Cell text safe for a Markdown table: pipes escaped, newlines folded, HTML brackets neutralised."""
+    """Text safe in Markdown: pipes and emphasis/link/code marks escaped, newlines folded, HTML neutralised."""
     text = "—" if value is None else str(value)
-    return (
-        text.replace("\\", "\\\\")
-        .replace("|", "\\|")
-        .replace("\n", " ")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-    )
+    text = text.replace("\\", "\\\\").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([|*_\[\]`#])", r"\\\1", text)
 
 
 def _code(value: Any) -> str:

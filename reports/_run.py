@@ -191,6 +191,20 @@ def _read_meta(root: Path) -> dict[str, Any]:
         raise RunError(
             f"{meta_path} needs a 'config' object with 'budget_ms' and 'devices', but got {config!r}"
         )
+    return _redacted(meta)
+
+
+def _redacted(meta: dict[str, Any]) -> dict[str, Any]:
+    """run.json with its command line and storage URL redacted (runs written before redaction was complete)."""
+    from search._secrets import redact, redact_text
+
+    meta = dict(meta)
+    if isinstance(meta.get("command"), str):
+        meta["command"] = redact_text(meta["command"])
+    config = dict(meta["config"])
+    if isinstance(config.get("storage"), str):
+        config["storage"] = redact(config["storage"])
+    meta["config"] = config
     return meta
 
 

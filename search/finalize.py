@@ -228,6 +228,7 @@ def _export(
     cfg: Any, chosen: Trained, trial: int, scorer: Any, splits: Any, training: dict, comparison: dict, console: Any
 ) -> dict[str, Any]:  # fmt: skip
     """Write the artifacts, the per-layer table and the card of the trained chosen model."""
+    from compress._atomic import publish_dir, staging_dir
     from compress.compression import simulate
     from compress.evaluate import evaluate
     from compress.export import export_coreml, export_onnx, package_size_mb
@@ -235,8 +236,8 @@ def _export(
     from search.run import _write_json
 
     cand, model = chosen.candidate, chosen.model
-    out = Path(cfg.run_dir) / "chosen"
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(cfg.run_dir) / "chosen"
+    out = staging_dir(final)  # built beside, renamed into place whole: a kill never mixes old and new files
     calib = scorer.calibration(cand.spec.resolution)
     simulated = simulate(model, cand.quant, calibration=calib).eval()
     costs = scorer.cost(model, cand.quant)
@@ -248,6 +249,7 @@ def _export(
         "quant": cand.quant,
         "budget_ms": str(cfg.budget_ms),
         "predicted_latency_ms": json.dumps({d: round(c.latency_ms, 3) for d, c in costs.items()}),
+        "classes": list(splits.train.categories),  # labels of the tags output, in order
     }
     console.print("exporting Core ML and ONNX")
     ml = _safe(
@@ -257,7 +259,7 @@ def _export(
         ),
         errors,
     )
-    onnx = _safe("model.onnx", lambda: export_onnx(simulated, out / "model.onnx"), errors)
+    onnx = _safe("model.onnx", lambda: export_onnx(simulated, out / "model.onnx", metadata=meta), errors)
     layers = costs[slowest].layers.copy()
     layers["head"] = [_head_name(str(o)) for o in layers["output"]]
     layers.to_csv(out / "layers.csv", index=False)
@@ -331,6 +333,7 @@ def _export(
         "errors": errors,
     }
     _write_json(out / "card.json", card)
+    publish_dir(out, final)
     return card
 
 

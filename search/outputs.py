@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ LEADERS = 6  # feasible trials re-scored on the whole validation split before th
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    from compress._atomic import write_text
+
+    write_text(path, df.to_csv(index=False))  # a unique temporary name, then rename
 
 
 def choose(front: pd.DataFrame) -> pd.Series | None:
@@ -121,13 +122,15 @@ def _baselines(cfg: Any, space: Any, scorer: Any, limits: Any, path: Path, progr
     cands = baseline_candidates(space)
     for i, (name, cand) in enumerate(cands.items()):
         if progress:
-            print(f"\rscoring hand-scaled baselines {i + 1}/{len(cands)}", end="", flush=True)
+            print(
+                f"\rscoring hand-scaled baselines {i + 1}/{len(cands)}", end="", flush=True, file=sys.stderr
+            )
         score = scorer.score(cand)
         row = {"name": name, **score.row()}
         row["feasible"] = limits.feasible(row)
         rows.append(row)
     if progress:
-        print()
+        print(file=sys.stderr)
     df = pd.DataFrame(rows)
     _atomic_csv(df, path)
     return df

@@ -14,18 +14,25 @@ import multiprocessing as mp
 import os
 import platform
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.errors import ConfigError, RunError
-from compress.training import TrainConfig
+from compress.training import SUPERNET_FILE, TrainConfig
+from search._identity import check_validation, content_hash, file_hash
 from search.study import OBJECTIVES, SAMPLERS, Limits, check_storage, redact
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
 
 DEFAULT_DEVICES = ("a11", "a12", "a13", "a14", "a15", "a16", "a17pro", "m1", "m2", "m3", "m4")
 FORMAT = 1
+
+
+def max_workers() -> int:
+    """The most local worker processes a search starts: one per CPU (each runs torch on one thread)."""
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,17 @@ class SearchConfig:
             raise ConfigError("--devices needs at least one device")
         if self.trials < 1:
             raise ConfigError(f"--trials must be >= 1, but got {self.trials}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, but got {self.workers}")
+        if not 1 <= self.workers <= max_workers():
+            raise ConfigError(
+                f"--workers must be between 1 and {max_workers()} (this machine's CPU count), "
+                f"but got {self.workers}"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be between 0 and 2**32 - 1, but got {self.seed}")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise ConfigError(
+                f"--eval-images must be a positive count (0 = all images), but got {self.eval_images}"
+            )
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         bad = [o for o in self.objectives if o not in OBJECTIVES]
@@ -98,9 +114,10 @@ class SearchConfig:
     def limits(self) -> Limits:
         return Limits(self.budget_ms, tuple(self.devices), self.memory_mb, self.disk_mb)
 
-    def study_config(self, space: Any) -> dict[str, Any]:
-        """What must not change between reruns of one study."""
+    def study_config(self, space: Any, identity: dict[str, str] | None = None) -> dict[str, Any]:
+        """What must not change between reruns of one study (``identity``: supernet and data hashes)."""
         return {
+            **(identity or {}),
             "budget_ms": self.budget_ms,
             "devices": list(self.devices),
             "objectives": list(self.objectives),
@@ -145,9 +162,9 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
+    from compress._atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str))  # unique temp name + rename
 
 
 def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +179,7 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
         "toolkit_version": _versions()["compress-toolkit"],
         "created": old.get("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
         "finished": None,
-        "command": " ".join(["compress", *sys.argv[1:]]) if sys.argv and "compress" in sys.argv[0] else None,
+        "command": _command(),
         "config": {
             "budget_ms": cfg.budget_ms,
             "devices": list(cfg.devices),
@@ -184,11 +201,41 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
             "train": cfg.train.to_dict(),
         },
         "versions": _versions(),
-        **{k: v for k, v in old.items() if k in ("supernet", "provenance")},
+        **{k: v for k, v in old.items() if k in ("supernet", "provenance", "splits")},
         **extra,
     }
     _write_json(path, data)
     return data
+
+
+def _command() -> str | None:
+    """The command line that started this run, passwords redacted (None when not run as ``compress``)."""
+    from search._secrets import redact_argv
+
+    if not (sys.argv and "compress" in Path(sys.argv[0]).name):
+        return None
+    return " ".join(["compress", *redact_argv(sys.argv[1:])])
+
+
+def _refuse_pickled_supernet(run_dir: Path) -> None:
+    """A run directory of an older release holds a pickled supernet.pt, which this release never loads."""
+    old = run_dir / "supernet.pt"
+    if old.exists() and not (run_dir / SUPERNET_FILE).exists():
+        raise RunError(
+            f"{old} is a torch pickle written by an older release; this release reads only {SUPERNET_FILE} "
+            f"(no pickle): delete {old.name} to retrain the supernet here, or use another --out"
+        )
+
+
+def _splits_note(splits: Any) -> dict[str, Any]:
+    """Sizes of the three splits and where the test split came from (it is never trained on or searched on)."""
+    return {
+        "train": len(splits.train),
+        "val": len(splits.val),
+        "test": len(splits.test),
+        "test_origin": splits.test_origin,
+        "rule": "val decides (search, choice, keeping the final training); test only reports",
+    }
 
 
 def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:
@@ -214,7 +261,7 @@ def _check_devices(devices: tuple[str, ...]) -> None:
         load_profile(d)  # raises ProfileError naming the known devices
 
 
-def _worker(cfg: SearchConfig, rank: int) -> None:
+def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None) -> None:
     """One extra local worker process: same storage, same study, its own sampler seed."""
     import torch
 
@@ -228,12 +275,20 @@ def _worker(cfg: SearchConfig, rank: int) -> None:
             "num_classes"
         ],
     )
-    supernet = load_supernet(cfg.run_dir / "supernet.pt")
-    study, scorer = _open(cfg, space, supernet, rank=rank, progress=False)
+    supernet = load_supernet(cfg.run_dir / SUPERNET_FILE)
+    study, scorer = _open(cfg, space, supernet, rank=rank, progress=False, identity=identity)
     _trials(cfg, space, study, scorer)
 
 
-def _open(cfg: SearchConfig, space: Any, supernet: Any, *, rank: int, progress: bool) -> tuple[Any, Any]:
+def _open(
+    cfg: SearchConfig,
+    space: Any,
+    supernet: Any,
+    *,
+    rank: int,
+    progress: bool,
+    identity: dict[str, str] | None = None,
+) -> tuple[Any, Any]:
     """The study (sampler seeded per worker rank) and the scorer, as every worker process builds them."""
     from search.scorer import Scorer
     from search.study import create_study, make_sampler, seed_population
@@ -244,7 +299,7 @@ def _open(cfg: SearchConfig, space: Any, supernet: Any, *, rank: int, progress: 
         study_name=cfg.name,
         objectives=cfg.objectives,
         sampler=sampler,
-        config=cfg.study_config(space),
+        config=cfg.study_config(space, identity),
     )
     if rank == 0 and cfg.sampler != "random":
         seed_population(study, space, cfg.population_size, seed=cfg.seed)
@@ -275,13 +330,29 @@ def _trials(cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: l
     )
 
 
-def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
-    """Run (or continue) the search ``cfg`` describes and write the run directory."""
+def run_search(
+    cfg: SearchConfig, *, progress: bool = True, callbacks: Sequence[Callable[[Any, Any], None]] = ()
+) -> SearchResult:
+    """Run (or continue) the search ``cfg`` describes and write the run directory.
+
+    ``callbacks`` are Optuna study callbacks ``f(study, frozen_trial)`` called after each trial of this
+    process (e.g. optuna-integration's MLflow or Weights & Biases callbacks). The run directory is locked
+    while the search runs: a second search on the same directory fails at once (``search._lock``).
+    """
+    from search._lock import run_lock
+
+    with run_lock(cfg.run_dir):
+        return _search(cfg, progress=progress, callbacks=callbacks)
+
+
+def _search(
+    cfg: SearchConfig, *, progress: bool, callbacks: Sequence[Callable[[Any, Any], None]]
+) -> SearchResult:
     import time
 
     import torch
 
-    from compress.data import load_data
+    from compress.data import load_splits
     from compress.training import train_supernet
     from search.outputs import write_outputs
     from search.space import load_space
@@ -295,18 +366,25 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_pickled_supernet(run_dir)
     _write_run_json(cfg, space, {"provenance": _provenance(cfg.devices)})
 
-    train_data, _ = load_data(
+    splits = load_splits(
         cfg.data, resolution=cfg.train.resolution, cache_dir=cfg.cache_dir, progress=progress
     )
+    train_data, val_data = splits.train, splits.val
+    _write_run_json(cfg, space, {"splits": _splits_note(splits)})
+    del splits
+    check_validation(val_data, cfg.data)  # before the supernet's minutes of training, not after
+    data_hash = content_hash(train_data, val_data)
+    del val_data
     classes = train_data.num_classes
     space = load_space(cfg.space_file, num_classes=classes)
     # The supernet is trained on the full default space; a space file only narrows the choices.
     trained = train_supernet(
         load_space(None, num_classes=classes).arch,
         train_data,
-        run_dir / "supernet.pt",
+        run_dir / SUPERNET_FILE,
         config=cfg.train,
         data_key=f"{cfg.data}@{cfg.train.resolution}",
         progress=progress,
@@ -317,7 +395,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
         space,
         {
             "supernet": {
-                "path": "supernet.pt",
+                "path": SUPERNET_FILE,
                 "config_hash": trained.config_hash,
                 "train_minutes": round(trained.seconds / 60, 2),
                 "images_per_second": round(trained.images_per_second, 1),
@@ -325,19 +403,21 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
             }
         },
     )
-    study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress)
+    identity = {"supernet_sha256": file_hash(run_dir / SUPERNET_FILE), "data_sha256": data_hash}
+    study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
     procs = []
     if cfg.workers > 1:
         ctx = mp.get_context("spawn")
         procs = [
-            ctx.Process(target=_worker, args=(cfg, rank), daemon=False) for rank in range(1, cfg.workers)
+            ctx.Process(target=_worker, args=(cfg, rank, identity), daemon=False)
+            for rank in range(1, cfg.workers)
         ]
         for p in procs:
             p.start()
         torch.set_num_threads(1)
     bar = _SearchProgress(progress, cfg.trials, cfg.limits())
     try:
-        _trials(cfg, space, study, scorer, [bar.callback])
+        _trials(cfg, space, study, scorer, [bar.callback, *callbacks])
     finally:
         for p in procs:
             p.join()
@@ -353,6 +433,7 @@ class _SearchProgress:
         self.best, self.feasible = None, 0
         self._bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(
@@ -361,6 +442,7 @@ class _SearchProgress:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[info]}"),
+                console=Console(stderr=True),  # progress on stderr: stdout holds results only
             )
             self._bar.start()
             self._task = self._bar.add_task("search", total=total, info="")

@@ -216,7 +216,12 @@ def load_space(path: str | Path | None, *, num_classes: int = 12) -> SearchSpace
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"space file {path} does not exist; pass a YAML or TOML file to --space")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"space file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)

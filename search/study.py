@@ -16,13 +16,12 @@ failure, out of memory) is recorded as FAIL with its reason and the study goes o
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
-import socket
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,8 +52,10 @@ _OBJ_COLUMN = {
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (for run.json, logs and reports)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """A storage URL without its password (for run.json, logs and reports); see ``search._secrets``."""
+    from search._secrets import redact as _redact
+
+    return _redact(url)
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,12 @@ class Limits:
         return all(v <= 0 for v in self.constraints(row).values())
 
 
-def _constraints_of(trial: Any) -> list[float]:
-    values = [v for k, v in sorted(trial.system_attrs.items()) if k.startswith("constraints:")]
-    return values or [1.0]
-
-
 def make_sampler(name: str, *, seed: int, population_size: int = 16) -> Any:
-    """An Optuna sampler by name (``tpe``, the default of ``compress search``, ``nsga2``, ``gp``, ``random``), constraint-aware."""
+    """An Optuna sampler by name (``tpe``, the default of ``compress search``; ``nsga2``, ``gp``, ``random``), constraint-aware.
+
+    Optuna >= 5 samplers read the constraints each trial sets with ``Trial.set_constraint``; the deprecated
+    ``constraints_func`` is not passed (it would store every constraint a second time).
+    """
     import optuna
 
     if name not in SAMPLERS:
@@ -92,15 +92,11 @@ def make_sampler(name: str, *, seed: int, population_size: int = 16) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(
-                population_size=population_size, seed=seed, constraints_func=_constraints_of
-            )
+            return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
         if name == "tpe":
-            return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, n_startup_trials=10, constraints_func=_constraints_of
-            )
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
         if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints_of)
+            return optuna.samplers.GPSampler(seed=seed)
         return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -146,8 +142,10 @@ def seed_population(study: Any, space: Any, n: int, *, seed: int) -> int:
 
 def _db_error(exc: BaseException) -> str:
     """A database error as one short line, without SQLAlchemy's help link or any password."""
+    from search._secrets import redact_text
+
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))
-    return redact(text).strip()[:240]
+    return redact_text(text).strip()[:240]
 
 
 def _engine_url(url: str) -> str:
@@ -178,7 +176,10 @@ def _storage(url: str) -> Any:
             engine_kwargs = {"pool_pre_ping": True}
         import sqlalchemy.exc
 
-        engine_url = _engine_url(url)
+        from search._secrets import normalize_url
+
+        engine_url = _engine_url(normalize_url(url))
+        _sqlite_folder(engine_url)
         for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(
@@ -195,6 +196,22 @@ def _storage(url: str) -> Any:
             except Exception as exc:
                 raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
     return url
+
+
+def _sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file (a fresh ``--out`` does not exist yet)."""
+    from sqlalchemy.engine import make_url
+
+    if not url.startswith("sqlite:"):
+        return
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        try:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(
+                f"cannot create the folder of the SQLite storage {database}: {exc.strerror}"
+            ) from None
 
 
 def check_storage(url: str) -> None:
@@ -239,61 +256,43 @@ def create_study(
             )
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study {study_name!r} has other objectives; choose another --study-name")
+    if study.metric_names is None:  # named objectives in optuna-dashboard and study.trials_dataframe()
+        study.set_metric_names([_OBJ_COLUMN[o] for o in objectives])
     fail_dead_trials(study)
     return study
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stale_trial_ids(study: Any) -> set[int]:
-    """Trials whose worker's heartbeat stopped more than the grace period ago (RDB storages)."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    storage = study._storage
-    if not hasattr(storage, "_get_stale_trial_ids") or not is_heartbeat_enabled(storage):
-        return set()
-    return set(storage._get_stale_trial_ids(study._study_id))
-
-
 def fail_dead_trials(study: Any) -> list[int]:
-    """Mark RUNNING trials of dead workers as FAIL, with the reason; return their numbers.
+    """Mark RUNNING trials of dead workers as FAIL; return their numbers.
 
-    Dead: a process on this host that no longer exists, or any worker whose heartbeat stopped (RDB storages).
+    Dead: a process of this machine (same host, boot and pid namespace; see ``search._workers``) that no
+    longer exists, marked with its reason; or any worker whose heartbeat stopped for over ``GRACE_S``
+    (RDB storages, Optuna's public ``fail_stale_trials``).
     """
     import optuna
     from optuna.trial import TrialState
 
-    host, failed = socket.gethostname(), []
-    storage = study._storage
+    from search._workers import is_dead_here
+
+    failed = []
+    storage = study._storage  # no public API sets an attribute of another process's trial
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stale = _stale_trial_ids(study) if running else set()
     for t in running:
-        pid, where = t.user_attrs.get("pid"), t.user_attrs.get("host")
-        if where == host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid):
-            reason = (
-                f"worker process {pid} died during the trial (killed or crashed); the trial was not finished"
-            )
-        elif t._trial_id in stale:
-            reason = (
-                f"worker {where}:{pid} sent no heartbeat for over {GRACE_S} s "
-                "(killed, crashed or disconnected); the trial was not finished"
-            )
-        else:
+        if not is_dead_here(t.user_attrs):
             continue
+        pid = t.user_attrs["pid"]
+        reason = f"worker process {pid} died during the trial (killed or crashed); the trial was not finished"
         try:
             storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker marked it first
         failed.append(t.number)
+    if running:
+        before = {t.number for t in running} - set(failed)
+        optuna.storages.fail_stale_trials(study)
+        now = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        failed += sorted(t.number for t in now if t.number in before)
     return failed
 
 
@@ -346,11 +345,13 @@ def run_trials(
     import optuna
     from optuna.trial import TrialState
 
+    from search._workers import identity
+
     deadline = None if timeout_s is None else time.time() + timeout_s
 
     def objective(trial: optuna.Trial) -> list[float]:
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        for key, value in identity().items():  # who runs it: host, boot, pid namespace, pid, start, token
+            trial.set_user_attr(key, value)
         if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
             late = deadline is not None and time.time() >= deadline
             why = "the timeout passed" if late else f"the study already has {trials} finished trials"

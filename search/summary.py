@@ -9,14 +9,14 @@ __all__ = ["print_summary"]
 
 def print_summary(result: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     console = Console()
     card = result.card
-    console.print(
-        f"run directory: {result.run_dir}  ·  {len(result.trials)} trials  ·  front {len(result.front)}"
-    )
+    run_dir = escape(str(result.run_dir))  # a user's path may hold rich markup such as "[/x]"
+    console.print(f"run directory: {run_dir}  ·  {len(result.trials)} trials  ·  front {len(result.front)}")
     if card is None:
         console.print(f"chosen trial {result.chosen['trial']} (not finalized)")
         return
@@ -28,7 +28,7 @@ def print_summary(result: Any) -> None:
     for device, d in card["devices"].items():
         src = d["source"] + (f" ±{d['error_pct']:.0f}%" if d.get("error_pct") is not None else "")
         table.add_row(
-            device,
+            escape(device),
             f"{d['latency_ms']:.2f}",
             "ok" if d["within_budget"] else "OVER",
             f"{d['peak_memory_mb']:.1f}",
@@ -50,4 +50,4 @@ def print_summary(result: Any) -> None:
     for step, err in card.get("errors", {}).items():
         if not step.endswith(".trace"):
             console.print(Text(f"warning: {step} failed: {err}", style="yellow"))
-    console.print(f"artifacts: {result.run_dir / 'chosen'}  (next: compress report {result.run_dir})")
+    console.print(f"artifacts: {run_dir}/chosen  (next: compress report {run_dir})")

@@ -51,7 +51,10 @@ def _parse(text: object, what: str, units: dict[str, float], example: str) -> fl
         raise ConfigError(f"unknown unit {unit!r} in {what} {text!r}; use one of: {', '.join(units)}")
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{what} must be positive, but got {text!r}")
-    return value * factor
+    result = value * factor
+    if not math.isfinite(result) or result <= 0:  # e.g. '1e306h': finite digits, infinite milliseconds
+        raise ConfigError(f"{what} {text!r} is out of range; write a finite amount, e.g. {example}")
+    return result
 
 
 def parse_duration_ms(text: str) -> float:

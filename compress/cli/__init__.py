@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import typer
@@ -26,7 +27,42 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+_QUIET = {"on": False}
+
+
+def quiet() -> bool:
+    """Whether ``--quiet`` was given: no progress bars and no summaries, only errors and warnings."""
+    return _QUIET["on"]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from compress import __version__
+
+        typer.echo(f"compress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+    quiet_: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or summaries; errors and warnings only (on stderr)."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback instead of the one-line error (anywhere on the line)."
+    ),
+) -> None:
+    """Hardware-aware compression and architecture search for multi-task on-device vision.
+
+    Progress bars and warnings go to stderr; results and summaries to stdout.
+    """
+    _QUIET["on"] = quiet_
 
 
 def _register() -> None:
@@ -67,11 +103,56 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _redact(message: str) -> str:
+    """``message`` without storage passwords (URLs redacted, remembered passwords masked)."""
+    from search._secrets import redact_text
+
+    return redact_text(message)
+
+
+def _remember_secrets(args: list[str]) -> None:
+    """Note the passwords of storage URLs on the command line or in COMPRESS_STORAGE, to mask them in errors."""
+    from search._secrets import redact_argv
+
+    redact_argv([*args, os.environ.get("COMPRESS_STORAGE", "")])
+
+
+def _os_error(exc: OSError) -> str:
+    import errno
+
+    where = " ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or " ".join(str(exc).split())
+    hint = {
+        errno.ENOSPC: "free some space or choose another --out",
+        errno.EDQUOT: "free some space or choose another --out",
+        errno.EACCES: "check its permissions or choose another --out",
+        errno.EPERM: "check its permissions or choose another --out",
+        errno.EROFS: "choose a writable --out",
+        errno.ENOTDIR: "a part of the path is a file; choose another path",
+    }.get(exc.errno or 0, "nothing was deleted; fix the cause and rerun the same command")
+    return f"{reason}{': ' + where if where else ''} ({hint})"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Toolkit warnings (``compress.errors.DataWarning``) as one line on stderr; others as Python shows them."""
+    from compress.errors import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"compress: warning: {_redact(' '.join(str(message).split()))}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``compress`` console script; returns the exit code (and exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("COMPRESS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    _remember_secrets(args)
+    warnings.showwarning = _show_warning
     command = typer.main.get_command(app)
     user_errors = _user_errors()
     try:
@@ -84,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClickException as exc:
         if debug:
             raise
-        message = exc.format_message()
+        message = _redact(exc.format_message())
         if message:  # "no args is help" has already printed the help
             print(f"compress: error: {message}", file=sys.stderr)
         code = exc.exit_code
@@ -97,9 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors as exc:
         if debug:
             raise
-        message = " ".join(str(exc).split())
+        message = _redact(" ".join(str(exc).split()))
         print(f"compress: error: {message}", file=sys.stderr)
         code = getattr(exc, "exit_code", 2)
+    except OSError as exc:  # an unwritable folder, a full disk: the system's reason and the file, one line
+        if debug:
+            raise
+        print(f"compress: error: {_redact(_os_error(exc))}", file=sys.stderr)
+        code = 1
     else:
         code = 0
     if argv is None:

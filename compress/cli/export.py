@@ -14,7 +14,7 @@ def export_cmd(
     model: Annotated[
         Path,
         typer.Argument(
-            metavar="MODEL.pt", help="Model checkpoint written by compress (ArchSpec + safetensors)."
+            metavar="MODEL.safetensors", help="Model checkpoint written by compress (ArchSpec + safetensors)."
         ),
     ],
     scheme: Annotated[

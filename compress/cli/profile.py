@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["app"]
@@ -41,7 +42,7 @@ def list_cmd() -> None:
     for key in rows[0]:
         table.add_column(key, justify="left" if key in ("device", "chip", "units", "basis") else "right")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(escape(str(v)) for v in row.values()))
     _console().print(table)
 
 
@@ -57,7 +58,7 @@ def show_cmd(
     for col in ("key", "value", "source"):
         table.add_column(col, overflow="fold")
     for row in describe_profile(profiles.load_profile(name)):
-        table.add_row(*row)
+        table.add_row(*(escape(str(v)) for v in row))
     _console().print(table)
 
 
@@ -135,19 +136,27 @@ def calibrate_cmd(
     from profiles._schema import dump_profile
 
     result = profiles.calibrate(device, measurements)
-    table = Table(title=f"{result.profile.name}: leave-one-out prediction per row")
+    table = Table(title=f"{escape(result.profile.name)}: leave-one-out prediction per row")
     for col in ("row", "input", "measured ms", "predicted ms", "error"):
         table.add_column(col, justify="left" if col == "row" else "right")
     for t in result.table.itertuples():
         table.add_row(
-            str(t.row), str(t.input), f"{t.measured_ms:.3f}", f"{t.loo_ms:.3f}", f"{t.loo_pct:+.1f}%"
+            escape(str(t.row)),
+            escape(str(t.input)),
+            f"{t.measured_ms:.3f}",
+            f"{t.loo_ms:.3f}",
+            f"{t.loo_pct:+.1f}%",
         )
     console = _console()
     console.print(table)
     row, pct = result.worst
-    console.print(f"median |error| {result.loo_median_abs_pct:.1f}%; worst row {row}: {pct:+.1f}%")
+    console.print(
+        f"median |error| {result.loo_median_abs_pct:.1f}%; worst row {escape(str(row))}: {pct:+.1f}%"
+    )
     for s in result.skipped:
-        console.print(f"skipped: {s}")
+        console.print(f"skipped: {escape(str(s))}")
     if out is not None:
-        out.write_text(dump_profile(result.profile), encoding="utf-8")
-        console.print(f"wrote {out}")
+        from compress._atomic import write_text
+
+        write_text(out, dump_profile(result.profile))  # temp file + rename: a kill leaves no half profile
+        console.print(f"wrote {escape(str(out))}")

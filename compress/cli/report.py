@@ -36,9 +36,12 @@ def report_cmd(
     """Write RUN_DIR/report.html (self-contained, opens offline) and print a summary table."""
     from rich.console import Console
 
+    from compress.cli import quiet
     from reports import make_report
 
     result = make_report(run_dir, fmt=format, compare=compare, out=out)
+    if quiet():
+        return
     console = Console()
     for renderable in result.summary:
         console.print(renderable)

@@ -33,7 +33,13 @@ def search_cmd(
     disk: Annotated[str | None, typer.Option(help="On-disk size limit, e.g. '16MB'.")] = None,
     data: Annotated[str | None, typer.Option(help="'builtin' or 'coco:PATH'.")] = None,
     storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL (default: SQLite in the run dir).")
+        str | None,
+        typer.Option(
+            envvar="COMPRESS_STORAGE",
+            show_envvar=True,
+            help="Optuna storage URL (default: SQLite in the run dir); keeps a password off the command "
+            "line when set in the environment.",
+        ),
     ] = None,
     study_name: Annotated[str | None, typer.Option(help="Study name (default: the run dir's name).")] = None,
     workers: Annotated[int | None, typer.Option(help="Local worker processes on the same storage.")] = None,
@@ -86,7 +92,10 @@ def search_cmd(
     )
     if train_steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=train_steps))
-    result = run_search(config, progress=not no_progress)
-    from search.summary import print_summary
+    from compress.cli import quiet
 
-    print_summary(result)
+    result = run_search(config, progress=not (no_progress or quiet()))
+    if not quiet():
+        from search.summary import print_summary
+
+        print_summary(result)

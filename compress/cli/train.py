@@ -11,9 +11,9 @@ import typer
 
 def train_cmd(
     data: Annotated[str, typer.Option(help="'builtin' (generated scenes) or 'coco:PATH'.")] = "builtin",
-    out: Annotated[Path, typer.Option(help="Run directory; the supernet goes to OUT/supernet.pt.")] = Path(
-        "runs/train"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Run directory; the supernet goes to OUT/supernet.safetensors.")
+    ] = Path("runs/train"),
     steps: Annotated[int, typer.Option(help="Optimizer steps (both phases).")] = 200,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 24,
     resolution: Annotated[
@@ -40,11 +40,13 @@ def train_cmd(
         amp=amp,
         grad_checkpoint=grad_checkpoint,
     )
-    result = train(data=data, out=out, config=config)
+    from compress.cli import quiet
+
+    result = train(data=data, out=out, config=config, progress=not quiet())
     verb = (
         "reused"
         if result.reused
         else f"trained in {result.seconds / 60:.1f} min ({result.images_per_second:.0f} img/s)"
     )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+    if os.environ.get("RANK", "0") == "0" and not quiet():  # under torchrun, one line from rank 0
         typer.echo(f"supernet {verb}: {result.path}")

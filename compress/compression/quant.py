@@ -211,7 +211,7 @@ def kmeans_lut(values: np.ndarray, nbits: int, *, iterations: int = 100) -> tupl
 
     The dequantized values are ``lut[indices]``. Which clustering runs (timed on one thread over every
     palettized tensor of the subnet ``default_space(12).sample(random.Random(3))`` extracted from the
-    trained ``runs/search-10ms/supernet.pt``: 37 tensors, 11 of >= 10,000 elements; re-measure with
+    trained ``runs/search-10ms/supernet.safetensors``: 37 tensors, 11 of >= 10,000 elements; re-measure with
     ``benchmarks/compression.py --kmeans``):
 
     - ``nbits <= COREML_KMEANS_MAX_BITS`` (pal2, pal4, palN-gK with N <= 4): ``coreml_kmeans_lut``,

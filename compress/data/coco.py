@@ -21,7 +21,7 @@ segmentation (polygons or RLE, crowd included; an annotation without one contrib
 Cache: the decoded, resized tensors of both splits go to one file per key under ``cache_dir``. The key
 holds the spec (the scene config's hash for ``builtin``; for ``coco:`` the resolved annotation files with
 their sizes and mtimes and the image folders with their mtimes) and the resolution. Files are written
-atomically (temp file + rename) and read with ``torch.load(weights_only=True)``.
+atomically (temp file + rename) as safetensors + JSON (``compress._safeio``), never a pickle.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
 from compress.data._progress import track
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
-from compress.errors import ConfigError, DataError
+from compress.errors import ConfigError, DataError, DataWarning, RunError
 
 __all__ = ["DataSpec", "Splits", "default_cache_dir", "load_data", "load_splits", "parse_data_spec"]
 
@@ -117,19 +118,65 @@ def _resolve(path: Path) -> _Source:
     )
 
 
+def _inside(coco: CocoFile, rec: Any, image_dir: Path) -> Path:
+    """The image file of ``rec``; DataError for a name with a NUL byte or one that leaves the image folder."""
+    name = rec.file_name
+    if "\x00" in name:
+        raise DataError(f"{coco.path}: image {rec.id}: field 'file_name' contains a NUL byte: {name!r}")
+    file = image_dir / name
+    root = image_dir.resolve()
+    if not file.resolve().is_relative_to(root):
+        raise DataError(
+            f"{coco.path}: image {rec.id}: field 'file_name' {name!r} points outside the image folder {root}; "
+            "give a path relative to it"
+        )
+    return file
+
+
+def _to_rgb(coco: CocoFile, opened: Any) -> Any:
+    """8-bit RGB in display orientation: EXIF rotation applied; 16-bit scaled and alpha dropped, with a warning."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(opened)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        warnings.warn(
+            f"{coco.path}: 16-bit images are scaled to 8 bits (their lowest 8 bits dropped)",
+            DataWarning,
+            stacklevel=2,
+        )
+        pixels = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))  # mode L
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        warnings.warn(
+            f"{coco.path}: images with an alpha channel are used without it (transparency ignored)",
+            DataWarning,
+            stacklevel=2,
+        )
+    return image.convert("RGB")
+
+
 def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[np.ndarray, int, int]:
     """The image resized (squashed) to resolution x resolution, uint8 [3, R, R], and its original size."""
     from PIL import Image, UnidentifiedImageError
 
-    file = image_dir / rec.file_name
+    file = _inside(coco, rec, image_dir)
     try:
-        with Image.open(file) as opened:
-            rgb = opened.convert("RGB")
-            width, height = rgb.size
-            small = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as opened:
+                rgb = _to_rgb(coco, opened)
+        width, height = rgb.size
+        small = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
     except (FileNotFoundError, IsADirectoryError):
         raise DataError(f"{coco.path}: image {rec.id}: field 'file_name': no file {file}") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{coco.path}: image {rec.id}: {file} is too large to decode safely ({exc}); resize it"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(
             f"{coco.path}: image {rec.id}: field 'file_name': cannot read {file} ({exc})"
         ) from None
@@ -222,16 +269,16 @@ def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, ob
 
 
 def _load_or_build(file: Path, source: _Source, resolution: int, progress: bool) -> dict:
+    from compress._safeio import load_state, save_state
+
     if file.is_file():
         try:
-            return torch.load(file, map_location="cpu", weights_only=True)
-        except Exception:  # a truncated or foreign file: rebuild it
+            return load_state(file, what="data cache")
+        except RunError:  # a truncated or foreign file: rebuild it
             pass
     state = _build_all(source, resolution, progress)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, file)
+    save_state(state, file)  # safetensors + JSON, never a pickle; temp file + rename
     return state
 
 
@@ -293,7 +340,9 @@ def load_splits(
         assert parsed.path is not None  # parse_data_spec sets it for "coco"
         source = _resolve(parsed.path)
     key = _cache_key(parsed, source, resolution, config)
-    state = _load_or_build(cache / f"{parsed.kind}-{resolution}px-{key}.pt", source, resolution, progress)
+    state = _load_or_build(
+        cache / f"{parsed.kind}-{resolution}px-{key}.safetensors", source, resolution, progress
+    )
     where = str(source.train[0])
     train = MultiTaskDataset.from_state(state["train"])
     if "val" in state:

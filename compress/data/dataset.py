@@ -121,7 +121,7 @@ class MultiTaskDataset:
         )
 
     def state(self) -> dict[str, object]:
-        """Plain tensors and strings for ``torch.save`` (``torch.load(weights_only=True)`` reads it)."""
+        """Plain tensors and strings (``compress._safeio.save_state`` stores it without pickle)."""
         return {**{name: getattr(self, name) for name in _FIELDS}, "categories": list(self.categories)}
 
     @classmethod

@@ -42,7 +42,11 @@ def main(cache: str, out: str, steps: int) -> None:
     train, _ = load_data("builtin", resolution=64, cache_dir=cache, progress=False, scenes=scenes)
     config = TrainConfig(steps=steps, batch_size=8, resolution=64, warmup_steps=1, checkpoint_every=1)
     result = train_supernet(
-        tiny_space(train.num_classes), train, Path(out) / "supernet.pt", config=config, progress=False
+        tiny_space(train.num_classes),
+        train,
+        Path(out) / "supernet.safetensors",
+        config=config,
+        progress=False,
     )
     rank, world = dist.get_rank(), dist.get_world_size()
     flat = torch.cat([p.detach().double().flatten() for p in result.supernet.parameters()])

@@ -191,7 +191,7 @@ def test_cache_is_reused_and_invalidated(
     root = tmp_path / "data"
     shutil.copytree(scenes, root)
     first, _ = load_data(f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False)
-    assert len(list((tmp_path / "c").glob("coco-32px-*.pt"))) == 1
+    assert len(list((tmp_path / "c").glob("coco-32px-*.safetensors"))) == 1
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("cache was not reused")
@@ -203,7 +203,7 @@ def test_cache_is_reused_and_invalidated(
     ann = root / "annotations" / "instances_train.json"
     os.utime(ann, ns=(ann.stat().st_atime_ns, ann.stat().st_mtime_ns + 10**9))
     load_data(f"coco:{root}", resolution=32, cache_dir=tmp_path / "c", progress=False)
-    assert len(list((tmp_path / "c").glob("coco-32px-*.pt"))) == 2
+    assert len(list((tmp_path / "c").glob("coco-32px-*.safetensors"))) == 2
 
 
 def test_builtin_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

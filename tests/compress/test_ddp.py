@@ -45,7 +45,7 @@ def test_torchrun_two_processes_train_one_supernet(cache, tmp_path):
     (sum0, abs0), (sum1, abs1) = record["sums"]
     # Each rank saw a different half of every batch: only averaged gradients keep the weights identical.
     assert sum1 == pytest.approx(sum0, rel=1e-9, abs=1e-9) and abs1 == pytest.approx(abs0, rel=1e-9)
-    net = load_supernet(tmp_path / "supernet.pt")  # rank 0's file, finished (no checkpoint left)
+    net = load_supernet(tmp_path / "supernet.safetensors")  # rank 0's file, finished (no checkpoint left)
     flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
     assert flat.abs().sum().item() == pytest.approx(abs0, rel=1e-9)
-    assert not (tmp_path / "supernet.pt.ckpt").exists()
+    assert not (tmp_path / "supernet.safetensors.ckpt").exists()

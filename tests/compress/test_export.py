@@ -12,6 +12,7 @@ import torch
 from tinynets import tiny_model
 from torch import nn
 
+from compress import __version__
 from compress.compression import WEIGHT_THRESHOLD, ActQuant, QuantScheme, compressed_layers, simulate
 from compress.errors import ConfigError
 from compress.export import export_coreml, export_onnx, output_keys, package_size_mb, read_coreml_weights
@@ -31,7 +32,7 @@ def model() -> MultiTaskNet:
 def packages(model: MultiTaskNet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One export per scheme, shared by the tests of this module (conversion takes seconds)."""
     out = tmp_path_factory.mktemp("coreml")
-    meta = {"latency_ms": {"a11": 3.25, "m1": 0.9}, "note": "test"}
+    meta = {"latency_ms": {"a11": 3.25, "m1": 0.9}, "note": "test", "classes": [f"c{i}" for i in range(12)]}
     return {s: export_coreml(model, out / s, scheme=s, metadata=meta) for s in SCHEMES}
 
 
@@ -103,6 +104,11 @@ def test_package_interface_and_metadata(model: MultiTaskNet, packages: dict[str,
     assert ArchSpec.from_json(meta["compress.arch_spec"]) == model.spec
     assert meta["compress.scheme"] == "int8"
     assert json.loads(meta["latency_ms"]) == {"a11": 3.25, "m1": 0.9} and meta["note"] == "test"
+    assert mlmodel.author == "compress-toolkit" and "Apache-2.0" in mlmodel.license
+    assert mlmodel.version == __version__
+    described = {o.name: o.shortDescription for o in spec.description.output}
+    assert all(described.values()), described
+    assert "in class order: c0, c1" in described["tags"] and json.loads(meta["classes"])[11] == "c11"
     preprocessing = [op for op in _program_ops(mlmodel) if op.op_type == "mul"][0]  # the 1/255 image scale
     assert float(preprocessing.inputs["y"].val) == pytest.approx(1 / 255, rel=1e-3)
 
@@ -278,3 +284,16 @@ def test_cli_export_errors(model: MultiTaskNet, tmp_path: Path, capsys: pytest.C
     assert main(["export", str(tmp_path / "bad.pt"), "--out", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert err.startswith("compress: error:") and err.count("\n") == 1
+
+
+def test_onnx_metadata_props(model: MultiTaskNet, tmp_path: Path) -> None:
+    import onnx
+
+    path = export_onnx(model, tmp_path / "m.onnx", metadata={"classes": ["cat", "dog"], "trial": "7"})
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["author"] == "compress-toolkit" and props["version"] == __version__
+    assert "Apache-2.0" in props["license"] and json.loads(props["classes"]) == ["cat", "dog"]
+    assert ArchSpec.from_json(props["compress.arch_spec"]) == model.spec and props["trial"] == "7"
+    assert set(json.loads(props["outputs"])) == {o.name for o in proto.graph.output}
+    assert proto.producer_name == "compress-toolkit"

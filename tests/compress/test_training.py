@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from compress._safeio import is_pickle, load_state
 from compress.data import SceneConfig, load_data
 from compress.errors import ConfigError, RunError
 from compress.model import default_space
@@ -36,10 +37,10 @@ def _config(**kw):
 
 def test_train_saves_and_reuses(tiny, tmp_path):
     train, space = tiny
-    out = tmp_path / "supernet.pt"
+    out = tmp_path / "supernet.safetensors"
     result = train_supernet(space, train, out, config=_config(), progress=False)
     assert out.is_file() and not result.reused and len(result.history) == 4
-    assert not (tmp_path / "supernet.pt.ckpt").exists()
+    assert not (tmp_path / "supernet.safetensors.ckpt").exists()
     again = train_supernet(space, train, out, config=_config(), progress=False)
     assert again.reused and again.config_hash == result.config_hash
     loaded = load_supernet(out)
@@ -51,7 +52,7 @@ def test_train_saves_and_reuses(tiny, tmp_path):
 
 def test_changed_recipe_retrains(tiny, tmp_path):
     train, space = tiny
-    out = tmp_path / "supernet.pt"
+    out = tmp_path / "supernet.safetensors"
     first = train_supernet(space, train, out, config=_config(), progress=False)
     second = train_supernet(space, train, out, config=_config(lr=1e-3), progress=False)
     assert not second.reused and second.config_hash != first.config_hash
@@ -59,7 +60,7 @@ def test_changed_recipe_retrains(tiny, tmp_path):
 
 def test_resume_from_checkpoint(tiny, tmp_path, monkeypatch):
     train, space = tiny
-    out = tmp_path / "supernet.pt"
+    out = tmp_path / "supernet.safetensors"
     import compress.training as training
 
     real = training._save_atomic
@@ -75,19 +76,19 @@ def test_resume_from_checkpoint(tiny, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_supernet(space, train, out, config=_config(), progress=False)
     monkeypatch.setattr(training, "_save_atomic", real)
-    ckpt = torch.load(tmp_path / "supernet.pt.ckpt", weights_only=True)
+    ckpt = load_state(tmp_path / "supernet.safetensors.ckpt")
     assert ckpt["step"] == 2
     resumed = train_supernet(space, train, out, config=_config(), progress=False)
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4]
 
 
 def test_corrupt_supernet_file(tmp_path):
-    bad = tmp_path / "supernet.pt"
+    bad = tmp_path / "supernet.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RunError, match="cannot load the supernet"):
+    with pytest.raises(RunError, match="supernet .*supernet.safetensors is corrupt"):
         load_supernet(bad)
     with pytest.raises(RunError, match="no supernet"):
-        load_supernet(tmp_path / "missing.pt")
+        load_supernet(tmp_path / "missing.safetensors")
 
 
 def test_resize_batch_scales_boxes():
@@ -107,3 +108,27 @@ def test_resize_batch_scales_boxes():
 def test_bad_train_config(kw, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kw)
+
+
+def test_supernet_and_checkpoint_are_not_pickles(tiny, tmp_path):
+    train, space = tiny
+    out = tmp_path / "supernet.safetensors"
+    train_supernet(space, train, out, config=_config(steps=2, checkpoint_every=1), progress=False)
+    assert not is_pickle(out)
+    legacy = tmp_path / "supernet.pt"
+    torch.save({"format": 1, "model": {}}, legacy)  # what older releases wrote
+    with pytest.raises(RunError, match=r"torch pickle written by an older release.*retrain") as info:
+        load_supernet(legacy)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_checkpoint_trains_from_the_start(tiny, tmp_path):
+    train, space = tiny
+    out = tmp_path / "supernet.safetensors"
+    ckpt = tmp_path / "supernet.safetensors.ckpt"
+    ckpt.write_bytes(b"\x00garbage, as a kill during a copy leaves it")
+    result = train_supernet(space, train, out, config=_config(steps=2), progress=False)
+    assert [h["step"] for h in result.history] == [1, 2] and out.is_file() and not ckpt.exists()
+    torch.save({"step": 1}, ckpt)  # an older release's pickled checkpoint is never unpickled
+    again = train_supernet(space, train, out, config=_config(steps=2, lr=1e-3), progress=False)
+    assert [h["step"] for h in again.history] == [1, 2]

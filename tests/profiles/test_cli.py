@@ -68,3 +68,19 @@ def test_calibrate_prints_leave_one_out_per_row(tmp_path):
     assert result.exit_code == 0, result.output
     assert "mobilenet_v2_1.0" in result.output and "median |error|" in result.output
     assert load_profile(out).basis == "calibrated"
+
+
+def test_calibrate_out_path_with_rich_markup(tmp_path):
+    real = tmp_path / "real.csv"
+    real.write_text(
+        "model,chip,weights,activations,input,latency_ms\n"
+        "mobilenet_v3_small_1.0,M1,fp16,fp16,224,0.2\n"
+        "mobilenet_v2_1.0,M1,fp16,fp16,224,0.6\n"
+    )
+    folder = tmp_path / "team[" / "x]"  # the path reads "team[/x]": a closing tag rich would choke on
+    folder.mkdir(parents=True)
+    out = folder / "m1.toml"
+    result = runner.invoke(cli.app, ["calibrate", str(real), "--device", "m1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "team[/x]" in result.output.replace("\n", "") and load_profile(out).basis == "calibrated"
+    assert [p.name for p in folder.iterdir()] == ["m1.toml"]  # written via a temporary, renamed

@@ -236,7 +236,7 @@ def write_run(
             },
         },
         "versions": {"python": "3.11.9", "torch": "2.13.0", "optuna": "5.0.0", "coremltools": "9.0"},
-        "supernet": {"path": "supernet.pt", "config_hash": "3f9a1c2b7d10", "train_minutes": 6.1},
+        "supernet": {"path": "supernet.safetensors", "config_hash": "3f9a1c2b7d10", "train_minutes": 6.1},
         "provenance": {
             "a12": {"source": "calibrated", "error_pct": 12.3},
             "a14": {"source": "calibrated", "error_pct": 8.9},

@@ -135,7 +135,7 @@ def test_unreachable_storage_fails_fast_without_the_password(capsys, tmp_path, c
     )
     assert "s3cret" not in err
     assert time.perf_counter() - start < 20
-    assert not (tmp_path / "run" / "supernet.pt").exists()  # failed before any training
+    assert not (tmp_path / "run" / "supernet.safetensors").exists()  # failed before any training
 
 
 def test_budget_no_candidate_can_meet(capsys, tmp_path, coco):

@@ -40,7 +40,7 @@ def base(tiny_search_config, tiny_run):
 def _fresh(base, out: Path, **changes):
     """``base`` writing to ``out``, with its supernet copied there (reused: same config hash)."""
     out.mkdir(parents=True)
-    shutil.copy(base.run_dir / "supernet.pt", out / "supernet.pt")  # the session's tiny run
+    shutil.copy(base.run_dir / "supernet.safetensors", out / "supernet.safetensors")  # the session's tiny run
     return dataclasses.replace(base, out=out, **changes)
 
 
@@ -197,8 +197,7 @@ def test_dead_remote_worker_fails_after_its_heartbeat_stops(base, tmp_path):
         con.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-600 seconds')")
     assert fail_dead_trials(study) == [trial.number]
     frozen = study.trials[trial.number]
-    assert frozen.state.name == "FAIL"
-    assert "worker elsewhere:4242 sent no heartbeat" in frozen.user_attrs["fail_reason"]
+    assert frozen.state.name == "FAIL"  # by Optuna's public fail_stale_trials (it records no reason)
 
 
 def test_postgres_driver_is_a_declared_dependency():

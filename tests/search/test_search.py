@@ -29,7 +29,7 @@ def test_run_directory(finished, setup):
     for name in (
         "run.json",
         "study.db",
-        "supernet.pt",
+        "supernet.safetensors",
         "trials.csv",
         "front.csv",
         "hypervolume.csv",
@@ -98,7 +98,7 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
         study_name=setup.name,
         objectives=setup.objectives,
         sampler=make_sampler("random", seed=0),
-        config=setup.study_config(space),
+        config=setup.study_config(space, _identity(setup)),
     )
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -110,10 +110,35 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
     assert frozen.state.name == "FAIL" and "died" in frozen.user_attrs["fail_reason"]
 
 
+def _identity(cfg):
+    """The supernet and data hashes the run's study was created with."""
+    import optuna
+
+    saved = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url).user_attrs["config"]
+    return {k: saved[k] for k in ("supernet_sha256", "data_sha256")}
+
+
+def test_retrained_supernet_or_changed_data_is_another_study(finished, setup):
+    space = load_space(setup.space_file, num_classes=12)
+    identity = _identity(setup)
+    for key in identity:
+        changed = {**identity, key: "0" * 16}
+        with pytest.raises(ConfigError, match=f"created with other settings \\({key}\\)"):
+            create_study(
+                storage=setup.storage_url,
+                study_name=setup.name,
+                objectives=setup.objectives,
+                sampler=make_sampler("random", seed=0),
+                config=setup.study_config(space, changed),
+            )
+
+
 def test_infeasible_budget_keeps_the_study(setup, tmp_path):
     cfg = dataclasses.replace(setup, budget_ms=0.001, out=tmp_path / "tight", trials=2)
     (tmp_path / "tight").mkdir()
-    (tmp_path / "tight" / "supernet.pt").write_bytes((setup.run_dir / "supernet.pt").read_bytes())
+    (tmp_path / "tight" / "supernet.safetensors").write_bytes(
+        (setup.run_dir / "supernet.safetensors").read_bytes()
+    )
     with pytest.raises(RunError, match=r"no candidate meets the 0.001 ms budget.*closest: trial"):
         run_search(cfg, progress=False)
     assert (tmp_path / "tight" / "study.db").is_file() and (tmp_path / "tight" / "trials.csv").is_file()
