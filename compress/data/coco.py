@@ -8,6 +8,10 @@ cache folder) or ``"coco:PATH"``, where PATH is either
 * one instances JSON whose ``file_name`` entries are relative to the JSON's folder; a validation part
   (``val_fraction`` of the images, chosen by ``seed``) is then split off deterministically.
 
+Captions are read when COCO caption files lie beside the instances files
+(``annotations/captions_{train,val}.json``, the layout of COCO's releases; for a single ``instances.json``,
+``captions.json``); each data set's ``captions`` then holds every image's captions, else it is ``None``.
+
 Targets: tags are the categories present in an image (crowd annotations included); boxes come from
 ``bbox`` (crowd regions excluded, since they box groups); saliency is the union of every annotation's
 segmentation (polygons or RLE, crowd included; an annotation without one contributes its box).
@@ -32,13 +36,14 @@ import torch
 
 from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
 from compress.data._progress import track
+from compress.data.captions import read_captions
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
 from compress.errors import ConfigError, DataError
 
 __all__ = ["DataSpec", "default_cache_dir", "load_data", "parse_data_spec"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: captions (from captions_{split}.json when present) in the cached state
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,23 @@ class _Source:
 
     train: tuple[Path, Path]
     val: tuple[Path, Path] | None
+
+    def captions(self, split: str) -> Path | None:
+        """The split's COCO captions file beside its instances file, if there is one.
+
+        ``annotations/instances_train.json`` pairs with ``annotations/captions_train.json``; a single
+        ``NAME.json`` spec pairs with ``captions.json`` (or ``NAME`` with ``instances`` -> ``captions``).
+        """
+        pair = self.train if split == "train" else self.val
+        if pair is None:
+            return None
+        ann = pair[0]
+        names = [ann.name.replace("instances", "captions")] if "instances" in ann.name else []
+        names.append("captions.json" if self.val is None else f"captions_{split}.json")
+        for name in names:
+            if name != ann.name and (ann.parent / name).is_file():
+                return ann.parent / name
+        return None
 
 
 def _image_dir(root: Path, split: str) -> Path:
@@ -128,7 +150,12 @@ def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[
 
 
 def _build(
-    coco: CocoFile, image_dir: Path, categories: list[tuple[int, str]], resolution: int, progress: bool
+    coco: CocoFile,
+    image_dir: Path,
+    categories: list[tuple[int, str]],
+    resolution: int,
+    progress: bool,
+    captions: Path | None = None,
 ):
     """Decode and resize every image of ``coco`` into the tensors of a MultiTaskDataset (a state dict)."""
     from PIL import Image
@@ -159,8 +186,11 @@ def _build(
             small = Image.fromarray(mask.astype(np.uint8)).resize((r, r), Image.Resampling.NEAREST)
             saliency[i, 0] = torch.from_numpy(np.array(small))
     names = [name for _, name in categories]
-    return {"images": images, "tags": tags, "boxes": boxes, "box_labels": labels, "saliency": saliency,
-            "categories": names}  # fmt: skip
+    state = {"images": images, "tags": tags, "boxes": boxes, "box_labels": labels, "saliency": saliency,
+             "categories": names}  # fmt: skip
+    if captions is not None:
+        state["captions"] = read_captions(captions, [rec.id for rec in coco.images])
+    return state
 
 
 def _ensure_builtin(cache_dir: Path, config: SceneConfig, progress: bool) -> Path:
@@ -190,6 +220,10 @@ def _cache_key(spec: DataSpec, source: _Source, resolution: int, config: SceneCo
                 ann, img = (p.resolve() for p in pair)
                 st, sd = ann.stat(), img.stat()
                 parts[name] = [str(ann), st.st_size, st.st_mtime_ns, str(img), sd.st_mtime_ns]
+                cap = source.captions(name)
+                if cap is not None:
+                    sc = cap.stat()
+                    parts[f"{name}_captions"] = [str(cap.resolve()), sc.st_size, sc.st_mtime_ns]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -201,9 +235,15 @@ def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, ob
             f"{val.path}: field 'categories' differs from {train.path}'s; "
             "both splits need the same categories"
         )
-    out: dict[str, object] = {"train": _build(train, source.train[1], train.categories, resolution, progress)}
+    out: dict[str, object] = {
+        "train": _build(
+            train, source.train[1], train.categories, resolution, progress, source.captions("train")
+        )
+    }
     if val is not None and source.val is not None:
-        out["val"] = _build(val, source.val[1], train.categories, resolution, progress)
+        out["val"] = _build(
+            val, source.val[1], train.categories, resolution, progress, source.captions("val")
+        )
     return out
 
 
