@@ -24,6 +24,10 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,
     grad_checkpoint: Annotated[bool, typer.Option(help="Gradient checkpointing (GPU memory).")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from MobileNetV3-Large weights: a timm or torchvision state_dict file."),
+    ] = None,
 ) -> None:
     """Train the supernet: sandwich rule + in-place distillation, then heads on the frozen backbone.
 
@@ -40,7 +44,7 @@ def train_cmd(
         amp=amp,
         grad_checkpoint=grad_checkpoint,
     )
-    result = train(data=data, out=out, config=config)
+    result = train(data=data, out=out, config=config, init=init)
     verb = (
         "reused"
         if result.reused

@@ -82,19 +82,25 @@ class Supernet(nn.Module):
             }
         )
 
-    def forward(self, x: torch.Tensor, spec: ArchSpec) -> dict[str, torch.Tensor]:
+    def features(self, x: torch.Tensor, spec: ArchSpec, stages: int | None = None) -> list[torch.Tensor]:
+        """The backbone's output of each of the first ``stages`` stages (default: the spec's built ones)."""
         self.space.check(spec)
         if self.stem.conv.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem((x - self.mean) / self.std)
         in_ch, features = spec.stem, []
-        for stage, blocks in zip(spec.stages[: spec.built_stages], self.stages, strict=False):
+        count = spec.built_stages if stages is None else stages
+        for stage, blocks in zip(spec.stages[:count], self.stages, strict=False):
             for j in range(stage.depth):
                 x = cast(nn.ModuleList, blocks)[j](
                     x, expanded_channels(in_ch, stage.expand[j]), stage.width, stage.kernel
                 )
                 in_ch = stage.width
             features.append(x)
+        return features
+
+    def forward(self, x: torch.Tensor, spec: ArchSpec) -> dict[str, torch.Tensor]:
+        features = self.features(x, spec)
         out: dict[str, torch.Tensor] = {}
         for h in spec.heads:
             out.update(self.heads[f"{h.task}_{h.branch}"](features[h.branch]))
