@@ -51,6 +51,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "embed_stage",
+    "joint_phase_pretraining",
     "pretrain",
     "pretrain_backbone",
     "start_supernet",
@@ -296,6 +297,13 @@ def pretrain_backbone(
 
         dist.barrier()
     return PretrainResult(net, aux if isinstance(aux, ImageText) else None, key, False, seconds, history)
+
+
+def joint_phase_pretraining(config: Any, objective: str = "contrastive") -> PretrainConfig:
+    """The pretraining that takes the place of the supernet recipe ``config``'s joint phase (same steps)."""
+    steps = max(1, int(round(config.steps * config.joint_fraction)))
+    return PretrainConfig(objective=objective, steps=steps, batch_size=config.batch_size, lr=config.lr,
+                          resolution=config.resolution, seed=config.seed, amp=config.amp)  # fmt: skip
 
 
 def heads_only(config: Any, steps: int) -> Any:

@@ -53,6 +53,8 @@ class SearchConfig:
     finalize: bool = True
     finetune_steps: int = 60
     cache_dir: Path | None = None
+    init: Path | None = None
+    pretrain: bool = False
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0):
@@ -175,6 +177,8 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
             "eval_images": cfg.eval_images,
             "space": space.to_dict(),
             "train": cfg.train.to_dict(),
+            "init": None if cfg.init is None else str(cfg.init),
+            "pretrain": cfg.pretrain,
         },
         "versions": _versions(),
         **{k: v for k, v in old.items() if k in ("supernet", "provenance")},
@@ -273,12 +277,16 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     import torch
 
     from compress.data import load_data
-    from compress.training import train_supernet
+    from compress.pretrain import joint_phase_pretraining, start_supernet
     from search.outputs import write_outputs
     from search.space import load_space
 
     _check_devices(cfg.devices)
     space = load_space(cfg.space_file)  # validate the space file before any slow work
+    if cfg.init is not None:
+        from compress.model.mnv3_weights import read_mobilenetv3
+
+        read_mobilenetv3(cfg.init)  # an unusable --init file fails before the data is loaded
     if cfg.storage is not None:
         check_storage(cfg.storage)  # an unreachable database fails now, not after training the supernet
     run_dir = cfg.run_dir
@@ -293,12 +301,14 @@ def run_search(cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     classes = train_data.num_classes
     space = load_space(cfg.space_file, num_classes=classes)
     # The supernet is trained on the full default space; a space file only narrows the choices.
-    trained = train_supernet(
+    trained = start_supernet(
         load_space(None, num_classes=classes).arch,
         train_data,
         run_dir / "supernet.pt",
         config=cfg.train,
         data_key=f"{cfg.data}@{cfg.train.resolution}",
+        init=cfg.init,
+        pretrain=joint_phase_pretraining(cfg.train) if cfg.pretrain else None,
         progress=progress,
     )
     del train_data
