@@ -440,19 +440,37 @@ def train(
     space: Any = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Load ``data`` at the training resolution and train (or reuse) the supernet into ``out/SUPERNET_FILE``.
 
-    ``space`` defaults to ``compress.model.default_space`` sized to the data set's categories.
+    ``space`` defaults to ``compress.model.default_space`` sized to the data set's categories. ``init``: a
+    MobileNetV3-Large state dict (timm or torchvision layout) to start from (``compress.model.mnv3_weights``).
     """
     from compress.data import load_data
     from compress.model import default_space
 
+    if init is not None:  # a file that cannot be used fails before the data is loaded
+        from compress.model.mnv3_weights import read_mobilenetv3
+
+        read_mobilenetv3(init)
     train_data, _ = load_data(data, resolution=config.resolution, cache_dir=cache_dir, progress=progress)
     space = space if space is not None else default_space(num_classes=train_data.num_classes)
     if space.num_classes != train_data.num_classes:
         raise ConfigError(
             f"the space has {space.num_classes} classes but the data set {data!r} has {train_data.num_classes}"
+        )
+    if init is not None:
+        from compress.pretrain import start_supernet
+
+        return start_supernet(
+            space,
+            train_data,
+            Path(out) / "supernet.pt",
+            config=config,
+            data_key=f"{data}@{config.resolution}",
+            init=init,
+            progress=progress,
         )
     return train_supernet(
         space,

@@ -61,6 +61,8 @@ class SearchConfig:
     finetune_steps: int | None = None  # None: as many as the time goal leaves (``search.finalize``)
     time_goal_s: float = 600.0
     cache_dir: Path | None = None
+    init: Path | None = None
+    pretrain: bool = False
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0):
@@ -199,6 +201,8 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
             "time_goal_s": cfg.time_goal_s,
             "space": space.to_dict(),
             "train": cfg.train.to_dict(),
+            "init": None if cfg.init is None else str(cfg.init),
+            "pretrain": cfg.pretrain,
         },
         "versions": _versions(),
         **{k: v for k, v in old.items() if k in ("supernet", "provenance", "splits")},
@@ -353,13 +357,17 @@ def _search(
     import torch
 
     from compress.data import load_splits
-    from compress.training import train_supernet
+    from compress.pretrain import joint_phase_pretraining, start_supernet
     from search.outputs import write_outputs
     from search.space import load_space
 
     started = time.monotonic()  # the time goal of the final training counts from here
     _check_devices(cfg.devices)
     space = load_space(cfg.space_file)  # validate the space file before any slow work
+    if cfg.init is not None:
+        from compress.model.mnv3_weights import read_mobilenetv3
+
+        read_mobilenetv3(cfg.init)  # an unusable --init file fails before the data is loaded
     if cfg.storage is not None:
         check_storage(cfg.storage)  # an unreachable database fails now, not after training the supernet
     run_dir = cfg.run_dir
@@ -381,12 +389,14 @@ def _search(
     classes = train_data.num_classes
     space = load_space(cfg.space_file, num_classes=classes)
     # The supernet is trained on the full default space; a space file only narrows the choices.
-    trained = train_supernet(
+    trained = start_supernet(
         load_space(None, num_classes=classes).arch,
         train_data,
         run_dir / SUPERNET_FILE,
         config=cfg.train,
         data_key=f"{cfg.data}@{cfg.train.resolution}",
+        init=cfg.init,
+        pretrain=joint_phase_pretraining(cfg.train) if cfg.pretrain else None,
         progress=progress,
     )
     del train_data

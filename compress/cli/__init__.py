@@ -70,6 +70,7 @@ def _register() -> None:
 
     for module, attr, name in (
         ("compress.cli.train", "train_cmd", "train"),
+        ("compress.cli.pretrain", "pretrain_cmd", "pretrain"),
         ("compress.cli.search", "search_cmd", "search"),
         ("compress.cli.report", "report_cmd", "report"),
         ("compress.cli.export", "export_cmd", "export"),

@@ -60,6 +60,20 @@ def search_cmd(
     ] = None,
     eval_images: Annotated[int | None, typer.Option(help="Validation images per trial (0 = all).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start the supernet from MobileNetV3-Large weights (timm or torchvision state_dict)."
+        ),
+    ] = None,
+    pretrain: Annotated[
+        bool | None,
+        typer.Option(
+            "--pretrain/--no-pretrain",
+            help="Pretrain the backbone on the captions (image-text InfoNCE) in place of the joint phase, "
+            "then train the heads on it frozen.",
+        ),
+    ] = None,
 ) -> None:
     """Search for the best multi-task model that meets the latency budget on every target device."""
     import dataclasses
@@ -86,6 +100,8 @@ def search_cmd(
         "finetune_steps": finetune_steps,
         "time_goal_s": None if time_goal is None else parse_duration_ms(time_goal) / 1000,
         "eval_images": None if eval_images == 0 else eval_images,
+        "init": init,
+        "pretrain": pretrain,
     }
     config = SearchConfig(
         **{k: v for k, v in given.items() if v is not None or k == "eval_images" and eval_images == 0}

@@ -24,6 +24,10 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,
     grad_checkpoint: Annotated[bool, typer.Option(help="Gradient checkpointing (GPU memory).")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from MobileNetV3-Large weights: a timm or torchvision state_dict file."),
+    ] = None,
 ) -> None:
     """Train the supernet: sandwich rule + in-place distillation, then heads on the frozen backbone.
 
@@ -42,7 +46,7 @@ def train_cmd(
     )
     from compress.cli import quiet
 
-    result = train(data=data, out=out, config=config, progress=not quiet())
+    result = train(data=data, out=out, config=config, init=init, progress=not quiet())
     verb = (
         "reused"
         if result.reused

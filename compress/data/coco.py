@@ -14,6 +14,10 @@ Three splits: the search and every keep/drop decision read *val*; only the final
 images, chosen by ``seed``) is carved from train, deterministically, and never trained on
 (``load_splits(...).test_origin`` says which).
 
+Captions are read when COCO caption files lie beside the instances files
+(``annotations/captions_{train,val,test}.json``, the layout of COCO's releases; for a single ``instances.json``,
+``captions.json``); each data set's ``captions`` then holds every image's captions, else it is ``None``.
+
 Targets: tags are the categories present in an image (crowd annotations included); boxes come from
 ``bbox`` (crowd regions excluded, since they box groups); saliency is the union of every annotation's
 segmentation (polygons or RLE, crowd included; an annotation without one contributes its box).
@@ -40,13 +44,14 @@ import torch
 
 from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
 from compress.data._progress import track
+from compress.data.captions import read_captions
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
 from compress.errors import ConfigError, DataError, DataWarning, RunError
 
 __all__ = ["DataSpec", "Splits", "default_cache_dir", "load_data", "load_splits", "parse_data_spec"]
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 2: the test split; 3: captions (from captions_{split}.json when present)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,23 @@ class _Source:
     train: tuple[Path, Path]
     val: tuple[Path, Path] | None
     test: tuple[Path, Path] | None = None
+
+    def captions(self, split: str) -> Path | None:
+        """The split's COCO captions file beside its instances file, if there is one.
+
+        ``annotations/instances_train.json`` pairs with ``annotations/captions_train.json``; a single
+        ``NAME.json`` spec pairs with ``captions.json`` (or ``NAME`` with ``instances`` -> ``captions``).
+        """
+        pair = {"train": self.train, "val": self.val, "test": self.test}[split]
+        if pair is None:
+            return None
+        ann = pair[0]
+        names = [ann.name.replace("instances", "captions")] if "instances" in ann.name else []
+        names.append("captions.json" if self.val is None else f"captions_{split}.json")
+        for name in names:
+            if name != ann.name and (ann.parent / name).is_file():
+                return ann.parent / name
+        return None
 
 
 def _image_dir(root: Path, split: str) -> Path:
@@ -187,7 +209,12 @@ def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[
 
 
 def _build(
-    coco: CocoFile, image_dir: Path, categories: list[tuple[int, str]], resolution: int, progress: bool
+    coco: CocoFile,
+    image_dir: Path,
+    categories: list[tuple[int, str]],
+    resolution: int,
+    progress: bool,
+    captions: Path | None = None,
 ):
     """Decode and resize every image of ``coco`` into the tensors of a MultiTaskDataset (a state dict)."""
     from PIL import Image
@@ -218,8 +245,11 @@ def _build(
             small = Image.fromarray(mask.astype(np.uint8)).resize((r, r), Image.Resampling.NEAREST)
             saliency[i, 0] = torch.from_numpy(np.array(small))
     names = [name for _, name in categories]
-    return {"images": images, "tags": tags, "boxes": boxes, "box_labels": labels, "saliency": saliency,
-            "categories": names}  # fmt: skip
+    state = {"images": images, "tags": tags, "boxes": boxes, "box_labels": labels, "saliency": saliency,
+             "categories": names}  # fmt: skip
+    if captions is not None:
+        state["captions"] = read_captions(captions, [rec.id for rec in coco.images])
+    return state
 
 
 def _ensure_builtin(cache_dir: Path, config: SceneConfig, progress: bool) -> Path:
@@ -249,12 +279,20 @@ def _cache_key(spec: DataSpec, source: _Source, resolution: int, config: SceneCo
                 ann, img = (p.resolve() for p in pair)
                 st, sd = ann.stat(), img.stat()
                 parts[name] = [str(ann), st.st_size, st.st_mtime_ns, str(img), sd.st_mtime_ns]
+                cap = source.captions(name)
+                if cap is not None:
+                    sc = cap.stat()
+                    parts[f"{name}_captions"] = [str(cap.resolve()), sc.st_size, sc.st_mtime_ns]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, object]:
     train = read_coco(source.train[0])
-    out: dict[str, object] = {"train": _build(train, source.train[1], train.categories, resolution, progress)}
+    out: dict[str, object] = {
+        "train": _build(
+            train, source.train[1], train.categories, resolution, progress, source.captions("train")
+        )
+    }
     for name, pair in (("val", source.val), ("test", source.test)):
         if pair is None:
             continue
@@ -264,7 +302,7 @@ def _build_all(source: _Source, resolution: int, progress: bool) -> dict[str, ob
                 f"{other.path}: field 'categories' differs from {train.path}'s; "
                 "every split needs the same categories"
             )
-        out[name] = _build(other, pair[1], train.categories, resolution, progress)
+        out[name] = _build(other, pair[1], train.categories, resolution, progress, source.captions(name))
     return out
 
 

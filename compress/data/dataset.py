@@ -27,6 +27,8 @@ class MultiTaskDataset:
         box_labels: int64 [N, K] category index per box, ``-1`` for padding.
         saliency: uint8 {0, 1} [N, 1, R, R]: the union of all object masks.
         categories: the C category names, in label order.
+        captions: per image, its captions (COCO caption files; the built-in scenes have five), or ``None``
+            when the data set has no caption files.
         resolution: R.
     """
 
@@ -39,6 +41,7 @@ class MultiTaskDataset:
         box_labels: torch.Tensor,
         saliency: torch.Tensor,
         categories: Sequence[str],
+        captions: Sequence[Sequence[str]] | None = None,
     ) -> None:
         self.images = images
         self.tags = tags
@@ -46,6 +49,7 @@ class MultiTaskDataset:
         self.box_labels = box_labels
         self.saliency = saliency
         self.categories = list(categories)
+        self.captions = None if captions is None else [list(c) for c in captions]
         self.resolution = int(images.shape[-1]) if images.dim() == 4 else 0
         self._check()
 
@@ -67,6 +71,8 @@ class MultiTaskDataset:
                     f"MultiTaskDataset.{name} must be {dtype} {list(shape)}, "
                     f"but got {t.dtype} {list(t.shape)}"
                 )
+        if self.captions is not None and len(self.captions) != n:
+            raise DataError(f"MultiTaskDataset.captions must hold {n} lists, but got {len(self.captions)}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -110,19 +116,27 @@ class MultiTaskDataset:
     def subset(self, indices: Sequence[int] | torch.Tensor) -> MultiTaskDataset:
         """A new data set holding only ``indices`` (copies), with the same categories and resolution."""
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        captions = None if self.captions is None else [self.captions[i] for i in idx.tolist()]
         return MultiTaskDataset(
-            **{name: getattr(self, name)[idx] for name in _FIELDS}, categories=self.categories
+            **{name: getattr(self, name)[idx] for name in _FIELDS},
+            categories=self.categories,
+            captions=captions,
         )
 
     def to(self, device: str | torch.device) -> MultiTaskDataset:
         """The same data set with every tensor on ``device`` (e.g. a GPU for fast batching)."""
         return MultiTaskDataset(
-            **{name: getattr(self, name).to(device) for name in _FIELDS}, categories=self.categories
+            **{name: getattr(self, name).to(device) for name in _FIELDS},
+            categories=self.categories,
+            captions=self.captions,
         )
 
     def state(self) -> dict[str, object]:
         """Plain tensors and strings (``compress._safeio.save_state`` stores it without pickle)."""
-        return {**{name: getattr(self, name) for name in _FIELDS}, "categories": list(self.categories)}
+        state = {**{name: getattr(self, name) for name in _FIELDS}, "categories": list(self.categories)}
+        if self.captions is not None:
+            state["captions"] = [list(c) for c in self.captions]
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> MultiTaskDataset:

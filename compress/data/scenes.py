@@ -16,6 +16,10 @@ Layout written by :func:`generate_scenes` (the layout of COCO's own releases)::
     OUT/annotations/instances_train.json   OUT/train/000000.png ...
     OUT/annotations/instances_val.json     OUT/val/000000.png ...
     OUT/annotations/instances_test.json    OUT/test/000000.png ...
+    OUT/annotations/captions_train.json    OUT/annotations/captions_val.json    OUT/annotations/captions_test.json
+
+Captions (COCO's caption format, five per image) describe what was drawn: colour, texture and shape, counts,
+rough positions, relations and occlusion (see :mod:`compress.data.captions`).
 
 Every image draws from its own ``numpy`` Generator seeded by ``(seed, split, index)``, so a seed gives
 byte-identical files whatever the order of generation.
@@ -33,12 +37,15 @@ import numpy as np
 
 from compress.data._progress import track
 from compress.data._shapes import CATEGORIES, background, blob_mask, render_object, stroke_mask
+from compress.data.captions import caption_scene, captions_doc, scene_objects
 from compress.errors import ConfigError
 
 __all__ = ["CATEGORY_NAMES", "SceneConfig", "generate_scenes"]
 
 CATEGORY_NAMES: tuple[str, ...] = tuple(c.name for c in CATEGORIES)
-_GENERATOR_VERSION = 1  # bump when the drawing changes, so caches keyed by the config hash are rebuilt
+# Bump when the drawing or the files written change, so caches keyed by the config hash are rebuilt
+# (2: captions_{split}.json beside the instances files).
+_GENERATOR_VERSION = 2
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -143,11 +150,17 @@ def _place(cfg: SceneConfig, rng: np.random.Generator) -> tuple[int, np.ndarray,
     return (cat, full, window, rgb) if mask.any() else None
 
 
-def make_scene(cfg: SceneConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """Draw one scene: uint8 [S, S, 3] image and a list of (category index, visible bool mask)."""
+def draw_scene(
+    cfg: SceneConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int, int | None]]]:
+    """Draw one scene: uint8 [S, S, 3] image and per object (category, visible mask, full area, occluder).
+
+    The occluder is the index of the later object that hides most of this one's pixels (``None`` if none).
+    """
     canvas = background(cfg.image_size, rng)
     _add_clutter(canvas, cfg, rng)
     objects: list[tuple[int, np.ndarray, int]] = []  # category, visible mask, full area
+    hidden: list[dict[int, int]] = []  # per object: pixels hidden by each later object
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
         for _attempt in range(8):
             placed = _place(cfg, rng)
@@ -159,13 +172,27 @@ def make_scene(cfg: SceneConfig, rng: np.random.Generator) -> tuple[np.ndarray, 
         else:
             continue  # no placement kept the earlier objects visible enough: drop this one
         np.copyto(canvas[window], rgb, where=full[window][..., None])
+        for (_, vis, _), by in zip(objects, hidden, strict=True):
+            covered = int((vis & full).sum())
+            if covered:
+                by[len(objects)] = covered
         objects = [(c, vis & ~full, area) for c, vis, area in objects]
         objects.append((cat, full, int(full.sum())))
+        hidden.append({})
     canvas += rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(cfg.noise)
     canvas *= 255.0
     canvas += 0.5  # round half up on the cast below
     image = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
-    return image, [(c, vis) for c, vis, _ in objects]
+    return image, [
+        (c, vis, area, max(by, key=by.__getitem__) if by else None)
+        for (c, vis, area), by in zip(objects, hidden, strict=True)
+    ]
+
+
+def make_scene(cfg: SceneConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """Draw one scene: uint8 [S, S, 3] image and a list of (category index, visible bool mask)."""
+    image, objects = draw_scene(cfg, rng)
+    return image, [(c, vis) for c, vis, _, _ in objects]
 
 
 def _annotation(ann_id: int, image_id: int, cat: int, mask: np.ndarray) -> dict:
@@ -188,24 +215,28 @@ def _annotation(ann_id: int, image_id: int, cat: int, mask: np.ndarray) -> dict:
 
 
 def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: bool) -> None:
-    """Draw and write one split's PNGs and its instances JSON."""
+    """Draw and write one split's PNGs, its instances JSON and its captions JSON."""
     from PIL import Image
 
     (out / split).mkdir(parents=True, exist_ok=True)
     images: list[dict] = []
     annotations: list[dict] = []
+    captions: list[list[str]] = []
     for index in track(range(count), total=count, description=f"scenes {split}", enabled=progress):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index]))
-        pixels, objects = make_scene(cfg, rng)
+        pixels, drawn = draw_scene(cfg, rng)
         name = f"{index:06d}.png"
         Image.fromarray(pixels).save(out / split / name, compress_level=1)
         image_id = index + 1
         images.append({"id": image_id, "file_name": name, "width": cfg.image_size, "height": cfg.image_size})
-        for cat, mask in objects:
+        for cat, mask, _, _ in drawn:
             if mask.any():
                 annotations.append(_annotation(len(annotations) + 1, image_id, cat, mask))
+        text_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index, 1]))
+        captions.append(caption_scene(scene_objects(drawn, CATEGORIES), text_rng))
+    info = {"description": "compress built-in procedural scenes", "scene_config": asdict(cfg)}
     doc = {
-        "info": {"description": "compress built-in procedural scenes", "scene_config": asdict(cfg)},
+        "info": info,
         "categories": [
             {"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CATEGORY_NAMES)
         ],
@@ -213,6 +244,7 @@ def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: 
         "annotations": annotations,
     }
     _write_json(out / "annotations" / f"instances_{split}.json", doc)
+    _write_json(out / "annotations" / f"captions_{split}.json", captions_doc(images, captions, info))
 
 
 def _write_json(path: Path, doc: dict) -> None:

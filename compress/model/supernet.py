@@ -83,16 +83,17 @@ class Supernet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, spec: ArchSpec) -> dict[str, torch.Tensor]:
-        self.space.check(spec)
-        return self.run_heads(self.features(x, spec, spec.built_stages), spec)
+        return self.run_heads(self.features(x, spec), spec)
 
-    def features(self, x: torch.Tensor, spec: ArchSpec, stages: int) -> list[torch.Tensor]:
-        """The outputs of the first ``stages`` stages of ``spec``'s backbone (``spec`` already checked)."""
+    def features(self, x: torch.Tensor, spec: ArchSpec, stages: int | None = None) -> list[torch.Tensor]:
+        """The backbone's output of each of the first ``stages`` stages (default: the spec's built ones)."""
+        self.space.check(spec)
         if self.stem.conv.weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem((x - self.mean) / self.std)
         in_ch, features = spec.stem, []
-        for stage, blocks in zip(spec.stages[:stages], self.stages, strict=False):
+        count = spec.built_stages if stages is None else stages
+        for stage, blocks in zip(spec.stages[:count], self.stages, strict=False):
             for j in range(stage.depth):
                 x = cast(nn.ModuleList, blocks)[j](
                     x, expanded_channels(in_ch, stage.expand[j]), stage.width, stage.kernel

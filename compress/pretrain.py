@@ -1,0 +1,480 @@
+"""Pretraining the elastic backbone, then its heads on the frozen backbone (ANSA), and zero-shot tagging.
+
+``pretrain_backbone`` trains the supernet's stem and stages with one of two objectives, sandwich-sampled like
+the supernet recipe (each step: the largest, the smallest and ``num_random`` random subnets, each at its own
+resolution), so every subnet learns the same embedding:
+
+* ``"contrastive"`` (CLIP-style): the image embedding (global average pool of the stage the tagging head
+  branches from, an ``ImageProjection``, unit norm) against the embedding of one of the image's captions
+  (``compress.text.TextEncoder``: a word vocabulary of the training captions, ``TextConfig.layers``
+  transformer layers), with the symmetric InfoNCE loss (cross-entropy both ways over the batch's cosine
+  similarities times a learned ``1 / temperature``). Needs captions (``MultiTaskDataset.captions``).
+* ``"tags"``: multi-label classification of the image's tags (BCE) from the same pooled features through a
+  linear layer: the conventional pretraining ANSA moved away from; ``benchmarks/pretraining.py`` compares both.
+
+``start_supernet`` runs the optional starts before ``compress.training.train_supernet``: ``init`` copies
+MobileNetV3-Large weights in (``compress.model.mnv3_weights``); ``pretrain`` then pretrains the backbone and
+the supernet recipe continues with its head phase only (``joint_fraction=0``: the backbone frozen, every
+head at every branch point), so the total steps stay the recipe's (the pretraining takes the joint phase's
+share). The supernet's config hash includes both starts, so a run never reuses weights trained otherwise.
+
+Run directory (beside ``supernet.pt``): ``pretrained.safetensors`` (the pretrained supernet, reused when its
+hash matches), and for the contrastive objective ``text_encoder.safetensors`` + ``text_encoder.json``
+(vocabulary, sizes, prompt). Under ``torchrun`` each rank takes its shard of every batch (the InfoNCE
+negatives are the rank's own) and gradients are all-reduced as in ``train_supernet``; AMP on a GPU with
+``amp=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.errors import ConfigError, DataError, RunError
+from compress.text import PROMPT, ImageText, TextConfig, Vocabulary, load_image_text, save_image_text
+
+__all__ = [
+    "OBJECTIVES",
+    "PretrainConfig",
+    "PretrainResult",
+    "embed_stage",
+    "joint_phase_pretraining",
+    "pretrain",
+    "pretrain_backbone",
+    "start_supernet",
+    "zero_shot_scores",
+]
+
+OBJECTIVES = ("contrastive", "tags")
+FORMAT = "compress.PretrainedSupernet/1"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Backbone pretraining recipe (sandwich-sampled; AdamW, cosine schedule with warm-up)."""
+
+    objective: str = "contrastive"
+    steps: int = 150
+    batch_size: int = 24
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    num_random: int = 1
+    resolution: int = 160
+    seed: int = 0
+    text: TextConfig = field(default_factory=TextConfig)
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"unknown pretraining objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}"
+            )
+        if self.steps < 1:
+            raise ConfigError(f"pretraining steps must be >= 1, but got {self.steps}")
+        if self.batch_size < 2:
+            raise ConfigError(f"pretraining batch_size must be >= 2, but got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"pretraining lr must lie in (0, 1), but got {self.lr}")
+        if not 32 <= self.resolution <= 1024:
+            raise ConfigError(f"pretraining resolution must lie in [32, 1024], but got {self.resolution}")
+        if self.num_random < 0:
+            raise ConfigError(f"num_random must be >= 0, but got {self.num_random}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PretrainResult:
+    """The pretrained supernet, its image-text model (contrastive only), hash, whether reused, and history."""
+
+    supernet: Any
+    image_text: Any
+    key: str
+    reused: bool
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def embed_stage(spec: Any) -> int:
+    """The backbone stage a spec's image embedding reads: its tagging head's branch, else its last stage."""
+    for h in spec.heads:
+        if h.task == "tagging":
+            return int(h.branch)
+    return spec.built_stages - 1
+
+
+def _embed_widths(space: Any) -> dict[int, int]:
+    stages = [b for h in space.heads if h.task == "tagging" for b in h.branches] or [len(space.stages) - 1]
+    return {b: max(space.stages[b].widths) for b in sorted(stages)}
+
+
+class TagProbe(nn.Module):
+    """Pooled stage features [B, C] (any prefix of the widest) -> tag logits, one linear layer per stage."""
+
+    def __init__(self, widths: dict[int, int], num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.ModuleDict({str(s): nn.Linear(w, num_classes) for s, w in widths.items()})
+
+    def forward(self, features: torch.Tensor, stage: int) -> torch.Tensor:
+        pooled = features.float().mean(dim=(2, 3))
+        layer = self.linear[str(stage)]
+        return F.linear(pooled, layer.weight[:, : pooled.shape[1]], layer.bias)
+
+
+def _key(space: Any, data_key: str, config: PretrainConfig) -> str:
+    recipe = {k: v for k, v in config.to_dict().items() if k != "amp"}
+    blob = json.dumps(
+        {"format": FORMAT, "space": space.to_dict(), "data": data_key, "recipe": recipe}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _captions(data: Any) -> list[list[str]]:
+    caps = getattr(data, "captions", None)
+    if caps is None or not any(caps):
+        raise DataError(
+            "contrastive pretraining needs captions, but the data set has none; add COCO caption files "
+            "(annotations/captions_train.json) or use --objective tags"
+        )
+    return caps
+
+
+def infonce(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of matching unit-norm embeddings (row i of each is a pair)."""
+    logits = scale * image @ text.t()
+    target = torch.arange(len(image), device=image.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def _load_pretrained(path: Path, net: Any, key: str) -> list[dict[str, float]] | None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT or meta.get("key") != key:
+            return None
+        net.load_state_dict(load_file(str(path)))
+        return json.loads(meta.get("history", "[]"))
+    except Exception:  # a truncated or foreign file: pretrain again
+        return None
+
+
+def _save_pretrained(path: Path, net: Any, key: str, config: PretrainConfig, history: list) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "key": key,
+        "config": json.dumps(config.to_dict()),
+        "history": json.dumps(history),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def pretrain_backbone(
+    space: Any,
+    train_data: Any,
+    out_dir: str | Path,
+    *,
+    config: PretrainConfig = PretrainConfig(),
+    data_key: str = "",
+    supernet: Any = None,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pretrain the backbone of ``supernet`` (default: a new ``Supernet(space)``) and save it in ``out_dir``.
+
+    Reuses ``out_dir/pretrained.safetensors`` (and the text encoder) when its hash (space, data, recipe,
+    start) matches.
+    """
+    from compress.data._progress import track
+    from compress.model import Supernet
+    from compress.training import _allreduce_grads, _batches, _device, _dist, _lr_at, resize_batch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = _key(space, data_key, config)
+    torch.manual_seed(config.seed)
+    net = supernet if supernet is not None else Supernet(space)
+    captions = _captions(train_data) if config.objective == "contrastive" else None
+    widths = _embed_widths(space)
+    path = out_dir / "pretrained.safetensors"
+    history = _load_pretrained(path, net, key)
+    if history is not None and (captions is None or (out_dir / "text_encoder.json").is_file()):
+        image_text = load_image_text(out_dir) if captions is not None else None
+        return PretrainResult(net.eval(), image_text, key, True, 0.0, history)
+
+    rank, world = _dist()
+    if len(train_data) < config.batch_size:
+        raise DataError(
+            f"the training set has {len(train_data)} images, fewer than the pretraining batch size "
+            f"{config.batch_size}; use a smaller batch size or more images"
+        )
+    if captions is not None:
+        aux: nn.Module = ImageText(Vocabulary.build(c for cs in captions for c in cs), config.text, widths)
+    else:
+        aux = TagProbe(widths, space.num_classes)
+    device = _device(world, config.amp)
+    net.to(device)
+    aux.to(device)
+    if device.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
+    params = backbone + list(aux.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sample_rng, text_rng = random.Random(config.seed), random.Random(config.seed + 1)
+    batches = _batches(len(train_data), config.batch_size, torch.Generator().manual_seed(config.seed))
+    shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
+    autocast = torch.autocast(device.type, enabled=config.amp and device.type == "cuda")
+    history, start = [], time.perf_counter()
+    net.train()
+    aux.train()
+    steps = track(range(config.steps), total=config.steps, description=f"pretrain ({config.objective})",
+                  enabled=progress and rank == 0)  # fmt: skip
+    for step in steps:
+        idx = next(batches)
+        batch = {k: v[shard].to(device) for k, v in train_data.batch(idx).items()}
+        texts = None
+        if captions is not None:
+            picked = idx[shard].tolist()
+            texts = [text_rng.choice(captions[i]) if captions[i] else "" for i in picked]
+        specs = [space.largest(), space.smallest()] + [
+            space.sample(sample_rng) for _ in range(config.num_random)
+        ]
+        for g in optimizer.param_groups:
+            g["lr"] = _lr_at(step, config, config.steps)  # type: ignore[arg-type]
+        optimizer.zero_grad(set_to_none=True)
+        logs: dict[str, float] = {}
+        for i, spec in enumerate(specs):
+            b = resize_batch(batch, min(spec.resolution, config.resolution))
+            stage = embed_stage(spec)
+            with autocast:
+                features = net.features(b["images"], spec, stages=stage + 1)[stage]
+                if texts is not None:
+                    assert isinstance(aux, ImageText)
+                    loss = infonce(aux.embed_image(features, stage), aux.embed_text(texts), aux.scale())
+                else:
+                    loss = F.binary_cross_entropy_with_logits(aux(features, stage), b["tags"])
+            loss.backward()
+            if i < 2:
+                logs["loss_largest" if i == 0 else "loss_smallest"] = float(loss.detach())
+        _allreduce_grads(params, world)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        if isinstance(aux, ImageText):
+            logs["temperature"] = float(1.0 / aux.scale().detach())
+        history.append({"step": step + 1, **logs})
+    seconds = time.perf_counter() - start
+    net.cpu().eval()
+    aux.cpu().eval()
+    if rank == 0:
+        if isinstance(aux, ImageText):
+            save_image_text(aux, out_dir, {"objective": config.objective, "key": key})
+        _save_pretrained(path, net, key, config, history)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return PretrainResult(net, aux if isinstance(aux, ImageText) else None, key, False, seconds, history)
+
+
+def joint_phase_pretraining(config: Any, objective: str = "contrastive") -> PretrainConfig:
+    """The pretraining that takes the place of the supernet recipe ``config``'s joint phase (same steps)."""
+    steps = max(1, int(round(config.steps * config.joint_fraction)))
+    return PretrainConfig(objective=objective, steps=steps, batch_size=config.batch_size, lr=config.lr,
+                          resolution=config.resolution, seed=config.seed, amp=config.amp)  # fmt: skip
+
+
+def heads_only(config: Any, steps: int) -> Any:
+    """The supernet recipe ``config`` with ``steps`` steps, all in its head phase (backbone frozen)."""
+    warmup = min(config.warmup_steps, max(1, steps // 5))
+    return dataclasses.replace(config, steps=steps, joint_fraction=0.0, warmup_steps=warmup)
+
+
+def start_supernet(
+    space: Any,
+    train_data: Any,
+    out: str | Path,
+    *,
+    config: Any,
+    data_key: str,
+    init: str | Path | None = None,
+    pretrain: PretrainConfig | None = None,
+    progress: bool = True,
+) -> Any:
+    """``train_supernet`` after the optional starts (``init`` weights, then ``pretrain``); see the module doc.
+
+    With ``pretrain`` the supernet recipe keeps ``config.steps - pretrain.steps`` head-phase steps (at least 1).
+    Without either start this is exactly ``train_supernet(space, train_data, out, config=config, ...)``.
+    """
+    from compress.model import Supernet
+    from compress.training import train_supernet
+
+    out = Path(out)
+    supernet = None
+    if init is not None or pretrain is not None:
+        torch.manual_seed(config.seed)
+        supernet = Supernet(space)
+    if init is not None:
+        from compress.model.mnv3_weights import load_mobilenetv3_weights
+
+        data_key += f"+init:{load_mobilenetv3_weights(supernet, init).digest}"
+    if pretrain is not None:
+        done = pretrain_backbone(
+            space,
+            train_data,
+            out.parent,
+            config=pretrain,
+            data_key=data_key,
+            supernet=supernet,
+            progress=progress,
+        )
+        supernet, data_key = done.supernet, f"{data_key}+pretrain:{done.key}"
+        config = heads_only(config, max(1, config.steps - pretrain.steps))
+    return train_supernet(
+        space, train_data, out, config=config, data_key=data_key, progress=progress, supernet=supernet
+    )
+
+
+@torch.no_grad()
+def _stage_output(model: Any, x: torch.Tensor, stage: int, spec: Any = None) -> torch.Tensor:
+    if spec is not None:  # a Supernet
+        return model.features(x, spec, stages=stage + 1)[stage]
+    seen: dict[str, torch.Tensor] = {}
+    hook = model.stages[stage].register_forward_hook(lambda _m, _i, out: seen.__setitem__("x", out))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return seen["x"]
+
+
+@torch.no_grad()
+def zero_shot_scores(
+    model: Any,
+    image_text: ImageText,
+    data: Any,
+    *,
+    spec: Any = None,
+    categories: Sequence[str] | None = None,
+    prompt: str = PROMPT,
+    batch_size: int = 100,
+) -> np.ndarray:
+    """Cosine similarity [N, C] of each image to the prompt of each category: tags from text alone.
+
+    ``model``: a ``MultiTaskNet`` (its spec decides the stage and resolution) or a ``Supernet`` with ``spec``.
+    Score with ``compress.metrics.tagging_map(scores, data.tags.numpy())``.
+    """
+    arch = spec if spec is not None else model.spec
+    stage = embed_stage(arch)
+    if str(stage) not in image_text.image:
+        raise ConfigError(
+            f"the text encoder has no image projection for stage {stage}; it has {list(image_text.image)}"
+        )
+    names = list(categories if categories is not None else data.categories)
+    text = image_text.embed_text([prompt.format(n) for n in names])
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for begin in range(0, len(data), batch_size):
+            images = data.batch(torch.arange(begin, min(begin + batch_size, len(data))))["images"]
+            if arch.resolution != images.shape[-1]:
+                images = F.interpolate(
+                    images, size=(arch.resolution,) * 2, mode="bilinear", align_corners=False
+                )
+            features = _stage_output(model, images, stage, spec)
+            scores.append((image_text.embed_image(features, stage) @ text.t()).numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(scores)
+
+
+def _check_classes(space: Any, data: Any, spec: str) -> None:
+    if space.num_classes != data.num_classes:
+        raise ConfigError(
+            f"the space has {space.num_classes} classes but the data set {spec!r} has {data.num_classes}"
+        )
+
+
+def pretrain(
+    *,
+    data: str = "builtin",
+    out: str | Path = "runs/pretrain",
+    config: PretrainConfig = PretrainConfig(),
+    train: Any = None,
+    init: str | Path | None = None,
+    space: Any = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``compress pretrain``: pretrain the backbone, train the heads on it frozen, score zero-shot tagging.
+
+    ``train`` is the supernet recipe (``compress.training.TrainConfig``) whose head phase follows; it keeps
+    ``train.steps - config.steps`` steps. Writes ``OUT/supernet.pt``, ``OUT/pretrained.safetensors``, the
+    text encoder and ``OUT/pretrain.json``: the largest subnet's trained tagging mAP on the validation split
+    beside its zero-shot tagging mAP from the prompts alone (both after BN recalibration). Returns that dict.
+    """
+    from compress.data import load_data
+    from compress.metrics import tagging_map
+    from compress.model import default_space, extract, recalibrate_bn
+    from compress.training import TrainConfig
+
+    train = train if train is not None else TrainConfig()
+    train_data, val = load_data(data, resolution=config.resolution, cache_dir=cache_dir, progress=progress)
+    space = space if space is not None else default_space(num_classes=train_data.num_classes)
+    _check_classes(space, train_data, data)
+    out = Path(out)
+    result = start_supernet(
+        space, train_data, out / "supernet.pt", config=train, data_key=f"{data}@{config.resolution}",
+        init=init, pretrain=config, progress=progress,
+    )  # fmt: skip
+    spec = space.largest()
+    net = extract(result.supernet, spec)
+    recalibrate_bn(net, train_data.batch(torch.arange(min(256, len(train_data))))["images"])
+    from compress.evaluate import evaluate
+
+    quality = evaluate(net, val)
+    summary: dict[str, Any] = {
+        "objective": config.objective,
+        "pretrain_steps": config.steps,
+        "head_steps": max(1, train.steps - config.steps),
+        "init": None if init is None else str(init),
+        "subnet": "largest",
+        "val_images": len(val),
+        "tagging_map_trained_head": quality.tasks.get("tagging", {}).get("map"),
+        "quality": quality.tasks,
+    }
+    if config.objective == "contrastive":
+        image_text = load_image_text(out)
+        summary["tagging_map_zero_shot"] = tagging_map(
+            zero_shot_scores(net, image_text, val), val.tags.numpy()
+        )
+        summary["prompt"] = PROMPT
+    tmp = out / "pretrain.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float))
+    os.replace(tmp, out / "pretrain.json")
+    if not (out / "supernet.pt").is_file():
+        raise RunError(f"pretraining finished but {out / 'supernet.pt'} is missing")
+    return summary
