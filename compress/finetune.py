@@ -70,10 +70,18 @@ def finetune(
 ) -> nn.Module:
     """Train ``model`` in place for ``steps`` steps on ``train`` (a ``MultiTaskDataset`` at the model's
     resolution) and return it in eval mode. ``on_step(step)`` is called after every step (progress)."""
-    from compress.model import multitask_loss
-
     if steps <= 0:
         return model.eval()
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, leak nothing
+        torch.manual_seed(seed)
+        return _train(model, train, steps, recipe, seed, on_step)
+
+
+def _train(
+    model: nn.Module, train: Any, steps: int, recipe: FinetuneRecipe, seed: int, on_step: Any
+) -> nn.Module:
+    from compress.model import multitask_loss
+
     g = torch.Generator().manual_seed(seed)
     model.to(memory_format=torch.channels_last)  # PyTorch's depthwise backward is much faster so on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
