@@ -231,6 +231,28 @@ def _refuse_pickled_supernet(run_dir: Path) -> None:
         )
 
 
+def _refuse_other_settings(cfg: SearchConfig, space: Any) -> None:
+    """A rerun into an existing run directory must keep its study's settings: refuse before run.json is
+    rewritten, so a mistyped rerun leaves the run directory as it was."""
+    path = cfg.run_dir / "run.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")).get("config") or {}
+    except (OSError, ValueError):
+        return  # an unreadable run.json is reported where it is read
+    if old.get("study_name", cfg.name) != cfg.name:
+        return
+    # the space is checked when the study opens (its class count is only known once the data is loaded)
+    new = json.loads(json.dumps({k: v for k, v in cfg.study_config(space).items() if k != "space"}))
+    differ = sorted(k for k, v in new.items() if k in old and old[k] != v)
+    if differ:
+        raise ConfigError(
+            f"study {cfg.name!r} was created with other settings ({', '.join(differ)}); rerun with the "
+            "same settings to continue it, or choose another --out / --study-name"
+        )
+
+
 def _splits_note(splits: Any) -> dict[str, Any]:
     """Sizes of the three splits and where the test split came from (it is never trained on or searched on)."""
     return {
@@ -375,6 +397,7 @@ def _search(
         raise ConfigError(f"--out {run_dir} exists and is not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     _refuse_pickled_supernet(run_dir)
+    _refuse_other_settings(cfg, space)
     _write_run_json(cfg, space, {"provenance": _provenance(cfg.devices)})
 
     splits = load_splits(

@@ -87,8 +87,10 @@ def test_rerun_continues_the_study(finished, setup):
 
 
 def test_other_settings_are_refused(finished, setup):
+    before = (setup.run_dir / "run.json").read_bytes()
     with pytest.raises(ConfigError, match="created with other settings.*budget_ms"):
         run_search(dataclasses.replace(setup, budget_ms=5.0, finalize=False), progress=False)
+    assert (setup.run_dir / "run.json").read_bytes() == before  # the refused rerun rewrote nothing
 
 
 def test_dead_worker_trial_is_failed_with_reason(finished, setup):
