@@ -73,15 +73,24 @@ def _nothing_feasible(trials: pd.DataFrame, cfg: Any) -> RunError:
             f"no trial finished in {cfg.run_dir} (see the trials' fail reasons in the study); "
             "rerun the same command to continue"
         )
+    bounds = [c for c in trials if c.startswith("latency_ms_bound.")]
+    conf = getattr(cfg, "confidence", None)
+    if bounds and conf is not None:  # the budget applied to each device's latency bound at that confidence
+        worst = trials[bounds].max(axis=1)
+        trials = trials.assign(
+            worst_latency_ms=worst,
+            worst_device=trials[bounds].idxmax(axis=1).str.removeprefix("latency_ms_bound."),
+        )
+    at = f" at {100 * conf:.0f}% confidence" if bounds and conf is not None else ""
     closest = trials.sort_values("worst_latency_ms").head(3)
     names = "; ".join(
-        f"trial {int(r.trial)} needs {r.worst_latency_ms:.2f} ms on {r.worst_device} "
+        f"trial {int(r.trial)} needs {r.worst_latency_ms:.2f} ms{at} on {r.worst_device} "
         f"(quality {r.quality:.1f})"
         for r in closest.itertuples()
     )
     return RunError(
         f"no candidate meets the {cfg.budget_ms:g} ms budget on every device; closest: {names}. "
-        f"Raise --budget or narrow --devices; the study is kept in {cfg.run_dir}"
+        f"Raise --budget, lower --confidence or narrow --devices; the study is kept in {cfg.run_dir}"
     )
 
 
