@@ -54,9 +54,10 @@ def a11_check(n_candidates: int = 20) -> tuple[int, int, int]:
 
 
 def _table(df: pd.DataFrame, kinds: list[str]) -> pd.DataFrame:
-    """Median / worst |error| per (device, unit) and overall, for each fold kind."""
+    """Median / worst |error| per (device, unit), per unit over all chips and overall, for each fold kind."""
     out = []
-    groups = [(f"{d} {u}", g) for (d, u), g in df.groupby(["device", "unit"])] + [("overall", df)]
+    groups = [(f"{d} {u}", g) for (d, u), g in df.groupby(["device", "unit"])]
+    groups += [(f"all {u}", g) for u, g in df.groupby("unit")] + [("overall", df)]
     for name, g in groups:
         row: dict = {"chip unit": name, "rows": len(g)}
         for k in kinds:
