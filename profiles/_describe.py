@@ -51,11 +51,7 @@ def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
             (f"{name}: runtime", f"{flags}, rows padded to {u.pad_last_axis_bytes} B", "Core ML docs")
         )
     cal = p.calibration
-    err = (
-        ""
-        if cal.loo_median_abs_pct is None
-        else f", held-out median |error| {cal.loo_median_abs_pct:.1f}%"
-    )
+    err = "" if cal.loo_median_abs_pct is None else f", held-out median |error| {cal.loo_median_abs_pct:.1f}%"
     rows.append(("calibration", f"{cal.basis}{err}", cal.data or cal.note))
     if cal.worst_row:
         rows.append(("calibration: worst row", cal.worst_row, ""))
