@@ -419,6 +419,16 @@ class Cost:
         interval (host profile) the prediction itself."""
         return self.latency_ms * ratio_at(self._ratios, confidence)
 
+    def confidence_within(self, budget_ms: float) -> float | None:
+        """The probability, by the held-out errors, that the latency stays within ``budget_ms``: the level
+        of the interval quantile that meets the budget, clipped to the stored levels (0.05-0.95). None
+        without an interval."""
+        if not self._ratios:
+            return None
+        levels, values = zip(*self._ratios, strict=True)
+        x = np.log(budget_ms / self.latency_ms)
+        return float(np.interp(x, np.log(values), levels))
+
     def by_output(self) -> Any:
         """Latency, parameters and weight MB per output group (``shared`` = the layers every head uses)."""
         import pandas as pd

@@ -51,11 +51,7 @@ def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
             (f"{name}: runtime", f"{flags}, rows padded to {u.pad_last_axis_bytes} B", "Core ML docs")
         )
     cal = p.calibration
-    err = (
-        ""
-        if cal.loo_median_abs_pct is None
-        else f", leave-one-out median |error| {cal.loo_median_abs_pct:.1f}%"
-    )
+    err = "" if cal.loo_median_abs_pct is None else f", held-out median |error| {cal.loo_median_abs_pct:.1f}%"
     rows.append(("calibration", f"{cal.basis}{err}", cal.data or cal.note))
     if cal.worst_row:
         rows.append(("calibration: worst row", cal.worst_row, ""))
@@ -120,7 +116,7 @@ def summary_row(p: DeviceProfile) -> dict[str, str]:
 
 def _interval(p: DeviceProfile) -> str:
     """The main unit's p10-p90 band as multipliers of the prediction (``x0.8-1.3``), ``-`` if none."""
-    unit = "ane" if "ane" in p.calibration.interval else next(iter(p.calibration.interval), None)
+    unit = next((u for u in ("ane", "gpu", "cpu") if u in p.calibration.interval), None)
     if unit is None:
         return "-"
     qs = p.calibration.interval[unit]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from reports._compare import Comparison
 from reports._data import device_plot_data
-from reports._format import fmt_mb, fmt_ms, fmt_quality
+from reports._format import fmt_chance, fmt_interval, fmt_mb, fmt_ms, fmt_quality
 from reports._html import headline
 from reports._run import Run
 
@@ -30,16 +30,22 @@ def summary_table(run: Run) -> Table:
         caption=Text(headline(run)),
         caption_justify="left",
     )
-    for col in ("device", "latency", "budget", "peak memory", "disk", "source"):
+    n = len(data.device)
+    lo, hi = data.latency_p10_ms or [None] * n, data.latency_p90_ms or [None] * n
+    chance = data.budget_confidence or [None] * n
+    for col in ("device", "latency", "p10-p90", "budget", "P(within)", "peak memory", "disk", "source"):
         table.add_column(col, justify="left" if col in ("device", "source") else "right")
-    for dev, lat, mem, disk, prov in zip(
-        data.device, data.latency_ms, data.peak_memory_mb, data.disk_mb, data.provenance, strict=True
-    ):
+    for dev, lat, mem, disk, prov, a, b, p in zip(
+        data.device, data.latency_ms, data.peak_memory_mb, data.disk_mb, data.provenance, lo, hi, chance,
+        strict=True,
+    ):  # fmt: skip
         over = lat > data.budget_ms
         table.add_row(
             Text(dev),
             Text(fmt_ms(lat), style="bold red" if over else "green"),
+            Text(fmt_interval(a, b)),
             Text(fmt_ms(data.budget_ms)),
+            Text(fmt_chance(p)),
             Text(fmt_mb(mem)),
             Text(fmt_mb(disk)),
             Text(prov),

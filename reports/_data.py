@@ -78,6 +78,12 @@ class DevicePlotData(NamedTuple):
     budget_ms: float
     memory_budget_mb: float | None
     disk_budget_mb: float | None
+    #: the latency's prediction interval per device (None where the card has none: older runs, host)
+    latency_p10_ms: list[float | None] = []
+    latency_p90_ms: list[float | None] = []
+    #: probability (by held-out errors) that the latency stays within the budget, per device
+    budget_confidence: list[float | None] = []
+    confidence: float | None = None  # the interval level the search held the budget at
 
 
 class HeadCost(NamedTuple):
@@ -168,6 +174,10 @@ def device_plot_data(run: Run) -> DevicePlotData:
         budget_ms=run.budget_ms,
         memory_budget_mb=_opt_float(run.config.get("memory_mb")),
         disk_budget_mb=_opt_float(run.config.get("disk_mb")),
+        latency_p10_ms=[_opt_float(f.get("latency_ms_p10")) for f in figs],
+        latency_p90_ms=[_opt_float(f.get("latency_ms_p90")) for f in figs],
+        budget_confidence=[_opt_float(f.get("budget_confidence")) for f in figs],
+        confidence=_opt_float(run.card.get("confidence")),
     )
 
 

@@ -144,6 +144,16 @@ def hypervolume_figure(data: HypervolumePlotData) -> go.Figure:
     return _layout(fig, title="Hypervolume history", height=320)
 
 
+def _latency_bars(data: DevicePlotData) -> dict:
+    """Error bars: the p10-p90 prediction interval where every device has one, else ± the held-out error."""
+    lo, hi = data.latency_p10_ms, data.latency_p90_ms
+    if lo and all(v is not None for v in lo + hi):
+        up = [h - m for h, m in zip(hi, data.latency_ms, strict=True)]
+        down = [m - v for v, m in zip(lo, data.latency_ms, strict=True)]
+        return {"type": "data", "symmetric": False, "array": up, "arrayminus": down, "visible": True}
+    return {"type": "data", "array": data.latency_error_ms, "visible": True}
+
+
 def device_figure(data: DevicePlotData) -> go.Figure:
     """Latency (with calibration error bars), peak memory and disk per device, budgets drawn."""
     import plotly.graph_objects as go
@@ -162,7 +172,7 @@ def device_figure(data: DevicePlotData) -> go.Figure:
     fig.add_trace(
         go.Bar(
             y=data.latency_ms,
-            error_y={"type": "data", "array": data.latency_error_ms, "visible": True},
+            error_y=_latency_bars(data),
             hovertemplate="%{x}: %{y:.2f} ms (%{text})<extra></extra>",
             **common,
         ),

@@ -49,3 +49,21 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
     return str(value)
+
+
+def fmt_interval(lo: Any, hi: Any) -> str:
+    """A latency interval as ``1.20-1.85 ms``; ``-`` when either end is missing."""
+    if lo is None or hi is None:
+        return "-"
+    return f"{lo:.2f}-{hi:.2f} ms"
+
+
+def fmt_chance(p: Any) -> str:
+    """A probability as a percentage, with the interval's ends shown as bounds (``>=95%``, ``<=5%``)."""
+    if p is None:
+        return "-"
+    if p >= 0.95:
+        return ">=95%"
+    if p <= 0.05:
+        return "<=5%"
+    return f"{100 * p:.0f}%"

@@ -15,7 +15,17 @@ from reports._data import (
     layer_table,
     provenance_label,
 )
-from reports._format import fmt, fmt_mb, fmt_ms, fmt_params, fmt_pct, fmt_quality, is_missing
+from reports._format import (
+    fmt,
+    fmt_chance,
+    fmt_interval,
+    fmt_mb,
+    fmt_ms,
+    fmt_params,
+    fmt_pct,
+    fmt_quality,
+    is_missing,
+)
 from reports._page import Cell, page, para, pre, section, table
 from reports._run import Run
 
@@ -170,19 +180,40 @@ def _hypervolume_section(run: Run, figures: _Figures) -> str:
 def _device_section(run: Run, figures: _Figures) -> str:
     data = device_plot_data(run)
     devs = run.card["devices"]
+    n = len(data.device)
+    lo, hi = data.latency_p10_ms or [None] * n, data.latency_p90_ms or [None] * n
+    chance = data.budget_confidence or [None] * n
     rows = [
         [
             d,
             _num(lat, fmt_ms),
+            fmt_interval(a, b),
+            fmt_chance(p),
             _num(devs[d]["peak_memory_mb"], fmt_mb),
             _num(devs[d]["disk_mb"], fmt_mb),
             _num(devs[d].get("weights_mb"), fmt_mb),
             prov,
         ]
-        for d, lat, prov in zip(data.device, data.latency_ms, data.provenance, strict=True)
+        for d, lat, prov, a, b, p in zip(
+            data.device, data.latency_ms, data.provenance, lo, hi, chance, strict=True
+        )
     ]
-    header = ["device", "latency", "peak memory", "disk", "weights", "source"]
+    header = [
+        "device",
+        "latency",
+        "latency p10-p90",
+        "P(within budget)",
+        "peak memory",
+        "disk",
+        "weights",
+        "source",
+    ]
     budgets = f"Budgets: latency {run.budget_ms:g} ms on every device"
+    if data.confidence is not None:
+        budgets += (
+            f", held on the {100 * data.confidence:.0f}th percentile of each device's latency interval "
+            "(held-out errors of its calibration)"
+        )
     budgets += "".join(
         f"; {k.replace('_mb', '')} {data_v:g} MB"
         for k, data_v in (("memory_mb", data.memory_budget_mb), ("disk_mb", data.disk_budget_mb))

@@ -311,18 +311,23 @@ def _export(
             "quality_after_finetune": chosen.test.aggregate,
         },
         "budget_ms": cfg.budget_ms,
+        "confidence": cfg.confidence,
         "slowest_device": slowest,
         "params": count_parameters(model),
         "devices": {
             d: {
                 "latency_ms": c.latency_ms,
+                "latency_ms_p10": c.latency_ms_p10,
+                "latency_ms_p90": c.latency_ms_p90,
+                "latency_ms_bound": c.latency_ms_at(cfg.confidence),
+                "budget_confidence": c.confidence_within(cfg.budget_ms),
                 "peak_memory_mb": c.peak_memory_mb,
                 "disk_mb": c.disk_mb,
                 "weights_mb": c.weights_mb,
                 "source": c.source,
                 "error_pct": c.calibration_error_pct,
                 "units": list(c.units),
-                "within_budget": c.latency_ms <= cfg.budget_ms,
+                "within_budget": c.latency_ms_at(cfg.confidence) <= cfg.budget_ms,
             }
             for d, c in costs.items()
         },

@@ -75,17 +75,23 @@ def space_span(space: Any, scorer: Any) -> dict[str, Any]:
 def budget_use(
     trials: pd.DataFrame, front: pd.DataFrame, budget_ms: float, span: dict[str, Any]
 ) -> dict[str, Any]:
-    """How far the feasible front reaches into the budget on the slowest device, and — when it stops short of
-    70% — whether quality stops growing with latency there (the evidence the report shows)."""
+    """How far the feasible front reaches into the budget on the slowest device (by the latency the budget
+    constrains: the bound at the run's confidence), and — when it stops short of 70% — whether quality stops
+    growing with latency there (the evidence the report shows)."""
     from scipy.stats import linregress, spearmanr
 
-    reach = float(front["worst_latency_ms"].max()) if not front.empty else 0.0
+    def budgeted(df: pd.DataFrame) -> pd.Series:  # what the budget constrains: the bound when there is one
+        bounds = [c for c in df.columns if c.startswith("latency_ms_bound.")]
+        return df[bounds].max(axis=1) if bounds else df["worst_latency_ms"]
+
+    reach = float(budgeted(front).max()) if not front.empty else 0.0
     out: dict[str, Any] = {"front_max_ms": reach, "fraction": reach / budget_ms, **span}
     feasible = trials[trials["feasible"]] if "feasible" in trials else trials
-    upper = feasible[feasible["worst_latency_ms"] >= 0.4 * budget_ms]
-    if len(upper) >= 4 and upper["worst_latency_ms"].nunique() > 1:
-        out["upper_slope_per_ms"] = float(linregress(upper["worst_latency_ms"], upper["quality"]).slope)
-        out["upper_spearman"] = float(spearmanr(upper["worst_latency_ms"], upper["quality"]).statistic)
+    lat = budgeted(feasible) if not feasible.empty else feasible["worst_latency_ms"]
+    upper = feasible[lat >= 0.4 * budget_ms]
+    if len(upper) >= 4 and lat[upper.index].nunique() > 1:
+        out["upper_slope_per_ms"] = float(linregress(lat[upper.index], upper["quality"]).slope)
+        out["upper_spearman"] = float(spearmanr(lat[upper.index], upper["quality"]).statistic)
         out["upper_trials"] = len(upper)
     if out["fraction"] >= 0.7:
         out["verdict"] = f"the front reaches {out['fraction']:.0%} of the {budget_ms:g} ms budget"
@@ -142,15 +148,24 @@ def _nothing_feasible(trials: pd.DataFrame, cfg: Any) -> RunError:
             f"no trial finished in {cfg.run_dir} (see the trials' fail reasons in the study); "
             "rerun the same command to continue"
         )
+    bounds = [c for c in trials if c.startswith("latency_ms_bound.")]
+    conf = getattr(cfg, "confidence", None)
+    if bounds and conf is not None:  # the budget applied to each device's latency bound at that confidence
+        worst = trials[bounds].max(axis=1)
+        trials = trials.assign(
+            worst_latency_ms=worst,
+            worst_device=trials[bounds].idxmax(axis=1).str.removeprefix("latency_ms_bound."),
+        )
+    at = f" at {100 * conf:.0f}% confidence" if bounds and conf is not None else ""
     closest = trials.sort_values("worst_latency_ms").head(3)
     names = "; ".join(
-        f"trial {int(r.trial)} needs {r.worst_latency_ms:.2f} ms on {r.worst_device} "
+        f"trial {int(r.trial)} needs {r.worst_latency_ms:.2f} ms{at} on {r.worst_device} "
         f"(quality {r.quality:.1f})"
         for r in closest.itertuples()
     )
     return RunError(
         f"no candidate meets the {cfg.budget_ms:g} ms budget on every device; closest: {names}. "
-        f"Raise --budget or narrow --devices; the study is kept in {cfg.run_dir}"
+        f"Raise --budget, lower --confidence or narrow --devices; the study is kept in {cfg.run_dir}"
     )
 
 

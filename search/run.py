@@ -40,6 +40,8 @@ class SearchConfig:
     """Everything ``compress search`` needs; defaults are the README's main job."""
 
     budget_ms: float = 10.0
+    #: the budget holds on this quantile of each device's latency interval (README: why 0.9)
+    confidence: float = 0.9
     devices: tuple[str, ...] = DEFAULT_DEVICES
     trials: int = 48
     timeout_s: float | None = None
@@ -67,6 +69,11 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0):
             raise ConfigError(f"budget must be positive, but got {self.budget_ms} ms")
+        if not 0.5 <= self.confidence <= 0.95:
+            raise ConfigError(
+                f"--confidence must lie in [0.5, 0.95] (the profiles' intervals end at the 95th percentile), "
+                f"but got {self.confidence}"
+            )
         if not self.devices:
             raise ConfigError("--devices needs at least one device")
         if self.trials < 1:
@@ -114,13 +121,14 @@ class SearchConfig:
         return self.study_name or self.run_dir.name
 
     def limits(self) -> Limits:
-        return Limits(self.budget_ms, tuple(self.devices), self.memory_mb, self.disk_mb)
+        return Limits(self.budget_ms, tuple(self.devices), self.memory_mb, self.disk_mb, self.confidence)
 
     def study_config(self, space: Any, identity: dict[str, str] | None = None) -> dict[str, Any]:
         """What must not change between reruns of one study (``identity``: supernet and data hashes)."""
         return {
             **(identity or {}),
             "budget_ms": self.budget_ms,
+            "confidence": self.confidence,
             "devices": list(self.devices),
             "objectives": list(self.objectives),
             "memory_mb": self.memory_mb,
@@ -337,6 +345,7 @@ def _open(
         cache_dir=cfg.cache_dir,
         seed=cfg.seed,
         progress=progress,
+        confidence=cfg.confidence,
     )
     return study, scorer
 

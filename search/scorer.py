@@ -30,6 +30,7 @@ class Score:
     costs: dict[str, Any]
     params: int
     seconds: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None  # the latency bound's level (``latency_ms_bound.<device>``); None: point
 
     @property
     def worst_device(self) -> str:
@@ -60,6 +61,11 @@ class Score:
         }
         for device, cost in self.costs.items():
             row[f"latency_ms.{device}"] = cost.latency_ms
+            if cost.latency_ms_p10 is not None:
+                row[f"latency_ms_p10.{device}"] = cost.latency_ms_p10
+                row[f"latency_ms_p90.{device}"] = cost.latency_ms_p90
+            if self.confidence is not None:
+                row[f"latency_ms_bound.{device}"] = cost.latency_ms_at(self.confidence)
             row[f"peak_memory_mb.{device}"] = cost.peak_memory_mb
         for task, metrics in self.quality.tasks.items():
             for name, value in metrics.items():
@@ -75,7 +81,8 @@ class Scorer:
     """Scores candidates against one trained supernet, one data set and a list of devices.
 
     ``eval_images`` caps the validation images used per trial (seeded subset; None = all);
-    ``calib_images`` training images are used for BN recalibration and W8A8 calibration.
+    ``calib_images`` training images are used for BN recalibration and W8A8 calibration; ``confidence``
+    adds each device's latency bound at that level to the scores (``Cost.latency_ms_at``).
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class Scorer:
         cache_dir: str | None = None,
         progress: bool = False,
         seed: int = 0,
+        confidence: float | None = None,
     ) -> None:
         self.supernet = supernet.eval()
         self.data = data
@@ -98,6 +106,7 @@ class Scorer:
         self.cache_dir = cache_dir
         self.progress = progress
         self.seed = seed
+        self.confidence = confidence
         self._val: dict[int, Any] = {}
         self._calib: dict[int, torch.Tensor] = {}
 
@@ -173,7 +182,7 @@ class Scorer:
         val = self.full_val(candidate.spec.resolution) if full_val else self.val(candidate.spec.resolution)
         quality = evaluate(model, val)
         times["evaluate"] = time.perf_counter() - t0
-        return Score(candidate, quality, costs, count_parameters(float_model), times)
+        return Score(candidate, quality, costs, count_parameters(float_model), times, self.confidence)
 
     def full_val(self, resolution: int) -> Any:
         from compress.data import load_data

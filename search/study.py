@@ -66,9 +66,15 @@ class Limits:
     devices: tuple[str, ...]
     memory_mb: float | None = None
     disk_mb: float | None = None
+    confidence: float | None = None  # hold the budget on this quantile of each device's latency interval
+
+    def latency(self, row: dict[str, Any], device: str) -> float:
+        """The latency the budget applies to: the bound at ``confidence`` where scored, else the prediction."""
+        bound = row.get(f"latency_ms_bound.{device}") if self.confidence is not None else None
+        return row[f"latency_ms.{device}"] if bound is None or bound != bound else bound
 
     def constraints(self, row: dict[str, Any]) -> dict[str, float]:
-        out = {f"latency.{d}": row[f"latency_ms.{d}"] - self.budget_ms for d in self.devices}
+        out = {f"latency.{d}": self.latency(row, d) - self.budget_ms for d in self.devices}
         if self.memory_mb is not None:
             out["memory"] = row["worst_memory_mb"] - self.memory_mb
         if self.disk_mb is not None:

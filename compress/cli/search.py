@@ -16,6 +16,12 @@ def search_cmd(
     budget: Annotated[
         str, typer.Option(help="Latency budget on every target device, e.g. '10ms', '0.01s'.")
     ] = "10ms",
+    confidence: Annotated[
+        float | None,
+        typer.Option(
+            help="Hold the budget on this quantile of each device's latency interval (0.5-0.95; default 0.9)."
+        ),
+    ] = None,
     devices: Annotated[
         str | None, typer.Option(help="Comma-separated device profiles (default: a11..a17pro, m1..m4).")
     ] = None,
@@ -83,6 +89,7 @@ def search_cmd(
 
     given = {
         "budget_ms": parse_duration_ms(budget),
+        "confidence": confidence,
         "devices": _split(devices),
         "trials": trials,
         "timeout_s": None if timeout is None else parse_duration_ms(timeout) / 1000,

@@ -77,7 +77,7 @@ def test_html_content(run_dir: Path) -> None:
     assert [r[-1] for r in rows] == list(expected["arch"])
 
     devices = {r[0]: r for r in tables["device-table"][1:]}
-    assert devices["a12"][1:] == ["9.42 ms", "18.40 MB", "4.87 MB", "4.71 MB", "calibrated ±12.3%"]
+    assert devices["a12"][1:] == ["9.42 ms", "-", "-", "18.40 MB", "4.87 MB", "4.71 MB", "calibrated ±12.3%"]
     assert devices["a14"][1] == "5.18 ms" and devices["m1"][1] == "3.96 ms"
     assert devices["m1"][-1] == "spec-derived"
 

@@ -74,6 +74,16 @@ def test_malformed_budget(capsys, tmp_path, budget, match):
     _one_line_error(capsys, ["search", f"--budget={budget}", "--out", str(tmp_path)], code=2, match=match)
 
 
+@pytest.mark.parametrize("confidence", ["0.99", "0.2"])
+def test_confidence_outside_the_intervals(capsys, tmp_path, confidence):
+    _one_line_error(
+        capsys,
+        ["search", f"--confidence={confidence}", "--out", str(tmp_path)],
+        code=2,
+        match="--confidence must lie in [0.5, 0.95]",
+    )
+
+
 def test_unknown_device(capsys, tmp_path):
     err = _one_line_error(
         capsys,

@@ -51,6 +51,17 @@ def test_run_directory(finished, setup):
     card = json.loads((run / "chosen/card.json").read_text())
     assert set(card["devices"]) == set(setup.devices)
     assert all(d["latency_ms"] <= setup.budget_ms for d in card["devices"].values())
+    assert card["confidence"] == setup.confidence == 0.9
+    for d, fig in card["devices"].items():  # the budget holds on each device's bound at that confidence
+        assert (
+            fig["latency_ms_p10"]
+            < fig["latency_ms"]
+            < fig["latency_ms_p90"]
+            <= fig["latency_ms_bound"] + 1e-9
+        ), d
+        assert fig["latency_ms_bound"] <= setup.budget_ms and fig["within_budget"], d
+        assert 0.9 <= fig["budget_confidence"] <= 0.95, d
+        assert f"latency_ms_p90.{d}" in front and f"latency_ms_bound.{d}" in front
     assert card["trial"] in set(front["trial"])
     assert card["quality"]["aggregate"] == pytest.approx(card["quality"]["aggregate"])  # a number
     assert {"backbone", "tagging", "detection", "saliency"} <= set(card["heads"])

@@ -1,0 +1,152 @@
+"""The Apple cost model: evidence, bounds, exact fit-vs-profile predictions, intervals, sanity relations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from profiles import ProfileError, estimate, estimate_graph, extract_graph, load_profile
+from profiles._applefit import PARAMS
+from profiles._evidence import load_evidence
+from profiles._registry import DEVICES
+from profiles.reference_models import reference_model
+
+REFERENCE = ("mobilenet_v2_1.0", 224)
+
+
+@pytest.fixture(scope="module")
+def evidence():
+    return load_evidence()
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return extract_graph(reference_model(REFERENCE[0]), (1, 3, REFERENCE[1], REFERENCE[1]))
+
+
+def test_evidence_keeps_core_ml_rows_and_says_why_others_are_left_out(evidence):
+    rows, dropped = evidence
+    assert len(rows) >= 140 and set(rows["tool"]) <= {"xcode", "modelbench", "paper", "app"}
+    assert {"a11", "a13", "a14", "a16", "a17pro", "m1"} <= set(rows["device"])
+    assert {"cpu", "gpu", "all"} == set(rows["units"])
+    reasons = " ".join(dropped["reason"])
+    for why in ("frame-paced", "another runtime", "not a device class", "no reference model"):
+        assert why in reasons
+    assert (rows["sigma"] > 0).all() and not rows["source"].eq("S4").any()
+
+
+def test_fitted_costs_stay_inside_their_physical_ranges():
+    ranges = {(p.unit, p.knob): (p.lo, p.hi) for p in PARAMS}
+    for d in DEVICES:
+        for name, unit in load_profile(d).units.items():
+            c = unit.costs
+            assert all(0 < v <= 1 for v in c.efficiency.values()), (d, name)
+            assert all(0 < v <= 1 for v in c.mem_efficiency.values()), (d, name)
+            lo, hi = ranges[(name, "inference_us")]
+            assert lo - 1e-6 <= c.inference_overhead_us <= hi + 1e-6, (d, name)
+            assert c.overlap == "network" and 0.3 < c.time_scale < 3.5
+
+
+def test_a_neural_engine_launch_is_bounded_by_the_smallest_published_rows():
+    lo, hi = next((p.lo, p.hi) for p in PARAMS if (p.unit, p.knob) == ("ane", "inference_us"))
+    rows, _ = load_evidence()
+    smallest_xcode = rows[(rows["tool"] == "xcode") & (rows["units"] == "all")]["latency_ms"].min()
+    assert lo >= 10 and hi < 1000 * smallest_xcode
+
+
+def test_interval_brackets_the_prediction_and_confidence_is_monotone(mobilenet):
+    for d in DEVICES:
+        c = estimate_graph(mobilenet, d)
+        assert c.latency_ms_p10 < c.latency_ms_p90, d
+        assert c.latency_ms_at(0.5) <= c.latency_ms_at(0.9) <= c.latency_ms_at(0.95)
+        assert c.latency_ms_at(0.9) == pytest.approx(c.latency_ms_p90)
+        assert c.confidence_within(c.latency_ms_at(0.8)) == pytest.approx(0.8, abs=1e-6)
+        assert c.as_dict()["latency_ms_p90"] == c.latency_ms_p90
+    with pytest.raises(ProfileError, match=r"confidence must lie in \[0.05, 0.95\], but got 0.99"):
+        estimate_graph(mobilenet, "a14").latency_ms_at(0.99)
+
+
+def test_sanity_relations_between_chips_and_units(mobilenet):
+    """Newer is faster; M1 (A14's Neural Engine, twice its spec bandwidth) within 2.5x of A14 and not
+    slower; CPU-only slower than all units; A11 (GPU only) the slowest."""
+    ms = {d: estimate_graph(mobilenet, d).latency_ms for d in DEVICES}
+    assert ms["a15"] <= ms["a14"] and ms["a16"] <= ms["a15"]
+    assert ms["a14"] / 2.5 <= ms["m1"] <= ms["a14"]
+    assert ms["a11"] == max(ms.values())
+    for d in DEVICES:
+        cpu = estimate_graph(mobilenet, d, compute_units="cpu_only").latency_ms
+        assert cpu > ms[d], d
+
+
+def test_compute_units_option_is_checked(mobilenet):
+    with pytest.raises(ProfileError, match="compute_units must be one of all, cpu_and_gpu"):
+        estimate_graph(mobilenet, "a14", compute_units="npu")
+    cpu_only = replace(load_profile("a11"), units={"cpu": load_profile("a11").units["cpu"]})
+    with pytest.raises(ProfileError, match=r"device a11 has none of the units \('gpu',\)"):
+        estimate(
+            reference_model("mobilenet_v3_small_1.0"), (1, 3, 96, 96), cpu_only, compute_units="gpu_only"
+        )
+
+
+def test_fit_predicts_exactly_what_the_shipped_profiles_predict(evidence):
+    """The fit's vectorised predictions and ``estimate_graph`` on the written profiles agree on every row."""
+    from profiles._applefit import _UNITS_OF, _graph, build_model, predict
+    from profiles._cost import _schedule, restrict_units
+    from profiles._quant import parse_quant
+    from profiles._shipped import spec_profile
+
+    rows, _ = evidence
+    model = build_model(rows, {d: spec_profile(d) for d in DEVICES})
+    theta = _theta_from_profiles(model)
+    fitted = predict(model, theta)
+    for i, r in enumerate(rows.itertuples()):
+        prof = restrict_units(load_profile(r.device), _UNITS_OF[r.units])
+        shipped = _schedule(_graph(r.model, int(r.input)), prof, parse_quant(r.quant)).total_ms
+        assert shipped == pytest.approx(fitted[i], rel=1e-4), r.label
+
+
+def _theta_from_profiles(model):
+    """Parameters read back from the shipped profiles (a14's Neural Engine, a13's CPU and GPU)."""
+    from profiles._applefit import CLOCK_REF, clock
+    from profiles._shipped import spec_profile
+
+    theta = {}
+    for unit, dev in (("ane", "a14"), ("gpu", "a13"), ("cpu", "a13")):
+        spec = spec_profile(dev)
+        c = load_profile(dev).units[unit].costs
+        clk = clock(spec, unit) if unit in CLOCK_REF else 1.0
+        theta.update(
+            {
+                ("unit", unit, "eff_conv"): math.log(c.efficiency["conv"]),
+                ("unit", unit, "eff_pw"): math.log(c.efficiency["default"]),
+                ("unit", unit, "eff_dw"): math.log(c.efficiency["dw"]),
+                ("unit", unit, "mem"): math.log(c.mem_efficiency["default"]),
+                ("unit", unit, "onchip"): math.log(c.onchip_ratio),
+                ("unit", unit, "layer_us"): math.log(c.overhead_us["conv"] * clk),
+                ("unit", unit, "elt_us"): math.log(c.overhead_us["default"] * clk),
+                ("unit", unit, "inference_us"): math.log(c.inference_overhead_us),
+                ("unit", unit, "int8"): math.log(c.int8_speedup),
+            }
+        )
+    for d in DEVICES:
+        for unit, u in load_profile(d).units.items():
+            theta[("chip", d, unit)] = math.log(u.costs.time_scale)
+    return theta
+
+
+@pytest.mark.slow
+def test_shipped_profiles_are_what_the_calibration_reproduces(tmp_path, monkeypatch):
+    """Re-run the whole calibration (fit + grouped validation) and compare with profiles/devices/*.toml."""
+    from profiles._schema import dump_profile
+    from profiles._shipped import calibrate_shipped
+
+    res = calibrate_shipped()
+    for d in DEVICES:
+        shipped = load_profile(d)
+        assert dump_profile(res.profiles[d]) == dump_profile(shipped), (
+            f"{d}: rerun benchmarks/apple_calibration.py --write"
+        )
+    assert np.isfinite(res.rows["source_pct"]).all()
