@@ -78,11 +78,9 @@ def _spec(space: SearchSpace, shape: dict[str, tuple], mult: float, resolution: 
 def baseline_candidates(
     space: SearchSpace, *, resolutions: tuple[int, ...] | None = None
 ) -> dict[str, Candidate]:
-    """``{name: Candidate}`` for both shapes, every multiplier and ``resolutions`` (default: the space's
-    second-smallest and largest)."""
-    res = resolutions or tuple(
-        sorted({space.arch.resolutions[min(1, len(space.arch.resolutions) - 1)], space.arch.resolutions[-1]})
-    )
+    """``{name: Candidate}`` for both shapes, every multiplier and ``resolutions`` (default: every resolution
+    of the space, so that the smallest shapes a user would try when the budget is tight are there too)."""
+    res = resolutions or tuple(sorted(space.arch.resolutions))
     out: dict[str, Candidate] = {}
     for shape_name, shape in SHAPES.items():
         for mult in MULTIPLIERS:
