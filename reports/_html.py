@@ -76,7 +76,12 @@ def headline(run: Run) -> str:
     )
     base = card.get("baseline")
     if base:
-        text += f"; best baseline within budget: {base['name']} at quality {fmt_quality(base['quality'])}, "
+        which = (
+            "best baseline within budget"
+            if base.get("meets_budget", True)
+            else "closest baseline (over budget)"
+        )
+        text += f"; {which}: {base['name']} at quality {fmt_quality(base['quality'])}, "
         text += f"{fmt_ms(base['worst_latency_ms'])}"
         if "training" in base:  # both trained the same way, scored on the test split
             gain = float(card["quality"]["aggregate"]) - float(base["quality"])
