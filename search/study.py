@@ -350,7 +350,10 @@ def run_trials(
     deadline = None if timeout_s is None else time.time() + timeout_s
 
     def objective(trial: optuna.Trial) -> list[float]:
-        for key, value in identity().items():  # who runs it: host, boot, pid namespace, pid, start, token
+        for (
+            key,
+            value,
+        ) in identity().items():  # who runs it: host, pid, then boot, pid namespace, start time, token
             trial.set_user_attr(key, value)
         if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
             late = deadline is not None and time.time() >= deadline
@@ -398,7 +401,7 @@ def trials_frame(study: Any, limits: Limits) -> Any:
 
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        row = {"trial": t.number, **{k: v for k, v in t.user_attrs.items() if k not in ("seconds",)}}
+        row = {"trial": t.number, **{k: v for k, v in t.user_attrs.items() if k not in ("seconds", "worker")}}
         row["feasible"] = limits.feasible(row)
         row["state"] = t.state.name
         row["datetime_complete"] = t.datetime_complete.isoformat() if t.datetime_complete else None
