@@ -41,3 +41,20 @@ def test_a_reused_pid_is_not_the_trials_worker():
     started = identity()["worker"]["started"]
     assert is_dead_here(_other(parent, started=started + 10**6))
     assert not is_dead_here(_other(parent, started=None))  # unknown start time: a live pid counts as alive
+
+
+def test_trial_killed_before_it_recorded_its_worker(tmp_path):
+    from search.study import create_study, fail_dead_trials, make_sampler
+
+    study = create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        study_name="s",
+        objectives=("quality", "latency"),
+        sampler=make_sampler("random", seed=0),
+        config={},
+    )
+    trial = study.ask()  # RUNNING, no pid, no heartbeat: as a kill right after Optuna's ask leaves it
+    assert fail_dead_trials(study) == []  # fresh: its worker may be about to record itself
+    assert fail_dead_trials(study, exclusive=True) == [trial.number]
+    frozen = study.trials[trial.number]
+    assert frozen.state.name == "FAIL" and "before it recorded itself" in frozen.user_attrs["fail_reason"]
