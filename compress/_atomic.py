@@ -12,7 +12,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-__all__ = ["publish_dir", "staging_dir", "write_bytes", "write_text"]
+__all__ = ["clear_leftovers", "publish_dir", "staging_dir", "write_bytes", "write_text"]
 
 
 def _tmp_name(path: Path) -> Path:
@@ -43,16 +43,23 @@ def staging_dir(final: str | os.PathLike[str]) -> Path:
     """A fresh, empty hidden folder beside ``final`` to build its next version in."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _clear_leftovers(final)
+    clear_leftovers(final)
     stage = final.with_name(f".{final.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
     stage.mkdir()
     return stage
 
 
-def _clear_leftovers(final: Path) -> None:
+def clear_leftovers(final: str | os.PathLike[str]) -> None:
+    """Remove what killed writes left beside ``final``: hidden staging folders and temporary files.
+
+    Call it only while no other process writes there (the run directory's lock held).
+    """
+    final = Path(final)
     for old in final.parent.glob(f".{final.name}.*"):
         if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
+        elif old.name.endswith(".tmp"):
+            old.unlink(missing_ok=True)
 
 
 def publish_dir(stage: str | os.PathLike[str], final: str | os.PathLike[str]) -> Path:

@@ -47,9 +47,19 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        _clear_killed_writes(run_dir)
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def _clear_killed_writes(run_dir: Path) -> None:
+    """Temporary files and staging folders that a killed search left (we hold the lock: nobody writes)."""
+    from compress._atomic import clear_leftovers
+
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    clear_leftovers(run_dir / "chosen")
 
 
 def _holder(path: Path) -> str:

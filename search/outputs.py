@@ -198,7 +198,9 @@ def write_outputs(
     front = front_frame(study, trials)
     _atomic_csv(front, run_dir / "front.csv")
     try:
-        front.to_parquet(run_dir / "front.parquet", index=False)
+        from compress._atomic import write_bytes
+
+        write_bytes(run_dir / "front.parquet", front.to_parquet(index=False))  # pip install '.[parquet]'
     except ImportError:
         pass
     hv = hypervolume_history(trials, cfg.objectives, reference_point(cfg.objectives, limits, trials))

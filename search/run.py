@@ -334,6 +334,7 @@ def _open(
         objectives=cfg.objectives,
         sampler=sampler,
         config=cfg.study_config(space, identity),
+        exclusive=rank == 0 and cfg.storage is None,  # the run dir's SQLite, its lock held, no worker yet
     )
     if rank == 0 and cfg.sampler != "random":
         seed_population(study, space, cfg.population_size, seed=cfg.seed)

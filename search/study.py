@@ -229,9 +229,19 @@ def check_storage(url: str) -> None:
 
 
 def create_study(
-    *, storage: str, study_name: str, objectives: tuple[str, ...], sampler: Any, config: dict[str, Any]
+    *,
+    storage: str,
+    study_name: str,
+    objectives: tuple[str, ...],
+    sampler: Any,
+    config: dict[str, Any],
+    exclusive: bool = False,
 ) -> Any:
-    """Create or load the study; a study made with another configuration is refused (naming the keys)."""
+    """Create or load the study; a study made with another configuration is refused (naming the keys).
+
+    ``exclusive``: the caller is the only process on this storage (the run directory's own SQLite, its lock
+    held, no worker started yet), so a RUNNING trial that never recorded its worker is dead at once.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -264,17 +274,21 @@ def create_study(
         raise ConfigError(f"study {study_name!r} has other objectives; choose another --study-name")
     if study.metric_names is None:  # named objectives in optuna-dashboard and study.trials_dataframe()
         study.set_metric_names([_OBJ_COLUMN[o] for o in objectives])
-    fail_dead_trials(study)
+    fail_dead_trials(study, exclusive=exclusive)
     return study
 
 
-def fail_dead_trials(study: Any) -> list[int]:
+def fail_dead_trials(study: Any, *, exclusive: bool = False) -> list[int]:
     """Mark RUNNING trials of dead workers as FAIL; return their numbers.
 
     Dead: a process of this machine (same host, boot and pid namespace; see ``search._workers``) that no
     longer exists, marked with its reason; or any worker whose heartbeat stopped for over ``GRACE_S``
-    (RDB storages, Optuna's public ``fail_stale_trials``).
+    (RDB storages, Optuna's public ``fail_stale_trials``); or a trial that never recorded its worker (killed
+    between Optuna's ``ask`` and its first heartbeat, which no heartbeat check ever catches) once it is
+    ``GRACE_S`` old, or at once when ``exclusive``.
     """
+    import datetime as dt
+
     import optuna
     from optuna.trial import TrialState
 
@@ -284,10 +298,18 @@ def fail_dead_trials(study: Any) -> list[int]:
     storage = study._storage  # no public API sets an attribute of another process's trial
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in running:
-        if not is_dead_here(t.user_attrs):
+        age = (dt.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+        if is_dead_here(t.user_attrs):
+            pid = t.user_attrs["pid"]
+            reason = (
+                f"worker process {pid} died during the trial (killed or crashed); the trial was not finished"
+            )
+        elif "pid" not in t.user_attrs and (exclusive or age > GRACE_S):
+            reason = (
+                "the worker stopped before it recorded itself (killed as the trial started); not finished"
+            )
+        else:
             continue
-        pid = t.user_attrs["pid"]
-        reason = f"worker process {pid} died during the trial (killed or crashed); the trial was not finished"
         try:
             storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -356,7 +378,10 @@ def run_trials(
     deadline = None if timeout_s is None else time.time() + timeout_s
 
     def objective(trial: optuna.Trial) -> list[float]:
-        for key, value in identity().items():  # who runs it: host, boot, pid namespace, pid, start, token
+        for (
+            key,
+            value,
+        ) in identity().items():  # who runs it: host, pid, then boot, pid namespace, start time, token
             trial.set_user_attr(key, value)
         if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
             late = deadline is not None and time.time() >= deadline
@@ -404,7 +429,7 @@ def trials_frame(study: Any, limits: Limits) -> Any:
 
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        row = {"trial": t.number, **{k: v for k, v in t.user_attrs.items() if k not in ("seconds",)}}
+        row = {"trial": t.number, **{k: v for k, v in t.user_attrs.items() if k not in ("seconds", "worker")}}
         row["feasible"] = limits.feasible(row)
         row["state"] = t.state.name
         row["datetime_complete"] = t.datetime_complete.isoformat() if t.datetime_complete else None

@@ -75,6 +75,20 @@ def _states(db: Path) -> dict[int, str]:
         return {}
 
 
+def _running_recorded(db: Path) -> bool:
+    """Whether the RUNNING trial has recorded its worker's pid (a kill before that is another case)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return bool(
+                con.execute(
+                    "SELECT count(*) FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                    "WHERE t.state = 'RUNNING' AND a.key = 'pid'"
+                ).fetchone()[0]
+            )
+    except sqlite3.OperationalError:
+        return False
+
+
 def _load(url: str, name: str):
     import optuna
 
@@ -92,7 +106,7 @@ def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(base, tmp_path):
     states: dict[int, str] = {}
     while time.time() < deadline and proc.poll() is None:
         states = _states(db)
-        if "COMPLETE" in states.values() and "RUNNING" in states.values():
+        if "COMPLETE" in states.values() and "RUNNING" in states.values() and _running_recorded(db):
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
