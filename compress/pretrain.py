@@ -48,6 +48,7 @@ from compress.text import PROMPT, ImageText, TextConfig, Vocabulary, load_image_
 
 __all__ = [
     "OBJECTIVES",
+    "backbone_card",
     "PretrainConfig",
     "PretrainResult",
     "embed_stage",
@@ -409,6 +410,41 @@ def zero_shot_scores(
     finally:
         model.train(was_training)
     return np.concatenate(scores)
+
+
+def backbone_card(
+    run_dir: str | Path, model: Any, val: Any, *, init: Any = None, pretrained: bool = False
+) -> dict:
+    """How the backbone was started and pretrained, and (when pretrained on captions) zero-shot tagging.
+
+    ``model``: the chosen static model (float weights); both tagging figures are its mAP on ``val``: the
+    trained tagging head's, and the zero-shot one from the prompts and the run's text encoder alone.
+    """
+    from compress.evaluate import evaluate
+    from compress.metrics import tagging_map
+
+    card: dict[str, Any] = {
+        "init": None if init is None else str(init),
+        "pretraining": "none: the backbone trained on the task losses (supernet joint phase)",
+    }
+    if not pretrained:
+        return card
+    image_text = load_image_text(run_dir)
+    card["pretraining"] = (
+        "image-text contrastive (symmetric InfoNCE, learned temperature) on the training captions, "
+        "sandwich-sampled; heads then trained on the frozen backbone"
+    )
+    card["text_encoder"] = "text_encoder.safetensors + text_encoder.json"
+    card["prompt"] = PROMPT
+    if "tagging" in getattr(model, "branches", {}):
+        card["tagging_map_trained_head"] = evaluate(model, val).tasks["tagging"]["map"]
+        card["tagging_map_zero_shot"] = tagging_map(
+            zero_shot_scores(model, image_text, val), val.tags.numpy()
+        )
+        card["source"] = (
+            f"measured: the chosen architecture unpruned, float weights, {len(val)} validation images"
+        )
+    return card
 
 
 def _check_classes(space: Any, data: Any, spec: str) -> None:
