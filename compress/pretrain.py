@@ -486,17 +486,21 @@ def pretrain(
         space, train_data, out / "supernet.pt", config=train, data_key=f"{data}@{config.resolution}",
         init=init, pretrain=config, progress=progress,
     )  # fmt: skip
+    summary: dict[str, Any] = {
+        "objective": config.objective,
+        "pretrain_steps": config.steps,
+        "head_steps": max(1, train.steps - config.steps),
+        "init": None if init is None else str(init),
+    }
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 scores and writes
+        return summary
     spec = space.largest()
     net = extract(result.supernet, spec)
     recalibrate_bn(net, train_data.batch(torch.arange(min(256, len(train_data))))["images"])
     from compress.evaluate import evaluate
 
     quality = evaluate(net, val)
-    summary: dict[str, Any] = {
-        "objective": config.objective,
-        "pretrain_steps": config.steps,
-        "head_steps": max(1, train.steps - config.steps),
-        "init": None if init is None else str(init),
+    summary |= {
         "subnet": "largest",
         "val_images": len(val),
         "tagging_map_trained_head": quality.tasks.get("tagging", {}).get("map"),
