@@ -11,7 +11,8 @@ detection mAP with its spread over seed pairs, and (b)'s zero-shot tagging mAP f
 "a photo of a {category}" alone beside the trained tagging head. Every figure is measured in this run.
 
 Kept small enough for 2 shared CPU cores: every subnet trains and is scored at ``--resolution`` px (default
-96, the default space's lowest).
+96, the default space's lowest); ``--max-depth`` caps the stage depths; one torch thread by default (on a
+shared machine two threads spent most of their CPU time spin-waiting).
 
     nice -n 10 python benchmarks/pretraining.py [--seeds 3] [--pretrain-steps 90] [--head-steps 30]
         [--batch-size 24] [--resolution 96] [--lr 3e-3] [--temperature 0.07] [--out runs/bench-pretrain]
@@ -60,7 +61,6 @@ def _run(method: str, seed: int, args, train, val, space) -> dict[str, float]:
     row: dict[str, float] = {"minutes": (time.perf_counter() - t0) / 60}
     calib = train.batch(torch.arange(min(256, len(train))))["images"]
     for name, spec in (("largest", space.largest()), ("smallest", space.smallest())):
-        spec = dataclasses.replace(spec, resolution=args.resolution)
         net = recalibrate_bn(extract(trained.supernet, spec), calib).eval()
         q = evaluate(net, val)
         row[f"{name}.tagging"] = q.tasks["tagging"]["map"]
@@ -111,7 +111,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--temperature", type=float, default=0.07, help="(b)'s initial temperature")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a shared CPU)"
+    )
     parser.add_argument("--methods", default="a,b")
     parser.add_argument("--max-depth", type=int, default=0, help="cap the space's stage depths (0: as is)")
     parser.add_argument("--out", default="runs/bench-pretrain")
@@ -123,7 +125,8 @@ def main() -> None:
         _cost(args)
         return
     train, val = load_data("builtin", resolution=args.resolution)
-    space = default_space(num_classes=train.num_classes)
+    # every subnet trains and is scored at --resolution
+    space = dataclasses.replace(default_space(num_classes=train.num_classes), resolutions=(args.resolution,))
     if args.max_depth:
         stages = tuple(
             dataclasses.replace(st, depths=tuple(d for d in st.depths if d <= args.max_depth))
