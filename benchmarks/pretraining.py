@@ -70,14 +70,14 @@ def _run(method: str, seed: int, args, train, val, space) -> dict[str, float]:
             row[f"{name}.zero_shot"] = tagging_map(
                 zero_shot_scores(net, done.image_text, val), val.tags.numpy()
             )
-    print(f"  ({method}) seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    print(f"  ({method}) seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     return row
 
 
 def _stat(rows: list[dict[str, float]], key: str) -> str:
     values = [100 * r[key] for r in rows]
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):6.1f} ± {sd:4.1f}"
+    return f"{statistics.mean(values):6.2f} ± {sd:4.2f}"
 
 
 def _cost(args) -> None:
@@ -167,7 +167,12 @@ def main() -> None:
                     if a[key] > 0
                 ]
                 spread = f" [{min(pairs):+.1f}%, {max(pairs):+.1f}%]" if pairs else ""
-                rel = 100 * (mean_b / mean_a - 1) if mean_a > 0 else float("nan")
+                if mean_a < 0.01:  # under one mAP point a ratio says nothing
+                    print(
+                        f"  {sub:<9} {task:<10} not measurable: (a) {100 * mean_a:.2f}, (b) {100 * mean_b:.2f} mAP"
+                    )
+                    continue
+                rel = 100 * (mean_b / mean_a - 1)
                 print(f"  {sub:<9} {task:<10} {rel:+6.1f}%{spread}   (ANSA: +10.5% mAP)")
 
 
