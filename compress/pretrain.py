@@ -267,19 +267,26 @@ def pretrain_backbone(
             g["lr"] = _lr_at(step, config, config.steps)  # type: ignore[arg-type]
         optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
+        text_emb = text_leaf = None
+        if texts is not None:  # the captions are encoded once per step; every subnet's loss adds to one grad
+            with autocast:
+                text_emb = aux.embed_text(texts)  # type: ignore[operator]
+            text_leaf = text_emb.detach().requires_grad_()
         for i, spec in enumerate(specs):
             b = resize_batch(batch, min(spec.resolution, config.resolution))
             stage = embed_stage(spec)
             with autocast:
                 features = net.features(b["images"], spec, stages=stage + 1)[stage]
-                if texts is not None:
+                if text_leaf is not None:
                     assert isinstance(aux, ImageText)
-                    loss = infonce(aux.embed_image(features, stage), aux.embed_text(texts), aux.scale())
+                    loss = infonce(aux.embed_image(features, stage), text_leaf, aux.scale())
                 else:
                     loss = F.binary_cross_entropy_with_logits(aux(features, stage), b["tags"])
             loss.backward()
             if i < 2:
                 logs["loss_largest" if i == 0 else "loss_smallest"] = float(loss.detach())
+        if text_emb is not None and text_leaf is not None and text_leaf.grad is not None:
+            text_emb.backward(text_leaf.grad)  # one backward through the text encoder for the whole sandwich
         _allreduce_grads(params, world)
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
