@@ -11,10 +11,16 @@ detection mAP with its spread over seed pairs, and (b)'s zero-shot tagging mAP f
 "a photo of a {category}" alone beside the trained tagging head. Every figure is measured in this run.
 
 Kept small enough for 2 shared CPU cores: every subnet trains and is scored at ``--resolution`` px (default
-96, the default space's lowest).
+96, the default space's lowest); ``--max-depth`` caps the stage depths; one torch thread by default (on a
+shared machine two threads spent most of their CPU time spin-waiting).
 
     nice -n 10 python benchmarks/pretraining.py [--seeds 3] [--pretrain-steps 90] [--head-steps 30]
         [--batch-size 24] [--resolution 96] [--lr 3e-3] [--temperature 0.07] [--out runs/bench-pretrain]
+
+``--cost-steps N`` instead times what ``compress search --pretrain`` changes in the default recipe (160 px,
+batch 24): N contrastive pretraining steps against N joint-phase supernet steps, alternating, ``--rounds``
+times, and prints the ratio of seconds per step (the default search's supernet is 150 joint + 50 head steps;
+``--pretrain`` makes it 150 pretraining + 50 head steps).
 """
 
 from __future__ import annotations
@@ -55,7 +61,6 @@ def _run(method: str, seed: int, args, train, val, space) -> dict[str, float]:
     row: dict[str, float] = {"minutes": (time.perf_counter() - t0) / 60}
     calib = train.batch(torch.arange(min(256, len(train))))["images"]
     for name, spec in (("largest", space.largest()), ("smallest", space.smallest())):
-        spec = dataclasses.replace(spec, resolution=args.resolution)
         net = recalibrate_bn(extract(trained.supernet, spec), calib).eval()
         q = evaluate(net, val)
         row[f"{name}.tagging"] = q.tasks["tagging"]["map"]
@@ -65,14 +70,36 @@ def _run(method: str, seed: int, args, train, val, space) -> dict[str, float]:
             row[f"{name}.zero_shot"] = tagging_map(
                 zero_shot_scores(net, done.image_text, val), val.tags.numpy()
             )
-    print(f"  ({method}) seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    print(f"  ({method}) seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     return row
 
 
 def _stat(rows: list[dict[str, float]], key: str) -> str:
     values = [100 * r[key] for r in rows]
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):6.1f} ± {sd:4.1f}"
+    return f"{statistics.mean(values):6.2f} ± {sd:4.2f}"
+
+
+def _cost(args) -> None:
+    import tempfile
+
+    train, _ = load_data("builtin", resolution=160)
+    space = default_space(num_classes=train.num_classes)
+    recipe = TrainConfig(steps=args.cost_steps, joint_fraction=1.0, warmup_steps=1, checkpoint_every=10**6)
+    pre = dataclasses.replace(PretrainConfig(), steps=args.cost_steps, warmup_steps=1)
+    ratios = []
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            joint = train_supernet(space, train, Path(tmp) / "supernet.pt", config=recipe, data_key=f"cost{r}",
+                                   progress=False).seconds / args.cost_steps  # fmt: skip
+            contrastive = pretrain_backbone(space, train, tmp, config=pre, data_key=f"cost{r}",
+                                            progress=False).seconds / args.cost_steps  # fmt: skip
+        ratios.append(contrastive / joint)
+        print(f"round {r}: joint-phase step {joint:.2f} s, contrastive pretraining step {contrastive:.2f} s, "
+              f"ratio {ratios[-1]:.2f}", flush=True)  # fmt: skip
+    print(
+        f"pretraining / joint step time: {statistics.mean(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+    )
 
 
 def main() -> None:
@@ -84,14 +111,29 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--temperature", type=float, default=0.07, help="(b)'s initial temperature")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a shared CPU)"
+    )
     parser.add_argument("--methods", default="a,b")
+    parser.add_argument("--max-depth", type=int, default=0, help="cap the space's stage depths (0: as is)")
     parser.add_argument("--out", default="runs/bench-pretrain")
+    parser.add_argument("--cost-steps", type=int, default=0, help="time steps instead (see the doc)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cost_steps:
+        _cost(args)
+        return
     train, val = load_data("builtin", resolution=args.resolution)
-    space = default_space(num_classes=train.num_classes)
-    print(f"data: builtin, {len(train)} train / {len(val)} val images at {args.resolution} px; "
+    # every subnet trains and is scored at --resolution
+    space = dataclasses.replace(default_space(num_classes=train.num_classes), resolutions=(args.resolution,))
+    if args.max_depth:
+        stages = tuple(
+            dataclasses.replace(st, depths=tuple(d for d in st.depths if d <= args.max_depth))
+            for st in space.stages
+        )
+        space = dataclasses.replace(space, stages=stages)
+    print(f"space: {len(space.stages)} stages, depths up to {max(max(st.depths) for st in space.stages)}; data: builtin, {len(train)} train / {len(val)} val images at {args.resolution} px; "
           f"{args.pretrain_steps} pretraining + {args.head_steps} head steps, batch {args.batch_size}", flush=True)  # fmt: skip
     methods = args.methods.split(",")
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
@@ -125,7 +167,12 @@ def main() -> None:
                     if a[key] > 0
                 ]
                 spread = f" [{min(pairs):+.1f}%, {max(pairs):+.1f}%]" if pairs else ""
-                rel = 100 * (mean_b / mean_a - 1) if mean_a > 0 else float("nan")
+                if mean_a < 0.01:  # under one mAP point a ratio says nothing
+                    print(
+                        f"  {sub:<9} {task:<10} not measurable: (a) {100 * mean_a:.2f}, (b) {100 * mean_b:.2f} mAP"
+                    )
+                    continue
+                rel = 100 * (mean_b / mean_a - 1)
                 print(f"  {sub:<9} {task:<10} {rel:+6.1f}%{spread}   (ANSA: +10.5% mAP)")
 
 

@@ -48,6 +48,7 @@ from compress.text import PROMPT, ImageText, TextConfig, Vocabulary, load_image_
 
 __all__ = [
     "OBJECTIVES",
+    "backbone_card",
     "PretrainConfig",
     "PretrainResult",
     "embed_stage",
@@ -266,19 +267,26 @@ def pretrain_backbone(
             g["lr"] = _lr_at(step, config, config.steps)  # type: ignore[arg-type]
         optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
+        text_emb = text_leaf = None
+        if texts is not None:  # the captions are encoded once per step; every subnet's loss adds to one grad
+            with autocast:
+                text_emb = aux.embed_text(texts)  # type: ignore[operator]
+            text_leaf = text_emb.detach().requires_grad_()
         for i, spec in enumerate(specs):
             b = resize_batch(batch, min(spec.resolution, config.resolution))
             stage = embed_stage(spec)
             with autocast:
                 features = net.features(b["images"], spec, stages=stage + 1)[stage]
-                if texts is not None:
+                if text_leaf is not None:
                     assert isinstance(aux, ImageText)
-                    loss = infonce(aux.embed_image(features, stage), aux.embed_text(texts), aux.scale())
+                    loss = infonce(aux.embed_image(features, stage), text_leaf, aux.scale())
                 else:
                     loss = F.binary_cross_entropy_with_logits(aux(features, stage), b["tags"])
             loss.backward()
             if i < 2:
                 logs["loss_largest" if i == 0 else "loss_smallest"] = float(loss.detach())
+        if text_emb is not None and text_leaf is not None and text_leaf.grad is not None:
+            text_emb.backward(text_leaf.grad)  # one backward through the text encoder for the whole sandwich
         _allreduce_grads(params, world)
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
@@ -411,6 +419,41 @@ def zero_shot_scores(
     return np.concatenate(scores)
 
 
+def backbone_card(
+    run_dir: str | Path, model: Any, val: Any, *, init: Any = None, pretrained: bool = False
+) -> dict:
+    """How the backbone was started and pretrained, and (when pretrained on captions) zero-shot tagging.
+
+    ``model``: the chosen static model (float weights); both tagging figures are its mAP on ``val``: the
+    trained tagging head's, and the zero-shot one from the prompts and the run's text encoder alone.
+    """
+    from compress.evaluate import evaluate
+    from compress.metrics import tagging_map
+
+    card: dict[str, Any] = {
+        "init": None if init is None else str(init),
+        "pretraining": "none: the backbone trained on the task losses (supernet joint phase)",
+    }
+    if not pretrained:
+        return card
+    image_text = load_image_text(run_dir)
+    card["pretraining"] = (
+        "image-text contrastive (symmetric InfoNCE, learned temperature) on the training captions, "
+        "sandwich-sampled; heads then trained on the frozen backbone"
+    )
+    card["text_encoder"] = "text_encoder.safetensors + text_encoder.json"
+    card["prompt"] = PROMPT
+    if "tagging" in getattr(model, "branches", {}):
+        card["tagging_map_trained_head"] = evaluate(model, val).tasks["tagging"]["map"]
+        card["tagging_map_zero_shot"] = tagging_map(
+            zero_shot_scores(model, image_text, val), val.tags.numpy()
+        )
+        card["source"] = (
+            f"measured: the chosen architecture unpruned, float weights, {len(val)} validation images"
+        )
+    return card
+
+
 def _check_classes(space: Any, data: Any, spec: str) -> None:
     if space.num_classes != data.num_classes:
         raise ConfigError(
@@ -450,17 +493,21 @@ def pretrain(
         space, train_data, out / "supernet.pt", config=train, data_key=f"{data}@{config.resolution}",
         init=init, pretrain=config, progress=progress,
     )  # fmt: skip
+    summary: dict[str, Any] = {
+        "objective": config.objective,
+        "pretrain_steps": config.steps,
+        "head_steps": max(1, train.steps - config.steps),
+        "init": None if init is None else str(init),
+    }
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 scores and writes
+        return summary
     spec = space.largest()
     net = extract(result.supernet, spec)
     recalibrate_bn(net, train_data.batch(torch.arange(min(256, len(train_data))))["images"])
     from compress.evaluate import evaluate
 
     quality = evaluate(net, val)
-    summary: dict[str, Any] = {
-        "objective": config.objective,
-        "pretrain_steps": config.steps,
-        "head_steps": max(1, train.steps - config.steps),
-        "init": None if init is None else str(init),
+    summary |= {
         "subnet": "largest",
         "val_images": len(val),
         "tagging_map_trained_head": quality.tasks.get("tagging", {}).get("map"),

@@ -376,6 +376,7 @@ def _config_section(run: Run) -> str:
     rows = [[k, _plain_value(v)] for k, v in config.items()]
     rows += [[f"versions.{k}", str(v)] for k, v in (run.meta.get("versions") or {}).items()]
     rows += [[f"supernet.{k}", str(v)] for k, v in (run.meta.get("supernet") or {}).items()]
+    rows += [[f"backbone.{k}", _plain_value(v)] for k, v in ((run.card or {}).get("backbone") or {}).items()]
     rows.append(["toolkit_version", str(run.meta.get("toolkit_version", "—"))])
     return section(
         "config",

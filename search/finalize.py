@@ -19,6 +19,7 @@ Steps:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 import traceback
@@ -344,6 +345,25 @@ def _export(
         "compression": compression,
         "errors": errors,
     }
+    from compress.pretrain import backbone_card
+
+    # Pruning keeps no channel prefix the image projection could follow: zero-shot tagging is measured on the
+    # chosen architecture as the supernet holds it (unpruned, float), beside that model's own tagging head.
+    unpruned = dataclasses.replace(cand, prune=tuple(0.0 for _ in cand.prune))
+    pretrained = bool(getattr(cfg, "pretrain", False))
+    backbone = _safe(
+        "backbone",
+        lambda: backbone_card(
+            cfg.run_dir,
+            scorer.build(unpruned, quantize=False) if pretrained else None,
+            splits.test,
+            init=getattr(cfg, "init", None),
+            pretrained=pretrained,
+        ),
+        errors,
+    )
+    if backbone is not None:
+        card["backbone"] = backbone
     _write_json(out / "card.json", card)
     publish_dir(out, final)
     return card

@@ -47,6 +47,13 @@ def print_summary(result: Any) -> None:
         )
     else:
         console.print("no hand-scaled MobileNetV3 baseline meets the budget")
+    backbone = card.get("backbone") or {}
+    if backbone.get("tagging_map_zero_shot") is not None:
+        console.print(
+            f"backbone pretrained on captions: tagging mAP {100 * backbone['tagging_map_zero_shot']:.1f} zero-shot "
+            f"from '{backbone['prompt']}' beside {100 * backbone['tagging_map_trained_head']:.1f} with the trained "
+            "head (float weights, validation split)"
+        )
     for step, err in card.get("errors", {}).items():
         if not step.endswith(".trace"):
             console.print(Text(f"warning: {step} failed: {err}", style="yellow"))

@@ -91,7 +91,8 @@ def test_largest_subnet_computes_large_features_on_its_channels(checkpoints: dic
         ours = net.features(x, net.space.largest(), stages=6)
         ref = _reference_features(timm_state(), x)
     for s, (o, r) in enumerate(zip(ours, ref, strict=True)):
-        assert torch.allclose(o[:, : r.shape[1]], r, atol=1e-4, rtol=1e-4), s
+        err = (o[:, : r.shape[1]] - r).abs().max()  # float rounding only, relative to the features' scale
+        assert err <= 1e-4 * max(1.0, float(r.abs().max())), (s, float(err), float(r.abs().max()))
 
 
 def _write(tmp_path: Path, state: dict[str, torch.Tensor], name: str = "w.safetensors") -> Path:
