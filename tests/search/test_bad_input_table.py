@@ -176,6 +176,7 @@ def test_validation_split_that_cannot_score(capsys, tmp_path, coco, how):
             data["annotations"] = []
 
     broken = _copy(coco, tmp_path, split="val", edit=edit)
+    (broken / "annotations" / "captions_val.json").unlink(missing_ok=True)  # captions of images now gone
     out = _out(tmp_path)
     match = "no images" if how == "empty" else "no labels"
     _fails(capsys, _search(out, "--data", f"coco:{broken}"), match=match, out=out)
