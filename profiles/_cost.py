@@ -3,15 +3,18 @@
 Per layer ``i`` on compute unit ``u`` (all arrays over the graph's nodes, so a re-cost is a few numpy ops)::
 
     t[i, u] = overhead_u[c] + flops[i] / (peak_u(precision) * efficiency_u[c])
-                            + (activation bytes[i] + weight bytes[i]) / (bandwidth * mem_efficiency_u[c])
+                            + activation bytes[i] / (bandwidth * mem_efficiency_u[c])
+                            + weight bytes[i] / (bandwidth * weight_mem_efficiency_u[c])
 
-with ``c`` the node's op class. Units that fuse (Core ML) give folded batch norms and activations that
-follow a compute op zero cost. Scheduling follows Core ML's ``all`` compute units: one primary unit runs
-every layer it supports; layers it cannot run (Neural Engine fallbacks, or everything when ``fp32`` bars
-the Neural Engine) go to the cheaper other unit, and every switch between units costs ``switch_cost_us``
-plus copying the tensor. Each unit used adds its fixed per-inference overhead. The primary is the unit
-giving the lowest total; a profile without an ``ane`` unit (A11) never schedules a layer on the Neural
-Engine.
+with ``c`` the node's op class (``weight_mem_efficiency`` defaults to ``mem_efficiency``), times
+``1 + unaligned_slowdown_u[c]`` where a node's channels are not a multiple of ``channel_block`` (host CPUs'
+SIMD width; 0 on Apple units, where the term is off). Units that fuse (Core ML) give folded batch norms
+and activations that follow a compute op zero cost. Scheduling follows Core ML's ``all`` compute units: one
+primary unit runs every layer it supports; layers it cannot run (Neural Engine fallbacks, or everything
+when ``fp32`` bars the Neural Engine) go to the cheaper other unit, and every switch between units costs
+``switch_cost_us`` plus copying the tensor. Each unit used adds its fixed per-inference overhead. The
+primary is the unit giving the lowest total; a profile without an ``ane`` unit (A11) never schedules a
+layer on the Neural Engine.
 
 Quantization: weight-only schemes shrink the weight bytes a unit that holds compressed weights must read (the
 Neural Engine decompresses on the fly, iOS 17+), grouped LUTs add a measured slowdown to weight layers there
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from profiles._errors import ProfileError
-from profiles._graph import Graph, extract_graph
+from profiles._graph import Graph, extract_graph, unaligned
 from profiles._quant import QuantScheme, parse_quant
 from profiles._registry import load_profile
 from profiles._schema import FALLBACK_RULES, OP_CLASSES, DeviceProfile
@@ -164,7 +167,9 @@ def _unit_times(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> 
     rate = unit.peak(prec) * (unit.costs.int8_speedup if int8 else 1.0) * 1e6  # FLOP per ms
     bw = unit.bandwidth_gbs.value * 1e6  # bytes per ms
     t = tab["ovh"][cls] + a["flops"] / (rate * tab["eff"][cls])
-    t = t + (a["act_elems"] * act_b + a["params"] * w_b) / (bw * tab["mem"][cls])
+    t = t + a["act_elems"] * act_b / (bw * tab["mem"][cls]) + a["params"] * w_b / (bw * tab["wmem"][cls])
+    if unit.costs.channel_block:
+        t = t * (1.0 + tab["slow"][cls] * unaligned(g, unit.costs.channel_block))
     if q.kind == "palette" and q.group and unit.holds_compressed_weights:
         t = t * np.where(a["params"] > _WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group), 1.0)
     if unit.fuses:
