@@ -1,22 +1,29 @@
 """Measuring this machine: ``measure_host()`` writes a ``host`` profile fitted to torch latencies.
 
-Steps (112-153 s measured here on one core with ``compress profile measure``'s 24 extra search-space nets):
+Steps (TIMING_TBD with ``compress profile measure``'s 24 extra search-space nets):
 
 1. peak rates: best GFLOP/s of a few fp32 matrix products and GB/s of a large copy, at the thread count used;
-2. benchmarks: every op class as a single layer at MobileNetV3-like shapes (``_nets.micro_benchmarks``) and
-   random MobileNetV3-style multi-task nets (``_nets.random_mbv3``);
+2. benchmarks: every op class as a single layer at MobileNetV3-like shapes and at shapes outside that grid
+   (odd widths, 7x7 depthwise, wide layers at a few pixels, SiLU, mean, upsampling;
+   ``_nets.micro_benchmarks``), random MobileNetV3-style multi-task nets (``_nets.random_mbv3``) and random
+   MobileNet-like CNNs of other shapes (``_nets.random_cnn``, from a seed no validation uses);
 3. op times in context: every op of every benchmark is timed as it runs inside its net
    (:func:`profiles._graph.time_layers`), minimum over round-robin passes, so caches are as warm or cold as
    in a real inference and a burst of load from other processes hits one pass, not every sample;
-4. whole-net times: all benchmarks timed together with interleaved rounds (:func:`measure_latencies`, 20
-   rounds of 25 ms, as ``benchmarks/host_fidelity.py`` times candidates; with 5 rounds of 15 ms the same
-   nets read 7-15% slower than that benchmark timed them minutes later, a bias of every estimate);
-5. fit: per op class, non-negative least squares on the op times fits a time per FLOP (no faster than the
-   measured peak), per byte and per op; then, on the whole-net times, one scale per term (FLOP, byte, per-op;
-   op times measured one by one inside a net ran slower than the same ops back to back, by more for larger
-   activations) and the framework overhead between ops (per op, per module call, per inference), by bounded
-   least squares on relative error. The leave-one-out error of every benchmark's whole-net time (fit
-   without that benchmark) is stored in the profile.
+4. whole-net times: the nets (not the single layers) timed together with interleaved rounds
+   (:func:`measure_latencies`, 20 rounds of 25 ms, as ``benchmarks/host_fidelity.py`` times candidates; with
+   5 rounds of 15 ms the same nets read 7-15% slower than that benchmark timed them minutes later);
+5. fit: per op class, non-negative least squares on the relative error of the op times fits a time per FLOP
+   (no faster than the measured peak), per activation byte, per weight byte and per op. Weight bytes are
+   apart because a net's weights stream from beyond the core's 2 MB L2 on every inference while most
+   activations stay in it (random CNNs with 10-20M parameters at 64-96 px ran 15-49% slower than a shared
+   per-byte term predicted). Conv classes also get the slowdown of ops whose channels are not a multiple of
+   the SIMD block (16 fp32 with AVX-512): fitted on aligned nodes, then the median excess of the others
+   (depthwise convs: about +20-27% here; the cause of most of the odd-width nets' underprediction). Then,
+   on the whole-net times, one scale per term (FLOP cost above the peak, activation bytes, weight bytes,
+   per-op; op times measured one by one inside a net ran slower than the same ops back to back) and the
+   framework overhead between ops (per op, per module call, per inference), by bounded least squares on
+   relative error. The leave-one-out error of every whole net (fit without that benchmark) is stored.
 """
 
 from __future__ import annotations
@@ -361,7 +368,7 @@ def measure_host(
     if threads < 1:
         raise ProfileError(f"threads must be >= 1, but got {threads!r}")
     path = Path(out) if out is not None else host_profile_path()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     load = _load()
     try:
         busy = os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
@@ -415,7 +422,12 @@ def measure_host(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump_profile(profile), encoding="utf-8")
     err = profile.calibration.loo_median_abs_pct
-    _say(progress, f"done in {time.perf_counter() - start:.0f} s (leave-one-out median error {err:.1f}%)")
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    _say(
+        progress,
+        f"done in {wall:.0f} s, {cpu:.0f} s of it on the CPU (the rest waiting for other processes; "
+        f"{_load()}); leave-one-out median error {err:.1f}%",
+    )
     return path
 
 
