@@ -92,8 +92,12 @@ _TERMS = ("flop", "act_byte", "weight_byte", "op")
 #: Measured here (one thread): a 3x3 depthwise conv at 28 px takes 106 us with 64 channels and 128-135 us
 #: with 63 or 65; 96 vs 97 channels 151 vs 182 us; pointwise convs, batch norm and ReLU show no such step.
 _CHANNEL_BLOCK = 16
-#: Op classes whose unaligned slowdown is fitted (oneDNN convolution kernels); others get none.
-_ALIGNED_CLASSES = ("conv", "pw", "dw", "gconv")
+#: Op classes whose unaligned slowdown is fitted: depthwise and dense k x k convs (a stem conv at 160 px with
+#: 15 or 17 output channels took 192 and 259 us against 145 us with 16); pointwise convs showed none (95, 96
+#: and 97 channels: 69, 71, 73 us), and fitting them one lets context differences pose as a slowdown.
+_ALIGNED_CLASSES = ("conv", "dw")
+#: Most an op can slow down off the block: a channel count just past a block boundary pads to twice the work.
+_MAX_SLOWDOWN = 1.0
 #: Fewest aligned and unaligned nodes of a class to fit its slowdown from.
 _MIN_NODES_FOR_SLOWDOWN = 8
 
@@ -110,12 +114,13 @@ def _channel_block() -> int:
     return _CHANNEL_BLOCK if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
 
 
-def _nnls_rel(A: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on relative error (every op counts, small or large)."""
+def _nnls_rel(A: np.ndarray, b: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of ``A x = b`` weighted by ``1 / y`` (relative error of the op times ``y``;
+    every op counts, small or large)."""
     from scipy.optimize import nnls
 
     w = 1.0 / np.maximum(y, 1e-4)
-    A, b = A * w[:, None], y * w
+    A, b = A * w[:, None], b * w
     scale = np.maximum(A.max(axis=0), 1e-30)
     sol, _ = nnls(A / scale, b, maxiter=50 * A.shape[1])
     return sol / scale
@@ -126,7 +131,8 @@ def _class_fit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per op class: ``coef`` (ms per FLOP >= floor, per activation byte, per weight byte, per op) by NNLS on
     relative error of in-context node times, and ``slow``, the slowdown of ops whose channels are not a
-    multiple of ``block`` (fitted on the aligned ones first, then the median excess of the others)."""
+    multiple of ``block`` (alternating: the costs on all nodes with the unaligned ones divided by ``1 +
+    slow``, then ``slow`` as the median excess of the unaligned ones, within ``[0, _MAX_SLOWDOWN]``)."""
     X = np.vstack([_node_rows(g) for g in graphs])
     y = np.concatenate(node_ms)
     cls = np.concatenate([g.arrays["cls"] for g in graphs])
@@ -138,16 +144,14 @@ def _class_fit(
         rows = cls == c
         if not rows.any():
             continue
-        split = (
-            name in _ALIGNED_CLASSES
-            and min((rows & off).sum(), (rows & ~off).sum()) >= _MIN_NODES_FOR_SLOWDOWN
-        )
-        fit_rows = rows & ~off if split else rows
-        A, b = X[fit_rows], y[fit_rows] - X[fit_rows, 0] * floor
-        coef[c] = _nnls_rel(A, np.maximum(b, 0.0) + 1e-9) + np.array([floor, 0.0, 0.0, 0.0])
-        if split:
-            pred = X[rows & off] @ coef[c]
-            slow[c] = max(0.0, float(np.median(y[rows & off] / pred)) - 1.0)
+        A, u = X[rows], off[rows].astype(float)
+        split = name in _ALIGNED_CLASSES and min(u.sum(), (1 - u).sum()) >= _MIN_NODES_FOR_SLOWDOWN
+        for _ in range(12 if split else 1):
+            yy = y[rows] / (1.0 + slow[c] * u)
+            coef[c] = _nnls_rel(A, np.maximum(yy - A[:, 0] * floor, 0.0), yy) + np.array([floor, 0, 0, 0])
+            if split:
+                ratio = y[rows][u > 0] / (A[u > 0] @ coef[c])
+                slow[c] = float(np.clip(np.median(ratio) - 1.0, 0.0, _MAX_SLOWDOWN))
     return coef, slow
 
 
