@@ -1,6 +1,7 @@
 """Measuring this machine: ``measure_host()`` writes a ``host`` profile fitted to torch latencies.
 
-Steps (TIMING_TBD with ``compress profile measure``'s 24 extra search-space nets):
+Steps (with ``compress profile measure``'s 24 extra search-space nets: 119-126 s of CPU time, 266-316 s wall
+at load averages of 8-11 on this 2-core machine shared with other jobs):
 
 1. peak rates: best GFLOP/s of a few fp32 matrix products and GB/s of a large copy, at the thread count used;
 2. benchmarks: every op class as a single layer at MobileNetV3-like shapes and at shapes outside that grid
@@ -167,6 +168,11 @@ _MIN_NETS_TO_RESCALE = 12
 #: the same ops back to back; whole nets correct that by a common factor per term, not reshape the classes.
 _SCALE_BOUNDS = (0.5, 2.0)
 
+#: Most a forward call may cost beyond its ops, in ms: an empty ``nn.Module`` forward under
+#: ``inference_mode`` returning a dict took 2.7 us here; unbounded, the fit let a constant of up to 1.85 ms
+#: soak up whole-net times inflated by load, which then dominated the estimates of small nets.
+_MAX_INFERENCE_MS = 0.1
+
 _Fit = tuple[np.ndarray, np.ndarray, tuple[float, float, float]]
 
 
@@ -177,9 +183,10 @@ def _glue_fit(
 
     The whole-net time is modelled as ``s_flop * sum(FLOP terms) + s_act * sum(activation-byte terms) +
     s_weight * sum(weight-byte terms) + s_op * sum(per-op terms)`` plus framework overhead between ops (per
-    op, per ``nn.Module`` call, per inference), fitted by bounded least squares on the relative error. The
-    four scales (within ``_SCALE_BOUNDS``; the FLOP scale acts on each class's cost above the measured peak,
-    so no class runs faster than it) stay 1 with fewer than ``_MIN_NETS_TO_RESCALE`` nets.
+    op, per ``nn.Module`` call, per inference up to ``_MAX_INFERENCE_MS``), fitted by bounded least squares on
+    the relative error. The four scales (within ``_SCALE_BOUNDS``; the FLOP scale acts on each class's cost
+    above the measured peak, so no class runs faster than it) stay 1 with fewer than ``_MIN_NETS_TO_RESCALE``
+    nets.
     """
     from scipy.optimize import lsq_linear
 
@@ -194,10 +201,11 @@ def _glue_fit(
     calls = np.array([g.arrays["calls"].sum() for g in graphs], dtype=float)
     A = np.column_stack([terms, ops, calls, np.ones(n)]) / totals[:, None]
     lo, hi = _SCALE_BOUNDS
+    glue = [np.inf, np.inf, _MAX_INFERENCE_MS]  # per op, per call, per inference
     if n >= _MIN_NETS_TO_RESCALE:
-        lower, upper = [lo] * k + [0.0] * 3, [hi] * k + [np.inf] * 3
+        lower, upper = [lo] * k + [0.0] * 3, [hi] * k + glue
     else:  # too few nets to tell a scale from an overhead: keep the node-level fit, fit the overheads
-        lower, upper = [1.0 - 1e-9] * k + [0.0] * 3, [1.0 + 1e-9] * k + [np.inf] * 3
+        lower, upper = [1.0 - 1e-9] * k + [0.0] * 3, [1.0 + 1e-9] * k + glue
     scale = np.maximum(np.abs(A).max(axis=0), 1e-30)
     bounds = (np.array(lower) * scale, np.array(upper) * scale)
     sol = lsq_linear(A / scale, 1.0 - fixed / totals, bounds=bounds).x / scale
