@@ -122,3 +122,13 @@ def test_fit_host_recovers_the_unaligned_slowdown_and_the_weight_byte_cost():
     assert costs.weight_mem_efficiency["conv"] == pytest.approx(1 / (3e-6 * 10.0 * 1e6), rel=0.05)
     assert np.allclose(fitted, totals, rtol=0.02)
     assert np.median(np.abs(loo / totals - 1)) < 0.02
+
+
+def test_profile_description_lists_the_host_terms_only_where_used():
+    from profiles._describe import describe_profile
+
+    p = _cpu_profile(channel_block=16, unaligned_slowdown={"dw": 0.2}, weight_mem_efficiency={"pw": 0.4})
+    rows = {key: value for key, value, _ in describe_profile(p)}
+    assert rows["cpu: slowdown off 16-channel blocks"] == "dw 0.2"
+    assert rows["cpu: weight bandwidth efficiency"] == "pw 0.4"
+    assert not any("channel blocks" in key for key, _, _ in describe_profile(load_profile("a16")))
