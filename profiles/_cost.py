@@ -3,7 +3,8 @@
 Per layer ``i`` on compute unit ``u`` (all arrays over the graph's nodes, so a re-cost is a few numpy ops)::
 
     t[i, u] = overhead_u[c] + flops[i] / (peak_u(precision) * efficiency_u[c])
-                            + (activation bytes[i] / onchip_ratio_u + weight bytes[i]) / (bandwidth * mem_efficiency_u[c])
+                            + (activation bytes[i] / onchip_ratio_u) / (bandwidth * mem_efficiency_u[c])
+                            + weight bytes[i] / (bandwidth * weight_mem_efficiency_u[c])
 
 with ``c`` the node's op class; a unit whose costs set ``overlap`` reads memory while it computes (the
 larger of the two terms per layer, or over all the layers it runs: :func:`_part_times`), and its
@@ -15,6 +16,10 @@ the Neural Engine) go to the cheaper other unit, and every switch between units 
 plus copying the tensor. Each unit used adds its fixed per-inference overhead. The primary is the unit
 giving the lowest total; a profile without an ``ane`` unit (A11) never schedules a layer on the Neural
 Engine.
+
+``weight_mem_efficiency`` defaults to ``mem_efficiency``; a layer's time is multiplied by
+``1 + unaligned_slowdown_u[c]`` where its channels are not a multiple of ``channel_block`` (host CPUs' SIMD
+width; the term is off on Apple units).
 
 Quantization: weight-only schemes shrink the weight bytes a unit that holds compressed weights must read (the
 Neural Engine decompresses on the fly, iOS 17+), grouped LUTs add a measured slowdown to weight layers there
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from profiles._errors import ProfileError
-from profiles._graph import Graph, extract_graph
+from profiles._graph import Graph, extract_graph, unaligned
 from profiles._quant import QuantScheme, parse_quant
 from profiles._registry import load_profile
 from profiles._schema import FALLBACK_RULES, INTERVAL_LEVELS, OP_CLASSES, DeviceProfile, UnitCosts
@@ -199,8 +204,12 @@ def _node_costs(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> 
     u = unit_terms(g, profile, name, q)
     w = np.where(u.live, u.scale, 0.0)
     compute = u.flop_ms / tab["eff"][u.cls] * w
-    memory = (u.act_ms / costs.onchip_ratio + u.weight_ms) / tab["mem"][u.cls] * w
-    return tab["ovh"][u.cls] * w, compute, memory, u.const_ms
+    memory = (u.act_ms / costs.onchip_ratio / tab["mem"][u.cls] + u.weight_ms / tab["wmem"][u.cls]) * w
+    overhead = tab["ovh"][u.cls] * w
+    if costs.channel_block:  # host CPUs: ops off the SIMD channel block run slower
+        slow = 1.0 + tab["slow"][u.cls] * unaligned(g, costs.channel_block)
+        overhead, compute, memory = overhead * slow, compute * slow, memory * slow
+    return overhead, compute, memory, u.const_ms
 
 
 def _part_times(costs: Any, unit: UnitCosts, mask: np.ndarray) -> np.ndarray:

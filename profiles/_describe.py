@@ -40,6 +40,11 @@ def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
         rows.append((f"{name}: efficiency (of peak)", _table(c.efficiency), how))
         rows.append((f"{name}: bandwidth efficiency", _table(c.mem_efficiency), how))
         rows.append((f"{name}: per-layer overhead (us)", _table(c.overhead_us), how))
+        if c.weight_mem_efficiency:
+            rows.append((f"{name}: weight bandwidth efficiency", _table(c.weight_mem_efficiency), how))
+        if c.channel_block:
+            slow = _table(c.unaligned_slowdown) if c.unaligned_slowdown else "none"
+            rows.append((f"{name}: slowdown off {c.channel_block}-channel blocks", slow, how))
         rows.append((f"{name}: per-inference overhead", f"{_fmt(c.inference_overhead_us)} us", how))
         if name == "ane" or c.int8_speedup != 1.0:
             rows.append((f"{name}: int8 rate multiplier", _fmt(c.int8_speedup), how))

@@ -138,6 +138,22 @@ def micro_benchmarks() -> list[tuple[str, Any, tuple[int, ...]]]:
     add("cat 2x40 @28", _Op.make(lambda x: torch.cat([x, x], 1)), (1, 40, 28, 28))
     add("flatten 960", nn.Flatten(), (1, 960, 1, 1))
     add("reshape 96 @14", _Op.make(lambda x: x.reshape(1, -1)), (1, 96, 14, 14))
+    # shapes of nets outside MobileNetV3's grid: odd widths (oneDNN's depthwise kernels block channels by 16),
+    # 7x7 depthwise, wide layers at a few pixels (weights dominate the bytes), SiLU, mean pooling, upsampling
+    for c, k, r, s in [(97, 7, 28, 1), (291, 7, 14, 2), (1500, 7, 3, 1), (800, 5, 5, 1), (45, 3, 40, 1)]:
+        add(f"dw{k} {c} @{r}/s{s}", nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=False), (1, c, r, r))
+    for c, k, r, s in [(333, 5, 10, 1), (2400, 3, 2, 1), (61, 7, 56, 2)]:
+        add(f"dw{k} {c} @{r}/s{s}", nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=False), (1, c, r, r))
+    for cin, cout, r in [(1000, 2000, 2), (640, 3000, 3), (97, 291, 28), (300, 1800, 4), (1800, 300, 4)]:
+        add(f"pw {cin}>{cout} @{r}", nn.Conv2d(cin, cout, 1, bias=False), (1, cin, r, r))
+    add("pw 37>222 @40", nn.Conv2d(37, 222, 1, bias=False), (1, 37, 40, 40))
+    for cin, cout in [(2000, 1280), (1280, 4000), (3000, 700)]:
+        add(f"linear {cin}>{cout}", nn.Linear(cin, cout), (1, cin))
+    for c, r in [(48, 64), (300, 10), (1200, 3)]:
+        add(f"silu {c} @{r}", nn.SiLU(), (1, c, r, r))
+        add(f"mean {c} @{r}", _Op.make(lambda x: x.mean((2, 3), keepdim=True)), (1, c, r, r))
+    add("upsample2 bilinear 48 @40", nn.Upsample(scale_factor=2.0, mode="bilinear"), (1, 48, 40, 40))
+    add("upsample2 nearest 17 @64", nn.Upsample(scale_factor=2.0), (1, 17, 64, 64))
     add(
         "se 120 @28",
         _Op.make(

@@ -73,9 +73,10 @@ def _nets(n: int = 12) -> list:
 
 def test_fit_host_recovers_known_costs():
     graphs = _nets()
-    truth = np.zeros((14, 3))
-    truth[:, 2] = 0.004  # 4 us per op
+    truth = np.zeros((14, 4))  # per class: ms per FLOP, per activation byte, per weight byte, per op
+    truth[:, 3] = 0.004  # 4 us per op
     truth[0, 0], truth[2, 0], truth[5, 1] = 2e-8, 5e-8, 1e-6  # conv, dw: ms per FLOP; bn: ms per byte
+    truth[0, 2] = 2e-7  # conv: ms per weight byte
     node_ms = [(_host._node_rows(g) * truth[g.arrays["cls"]]).sum(axis=1) for g in graphs]
     per_call, per_inference = 0.003, 0.05
     totals = np.array(
@@ -103,12 +104,12 @@ def test_fit_host_rescales_op_times_that_whole_nets_contradict():
     """Op times measured one by one (hooks, timers) can run slower than inside a whole forward: with enough
     whole nets the fit follows the nets, not the inflated op times."""
     graphs = _nets(16)
-    truth = np.zeros((14, 3))
-    truth[:, 2] = 0.004
+    truth = np.zeros((14, 4))
+    truth[:, 3] = 0.004
     truth[0, 0], truth[2, 0], truth[5, 1] = 2e-8, 5e-8, 1e-6
     true_ms = [(_host._node_rows(g) * truth[g.arrays["cls"]]).sum(axis=1) for g in graphs]
     totals = np.array([t.sum() + 0.05 for t in true_ms])
-    inflated = truth * np.array([1.3, 1.3, 1.0])  # FLOP and byte terms timed 30% slow, per-op terms right
+    inflated = truth * np.array([1.3, 1.3, 1.3, 1.0])  # FLOP and byte terms timed 30% slow, per-op right
     node_ms = [(_host._node_rows(g) * inflated[g.arrays["cls"]]).sum(axis=1) for g in graphs]
     _, fitted, loo = fit_host(graphs, node_ms, totals, peak_gflops=200.0, bandwidth_gbs=10.0)
     assert np.allclose(fitted, totals, rtol=0.02)
@@ -119,10 +120,10 @@ def test_fit_host_rescales_op_times_that_whole_nets_contradict():
 
 
 def test_measure_host_writes_a_usable_profile(host_toml):
-    path = host_toml  # measure_host with 10 single layers, 3 random nets and the reference net (conftest)
+    path = host_toml  # measure_host: 10 single layers, 3 + 2 random nets and the reference net (conftest)
     p = load_profile(path)
     assert p.name == "host" and p.basis == "measured" and list(p.units) == ["cpu"]
-    assert len(p.calibration.rows) == 14 and p.calibration.loo_median_abs_pct is not None
+    assert len(p.calibration.rows) == 16 and p.calibration.loo_median_abs_pct is not None
     assert p.units["cpu"].costs.module_overhead_us >= 0
     cost = estimate(nn.Conv2d(3, 8, 3), (1, 3, 32, 32), path)
     assert cost.latency_ms > 0 and cost.source == "measured"
