@@ -15,10 +15,12 @@ from profiles._schema import dump_profile, parse_profile
 
 
 def _cpu_profile(**costs):
-    """a16 with its CPU unit alone and eager (no fusion), the given cost fields replaced."""
+    """a16 with its CPU unit alone and eager (no fusion) and costed as a host CPU is (additive terms, no
+    overlap, on-chip or chip scale from the Apple fit), the given cost fields replaced."""
     p = load_profile("a16")
     cpu = p.units["cpu"]
-    cpu = replace(cpu, fuses=False, costs=replace(cpu.costs, **costs))
+    host_like = {"overlap": "none", "onchip_ratio": 1.0, "time_scale": 1.0}
+    cpu = replace(cpu, fuses=False, costs=replace(cpu.costs, **{**host_like, **costs}))
     return replace(p, units={"cpu": cpu}, default_quant="fp32", path="")
 
 
