@@ -29,9 +29,9 @@ def main(path: str) -> int:
     if delay:
         score = search.scorer.Scorer.score
 
-        def slow_score(self, candidate):  # type: ignore[no-untyped-def]
+        def slow_score(self, candidate, **kwargs):  # type: ignore[no-untyped-def]
             time.sleep(delay)
-            return score(self, candidate)
+            return score(self, candidate, **kwargs)
 
         search.scorer.Scorer.score = slow_score  # type: ignore[method-assign]
     go = os.environ.get("SEARCH_PROC_GO")
