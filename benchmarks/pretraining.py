@@ -56,7 +56,7 @@ def _run(method: str, seed: int, args, train, val, space) -> dict[str, float]:
     recipe = heads_only(
         TrainConfig(batch_size=args.batch_size, resolution=args.resolution, seed=seed), args.head_steps
     )
-    trained = train_supernet(space, train, out / "supernet.pt", config=recipe, data_key=f"bench+{done.key}",
+    trained = train_supernet(space, train, out / "supernet.safetensors", config=recipe, data_key=f"bench+{done.key}",
                              supernet=done.supernet, progress=True)  # fmt: skip
     row: dict[str, float] = {"minutes": (time.perf_counter() - t0) / 60}
     calib = train.batch(torch.arange(min(256, len(train))))["images"]
@@ -90,7 +90,7 @@ def _cost(args) -> None:
     ratios = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            joint = train_supernet(space, train, Path(tmp) / "supernet.pt", config=recipe, data_key=f"cost{r}",
+            joint = train_supernet(space, train, Path(tmp) / "supernet.safetensors", config=recipe, data_key=f"cost{r}",
                                    progress=False).seconds / args.cost_steps  # fmt: skip
             contrastive = pretrain_backbone(space, train, tmp, config=pre, data_key=f"cost{r}",
                                             progress=False).seconds / args.cost_steps  # fmt: skip

@@ -18,7 +18,7 @@ the supernet recipe continues with its head phase only (``joint_fraction=0``: th
 head at every branch point), so the total steps stay the recipe's (the pretraining takes the joint phase's
 share). The supernet's config hash includes both starts, so a run never reuses weights trained otherwise.
 
-Run directory (beside ``supernet.pt``): ``pretrained.safetensors`` (the pretrained supernet, reused when its
+Run directory (beside ``supernet.safetensors``): ``pretrained.safetensors`` (the pretrained supernet, reused when its
 hash matches), and for the contrastive objective ``text_encoder.safetensors`` + ``text_encoder.json``
 (vocabulary, sizes, prompt). Under ``torchrun`` each rank takes its shard of every batch (the InfoNCE
 negatives are the rank's own) and gradients are all-reduced as in ``train_supernet``; AMP on a GPU with
@@ -209,8 +209,8 @@ def pretrain_backbone(
     Reuses ``out_dir/pretrained.safetensors`` (and the text encoder) when its hash (space, data, recipe,
     start) matches.
     """
-    from compress.data._progress import track
     from compress.model import Supernet
+    from compress.progress import track
     from compress.training import _allreduce_grads, _batches, _device, _dist, _lr_at, resize_batch
 
     out_dir = Path(out_dir)
@@ -475,14 +475,14 @@ def pretrain(
     """``compress pretrain``: pretrain the backbone, train the heads on it frozen, score zero-shot tagging.
 
     ``train`` is the supernet recipe (``compress.training.TrainConfig``) whose head phase follows; it keeps
-    ``train.steps - config.steps`` steps. Writes ``OUT/supernet.pt``, ``OUT/pretrained.safetensors``, the
+    ``train.steps - config.steps`` steps. Writes ``OUT/supernet.safetensors``, ``OUT/pretrained.safetensors``, the
     text encoder and ``OUT/pretrain.json``: the largest subnet's trained tagging mAP on the validation split
     beside its zero-shot tagging mAP from the prompts alone (both after BN recalibration). Returns that dict.
     """
     from compress.data import load_data
     from compress.metrics import tagging_map
     from compress.model import default_space, extract, recalibrate_bn
-    from compress.training import TrainConfig
+    from compress.training import SUPERNET_FILE, TrainConfig
 
     train = train if train is not None else TrainConfig()
     train_data, val = load_data(data, resolution=config.resolution, cache_dir=cache_dir, progress=progress)
@@ -490,7 +490,7 @@ def pretrain(
     _check_classes(space, train_data, data)
     out = Path(out)
     result = start_supernet(
-        space, train_data, out / "supernet.pt", config=train, data_key=f"{data}@{config.resolution}",
+        space, train_data, out / SUPERNET_FILE, config=train, data_key=f"{data}@{config.resolution}",
         init=init, pretrain=config, progress=progress,
     )  # fmt: skip
     summary: dict[str, Any] = {
@@ -522,6 +522,6 @@ def pretrain(
     tmp = out / "pretrain.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=float))
     os.replace(tmp, out / "pretrain.json")
-    if not (out / "supernet.pt").is_file():
-        raise RunError(f"pretraining finished but {out / 'supernet.pt'} is missing")
+    if not (out / SUPERNET_FILE).is_file():
+        raise RunError(f"pretraining finished but {out / SUPERNET_FILE} is missing")
     return summary

@@ -15,7 +15,7 @@ def pretrain_cmd(
         str, typer.Option(help="'builtin' (generated scenes, captioned) or 'coco:PATH'.")
     ] = "builtin",
     out: Annotated[
-        Path, typer.Option(help="Run directory (supernet.pt, pretrained.safetensors, text encoder).")
+        Path, typer.Option(help="Run directory (supernet.safetensors, pretrained.safetensors, text encoder).")
     ] = Path("runs/pretrain"),
     objective: Annotated[
         str, typer.Option(help="'contrastive' (captions, InfoNCE) or 'tags' (multi-label classification).")

@@ -40,4 +40,4 @@ def test_search_rejects_an_unusable_init_before_any_work(tiny_search_config, tmp
     cfg = dataclasses.replace(tiny_search_config, out=tmp_path / "run", init=bad)
     with pytest.raises(ConfigError, match="not a MobileNetV3 state_dict"):
         run_search(cfg, progress=False)
-    assert not (tmp_path / "run" / "supernet.pt").exists()
+    assert not (tmp_path / "run" / "supernet.safetensors").exists()
