@@ -40,13 +40,14 @@ def load_run(run: str | Path) -> dict[str, Any]:
     run = Path(run)
     meta = json.loads((run / "run.json").read_text())
     cfg = meta["config"]
-    supernet = load_supernet(run / "supernet.pt")
+    supernet = load_supernet(run / "supernet.safetensors")
     scorer = Scorer(
         supernet,
         data=cfg["data"],
         devices=list(cfg["devices"]),
         eval_images=cfg["eval_images"],
         seed=cfg["seed"],
+        confidence=cfg.get("confidence", 0.9),  # runs before 2026-11-30 did not record it: the default
     )
     card_path = run / "chosen" / "card.json"
     return {

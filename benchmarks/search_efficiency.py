@@ -1,8 +1,9 @@
 """Search efficiency: hypervolume vs trials for every model-based sampler against random search, same scorer.
 
-Every sampler optimises (quality max, worst-device latency min) under the default 10 ms budget on the default
-devices, scoring candidates with one trained supernet. Scores are memoised by candidate (the same candidate
-always gets the same score), so samplers are compared on identical numbers. Hypervolume of the feasible set
+Every sampler optimises (quality max, worst-device latency min) under the default run's limits (10 ms on the
+default devices, on the latency bound at its confidence), scoring candidates with one trained supernet. Scores
+are memoised by candidate (the same candidate always gets the same score), so samplers are compared on
+identical numbers. Hypervolume of the feasible set
 (reference point: quality 0, latency = budget; Optuna's WFG) is printed at 16, 32, 48, 64, 128 and 256
 trials. The default sampler of ``compress search`` is whichever reaches the highest median hypervolume at the
 default trial count (48); target: its median at 64 trials >= random search's at 256 (4x the trials).
@@ -20,10 +21,9 @@ import time
 
 import optuna
 
-from search import DEFAULT_DEVICES, SearchSpace
+from search import SearchConfig, SearchSpace
 from search.scorer import Scorer
 from search.study import (
-    Limits,
     hypervolume_history,
     make_sampler,
     objective_values,
@@ -75,8 +75,14 @@ def main() -> None:
     args = ap.parse_args()
     supernet, data = supernet_for(args.run)
     space = SearchSpace.default(supernet.space.num_classes)
-    scorer = Scorer(supernet, data=data, devices=list(DEFAULT_DEVICES), eval_images=args.eval_images)
-    limits = Limits(10.0, DEFAULT_DEVICES)
+    limits = SearchConfig().limits()  # the default run's: 10 ms on every default device at its confidence
+    scorer = Scorer(
+        supernet,
+        data=data,
+        devices=list(limits.devices),
+        eval_images=args.eval_images,
+        confidence=limits.confidence,
+    )
     cache: dict = {}
     table: dict[str, dict[int, list[float]]] = {}
     t0 = time.perf_counter()
@@ -101,8 +107,6 @@ def main() -> None:
                 f"{statistics.median(cols[c]):>10.2f}" if c in cols else f"{'':>10}" for c in CHECKPOINTS
             )
         )
-    from search import SearchConfig
-
     default = SearchConfig().sampler
     at48 = {name: statistics.median(cols[48]) for name, cols in table.items() if name != "random"}
     best = max(at48, key=at48.get)

@@ -11,141 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import multiprocessing as mp
-import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.errors import ConfigError, RunError
-from compress.training import SUPERNET_FILE, TrainConfig
+from compress.progress import Bar
+from compress.training import SUPERNET_FILE
 from search._identity import check_validation, content_hash, file_hash
-from search.study import OBJECTIVES, SAMPLERS, Limits, check_storage, redact
+from search.config import DEFAULT_DEVICES, SearchConfig, SearchResult
+from search.rundir import FORMAT, RUN_JSON, write_json
+from search.study import Limits, check_storage, redact
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
-
-DEFAULT_DEVICES = ("a11", "a12", "a13", "a14", "a15", "a16", "a17pro", "m1", "m2", "m3", "m4")
-FORMAT = 1
-
-
-def max_workers() -> int:
-    """The most local worker processes a search starts: one per CPU (each runs torch on one thread)."""
-    return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything ``compress search`` needs; defaults are the README's main job."""
-
-    budget_ms: float = 10.0
-    #: the budget holds on this quantile of each device's latency interval (README: why 0.9)
-    confidence: float = 0.9
-    devices: tuple[str, ...] = DEFAULT_DEVICES
-    trials: int = 48
-    timeout_s: float | None = None
-    sampler: str = "tpe"  # highest hypervolume at 48 trials in benchmarks/search_efficiency.py
-    objectives: tuple[str, ...] = ("quality", "latency")
-    memory_mb: float | None = None
-    disk_mb: float | None = None
-    data: str = "builtin"
-    storage: str | None = None
-    study_name: str | None = None
-    workers: int = 1
-    seed: int = 0
-    out: Path | None = None
-    space_file: Path | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval_images: int | None = 128
-    population_size: int = 16
-    finalize: bool = True
-    finetune_steps: int | None = None  # None: as many as the time goal leaves (``search.finalize``)
-    time_goal_s: float = 600.0
-    cache_dir: Path | None = None
-    init: Path | None = None
-    pretrain: bool = False
-
-    def __post_init__(self) -> None:
-        if not (self.budget_ms > 0):
-            raise ConfigError(f"budget must be positive, but got {self.budget_ms} ms")
-        if not 0.5 <= self.confidence <= 0.95:
-            raise ConfigError(
-                f"--confidence must lie in [0.5, 0.95] (the profiles' intervals end at the 95th percentile), "
-                f"but got {self.confidence}"
-            )
-        if not self.devices:
-            raise ConfigError("--devices needs at least one device")
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be >= 1, but got {self.trials}")
-        if not 1 <= self.workers <= max_workers():
-            raise ConfigError(
-                f"--workers must be between 1 and {max_workers()} (this machine's CPU count), "
-                f"but got {self.workers}"
-            )
-        if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"--seed must be between 0 and 2**32 - 1, but got {self.seed}")
-        if self.eval_images is not None and self.eval_images < 1:
-            raise ConfigError(
-                f"--eval-images must be a positive count (0 = all images), but got {self.eval_images}"
-            )
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        bad = [o for o in self.objectives if o not in OBJECTIVES]
-        if (
-            bad
-            or self.objectives[:2] != ("quality", "latency")
-            or len(set(self.objectives)) != len(self.objectives)
-        ):
-            raise ConfigError(
-                f"objectives must start with quality,latency and may add memory and/or disk, but got "
-                f"{','.join(self.objectives)}"
-            )
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ConfigError(f"--timeout must be positive, but got {self.timeout_s}")
-        if self.finetune_steps is not None and self.finetune_steps < 0:
-            raise ConfigError(f"--finetune-steps must be >= 0, but got {self.finetune_steps}")
-        if not 0 < self.time_goal_s <= 7 * 24 * 3600:
-            raise ConfigError(f"--time-goal must lie in (0 s, 7 days], but got {self.time_goal_s:g} s")
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out) if self.out is not None else Path("runs") / f"search-{self.budget_ms:g}ms"
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
-
-    @property
-    def name(self) -> str:
-        return self.study_name or self.run_dir.name
-
-    def limits(self) -> Limits:
-        return Limits(self.budget_ms, tuple(self.devices), self.memory_mb, self.disk_mb, self.confidence)
-
-    def study_config(self, space: Any, identity: dict[str, str] | None = None) -> dict[str, Any]:
-        """What must not change between reruns of one study (``identity``: supernet and data hashes)."""
-        return {
-            **(identity or {}),
-            "budget_ms": self.budget_ms,
-            "confidence": self.confidence,
-            "devices": list(self.devices),
-            "objectives": list(self.objectives),
-            "memory_mb": self.memory_mb,
-            "disk_mb": self.disk_mb,
-            "data": self.data,
-            "space": space.to_dict(),
-            "eval_images": self.eval_images,
-        }
-
-
-@dataclass
-class SearchResult:
-    run_dir: Path
-    trials: Any
-    front: Any
-    chosen: dict[str, Any] | None
-    card: dict[str, Any] | None
 
 
 def _versions() -> dict[str, str]:
@@ -171,14 +51,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from compress._atomic import write_text
-
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str))  # unique temp name + rename
-
-
 def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    path = cfg.run_dir / "run.json"
+    path = cfg.run_dir / RUN_JSON
     old = json.loads(path.read_text()) if path.exists() else {}
     if old and old.get("format") != FORMAT:
         raise RunError(
@@ -192,6 +66,7 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
         "command": _command(),
         "config": {
             "budget_ms": cfg.budget_ms,
+            "confidence": cfg.confidence,
             "devices": list(cfg.devices),
             "trials": cfg.trials,
             "timeout_s": cfg.timeout_s,
@@ -216,13 +91,13 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
         **{k: v for k, v in old.items() if k in ("supernet", "provenance", "splits")},
         **extra,
     }
-    _write_json(path, data)
+    write_json(path, data)
     return data
 
 
 def _command() -> str | None:
     """The command line that started this run, passwords redacted (None when not run as ``compress``)."""
-    from search._secrets import redact_argv
+    from search.redaction import redact_argv
 
     if not (sys.argv and "compress" in Path(sys.argv[0]).name):
         return None
@@ -242,7 +117,7 @@ def _refuse_pickled_supernet(run_dir: Path) -> None:
 def _refuse_other_settings(cfg: SearchConfig, space: Any) -> None:
     """A rerun into an existing run directory must keep its study's settings: refuse before run.json is
     rewritten, so a mistyped rerun leaves the run directory as it was."""
-    path = cfg.run_dir / "run.json"
+    path = cfg.run_dir / RUN_JSON
     if not path.is_file():
         return
     try:
@@ -289,10 +164,15 @@ def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _check_devices(devices: tuple[str, ...]) -> None:
-    from profiles import load_profile
+    """Every device has a profile; a bad name is a :class:`ConfigError` (the one root callers catch), carrying
+    the profiles room's message that names the known devices."""
+    from profiles import ProfileError, load_profile
 
     for d in devices:
-        load_profile(d)  # raises ProfileError naming the known devices
+        try:
+            load_profile(d)
+        except ProfileError as e:
+            raise ConfigError(str(e)) from e
 
 
 def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None) -> None:
@@ -305,7 +185,7 @@ def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None
     torch.set_num_threads(1)
     space = load_space(
         cfg.space_file,
-        num_classes=json.loads((cfg.run_dir / "run.json").read_text())["config"]["space"]["arch"][
+        num_classes=json.loads((cfg.run_dir / RUN_JSON).read_text())["config"]["space"]["arch"][
             "num_classes"
         ],
     )
@@ -469,30 +349,13 @@ def _search(
 
 
 class _SearchProgress:
-    """Trials done, feasible count, front size and best quality within budget, as a rich progress bar."""
+    """Trials done, feasible count, front size and best quality within budget, on a lasting progress bar."""
 
     def __init__(self, enabled: bool, total: int, limits: Limits) -> None:
         self.limits = limits
-        self.best, self.feasible = None, 0
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("search"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True),  # progress on stderr: stdout holds results only
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("search", total=total, info="")
+        self._bar = Bar("search", total=total, enabled=enabled, transient=False, elapsed=True)
 
     def callback(self, study: Any, trial: Any) -> None:
-        if self._bar is None:
-            return
         from optuna.trial import TrialState
 
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -503,11 +366,8 @@ class _SearchProgress:
         front = len(study.best_trials)
         best_txt = f"{best:.1f}" if best is not None else "—"
         self._bar.update(
-            self._task,
-            completed=len(done),
-            info=f"feasible {len(feas)} · front {front} · best quality in budget {best_txt}",
+            len(done), info=f"feasible {len(feas)} · front {front} · best quality in budget {best_txt}"
         )
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._bar.close()

@@ -94,6 +94,19 @@ def test_unknown_device(capsys, tmp_path):
     assert "a11" in err and "compress profile list" in err  # says what is known and where to look
 
 
+def test_unknown_device_is_a_compress_error_for_python_callers(tmp_path):
+    """``except CompressError`` around ``run_search`` is the one root a caller needs (issue 16)."""
+    import dataclasses
+
+    from compress.errors import CompressError, ConfigError
+    from search import SearchConfig, run_search
+
+    cfg = dataclasses.replace(SearchConfig(), devices=("a15", "a99"), out=tmp_path / "run")
+    with pytest.raises(CompressError, match="unknown device 'a99'") as info:
+        run_search(cfg, progress=False)
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, ValueError)
+
+
 def test_missing_data_directory(capsys, tmp_path):
     _one_line_error(
         capsys, _search(tmp_path, "--data", "coco:/nope"), code=2, match="coco:/nope: no such file"
