@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import profiles
-from compress.cli.profile import _space_samples
+from compress.model import sample_nets
 from profiles import (
     estimate_graph,
     extract_graph,
@@ -139,7 +139,7 @@ def main() -> None:
     out = None if args.profile == "host" else Path(args.profile)
     if args.measure or (out is None and not profiles.host_profile_path().exists()):
         # as `compress profile measure` builds it: with 24 search-space samples (another seed) as benchmarks
-        profiles.measure_host(progress=True, out=out, extra=_space_samples(24))
+        profiles.measure_host(progress=True, out=out, extra=sample_nets(24))
     profile = load_profile(args.profile)
     sizes = None
     if args.random_nets is not None:
@@ -151,7 +151,7 @@ def main() -> None:
     predicted = np.array([estimate_graph(g, profile).latency_ms for g in graphs])
     flops = np.array([g.flops for g in graphs])
 
-    extra = _space_samples(24)
+    extra = sample_nets(24)
     refreshed = None
     # `compress profile measure --refresh`, into a copy, just before the candidates are timed
     if args.refresh:

@@ -26,7 +26,7 @@ from _common import load_run, trained_quality
 from scipy.stats import kendalltau, linregress, spearmanr
 
 from search.baselines import baseline_candidates
-from search.outputs import _candidate
+from search.rundir import candidate_from_row
 from search.space import load_space
 
 SHAPES = (
@@ -73,7 +73,7 @@ def main() -> None:
     shapes = baseline_candidates(space)
     cands = {name: shapes[name] for name in SHAPES if name in shapes}
     for _, row in _searched(run["trials"], args.searched).iterrows():
-        cands[f"trial-{int(row['trial'])}"] = _candidate(row)
+        cands[f"trial-{int(row['trial'])}"] = candidate_from_row(row)
     out = Path(args.run) / "ranking_fidelity.csv"
     done = pd.read_csv(out) if out.is_file() else pd.DataFrame()
     if not done.empty:

@@ -25,7 +25,7 @@ import time
 from _common import load_run, trained_quality
 
 from compress.finetune import FinetuneRecipe, plan_steps
-from search.outputs import _candidate
+from search.rundir import candidate_from_row
 from search.space import Candidate
 
 
@@ -53,7 +53,7 @@ def main() -> None:
         {"spec": card["spec"], "prune": card["prune"]["ratios"], "quant": card["quant"]}
     )
     base_rows = run["baselines"][run["baselines"]["name"] == card["baseline"]["name"]]
-    baseline = _candidate(base_rows.iloc[0])
+    baseline = candidate_from_row(base_rows.iloc[0])
     steps = args.steps or int(card["training"]["steps"])
     print(
         f"chosen   {chosen.describe()}  (a11 {card['devices'].get('a11', {}).get('latency_ms', float('nan')):.2f} ms)"

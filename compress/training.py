@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from compress._safeio import load_state as _load_state
 from compress.errors import ConfigError, DataError, RunError
+from compress.progress import Bar
 
 __all__ = ["SUPERNET_FILE", "TrainConfig", "TrainResult", "load_supernet", "resize_batch", "train_supernet"]
 
@@ -277,7 +278,7 @@ def train_supernet(
     batches = _batches(len(train_data), config.batch_size, data_rng)
     shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
     autocast = torch.autocast(device.type, enabled=config.amp and device.type == "cuda")
-    bar = _progress(progress and rank == 0, config.steps, step)
+    bar = Bar("supernet", total=config.steps, enabled=progress and rank == 0, done=step, transient=False)
     start, images = time.perf_counter(), 0
     net.train()
     while step < config.steps:
@@ -322,7 +323,7 @@ def train_supernet(
         optimizer.step()
         step += 1
         history.append({"step": step, "phase": 0.0 if joint else 1.0, **logs})
-        bar.advance(logs)
+        bar.update(advance=1, info=" ".join(f"{k}={v:.3f}" for k, v in logs.items()))
         if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
             _save_atomic(
                 {
@@ -401,37 +402,6 @@ def _tuple(state: Any) -> Any:
     return state
 
 
-class _progress:
-    """A rich progress bar over training steps (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("supernet"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=False,
-                console=Console(stderr=True),  # progress on stderr: stdout holds results only
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("train", total=total, completed=done, info="")
-
-    def advance(self, logs: dict[str, float]) -> None:
-        if self._bar is not None:
-            info = " ".join(f"{k}={v:.3f}" for k, v in logs.items())
-            self._bar.update(self._task, advance=1, info=info)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
 def train(
     *,
     data: str = "builtin",
@@ -466,7 +436,7 @@ def train(
         return start_supernet(
             space,
             train_data,
-            Path(out) / "supernet.pt",
+            Path(out) / SUPERNET_FILE,
             config=config,
             data_key=f"{data}@{config.resolution}",
             init=init,

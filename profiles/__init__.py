@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from profiles._calibrate import CalibrationResult, calibrate, load_measurements
 from profiles._cost import Cost, disk_mb, estimate, estimate_graph, weights_mb
+from profiles._describe import describe_profile, summary_row
 from profiles._errors import ProfileError
 from profiles._graph import Graph, Node, extract_graph
 from profiles._host import measure_host
@@ -16,7 +17,7 @@ from profiles._measure import measure_coreml, measure_latencies, measure_latency
 from profiles._quant import SCHEMES, QuantScheme, parse_quant
 from profiles._refresh import refresh_host
 from profiles._registry import DEVICES, host_profile_path, list_profiles, load_profile
-from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts
+from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts, dump_profile
 
 __all__ = [
     "DEVICES",
@@ -33,7 +34,9 @@ __all__ = [
     "Sourced",
     "UnitCosts",
     "calibrate",
+    "describe_profile",
     "disk_mb",
+    "dump_profile",
     "estimate",
     "estimate_graph",
     "extract_graph",
@@ -47,5 +50,6 @@ __all__ = [
     "measure_latency",
     "parse_quant",
     "refresh_host",
+    "summary_row",
     "weights_mb",
 ]

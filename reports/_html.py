@@ -57,7 +57,7 @@ def write_html(run: Run, path: str | Path, *, compare: Run | None = None) -> Pat
     ]
     header = [headline(run), f"command: {run.meta.get('command', '—')}", _times(run)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    from compress._atomic import write_text
+    from compress.atomic import write_text
 
     write_text(out, page(title=f"compress report: {run.name}", header_lines=header, body=body))
     return out

@@ -20,7 +20,7 @@ def write_markdown(run: Run, path: str | Path, *, compare: Run | None = None) ->
     """Write :func:`markdown` of the run to ``path`` and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from compress._atomic import write_text
+    from compress.atomic import write_text
 
     write_text(out, markdown(run, compare=compare))  # temp file + rename
     return out

@@ -1,6 +1,7 @@
 """Reading a run directory (format 1) into a :class:`Run`, with errors that say what is missing.
 
-The directory is written by ``compress search``; its layout is documented in DESIGN.md ("A run directory")::
+The directory is written by ``compress search``; its contract (format, file names, the head of each cost
+group) is ``search.rundir``, imported here, never copied::
 
     run.json  front.csv  trials.csv  baselines.csv  hypervolume.csv  chosen/card.json  chosen/layers.csv
 
@@ -18,20 +19,25 @@ from typing import Any
 import pandas as pd
 
 from compress.errors import RunError
+from search.redaction import redact, redact_text
+from search.rundir import (
+    BASELINES,
+    CARD,
+    CHOSEN,
+    FORMAT,
+    FRONT,
+    HYPERVOLUME,
+    LAYERS,
+    RUN_JSON,
+    TRIALS,
+    head_of,
+)
 
 __all__ = ["FORMAT", "Run", "latest_run", "load_run"]
 
-FORMAT = 1
-"""The run-directory format this toolkit reads."""
-
-_FILES = (
-    "front.csv",
-    "trials.csv",
-    "baselines.csv",
-    "hypervolume.csv",
-    "chosen/card.json",
-    "chosen/layers.csv",
-)
+_CARD = f"{CHOSEN}/{CARD}"
+_LAYERS = f"{CHOSEN}/{LAYERS}"
+_FILES = (FRONT, TRIALS, BASELINES, HYPERVOLUME, _CARD, _LAYERS)
 _CANDIDATE_COLUMNS = (
     "quality",
     "worst_latency_ms",
@@ -119,10 +125,10 @@ def load_run(path: str | Path) -> Run:
         )
     devices = [str(d) for d in (meta.get("config") or {}).get("devices") or ()]
     per_device = [f"{k}.{d}" for d in devices for k in _PER_DEVICE]
-    front = _read_csv(root, "front.csv", ("trial", *_CANDIDATE_COLUMNS, *per_device))
-    trials = _read_csv(root, "trials.csv", ("trial", "state", *_CANDIDATE_COLUMNS, *per_device))
-    baselines = _read_csv(root, "baselines.csv", ("name", *_CANDIDATE_COLUMNS, *per_device))
-    hypervolume = _read_csv(root, "hypervolume.csv", ("trial_number", "hypervolume"))
+    front = _read_csv(root, FRONT, ("trial", *_CANDIDATE_COLUMNS, *per_device))
+    trials = _read_csv(root, TRIALS, ("trial", "state", *_CANDIDATE_COLUMNS, *per_device))
+    baselines = _read_csv(root, BASELINES, ("name", *_CANDIDATE_COLUMNS, *per_device))
+    hypervolume = _read_csv(root, HYPERVOLUME, ("trial_number", "hypervolume"))
     layers = _read_layers(root)
     card = _read_card(root)
     for frame in (front, trials, baselines):
@@ -142,7 +148,7 @@ def load_run(path: str | Path) -> Run:
 def latest_run(root: str | Path = "runs") -> Path:
     """The most recently created run directory under ``root`` (by run.json's ``created``, then mtime)."""
     base = Path(root)
-    runs = sorted(p for p in base.glob("*/run.json") if p.is_file()) if base.is_dir() else []
+    runs = sorted(p for p in base.glob(f"*/{RUN_JSON}") if p.is_file()) if base.is_dir() else []
     if not runs:
         raise RunError(
             f"no runs under {base}/ (a run directory holds run.json; create one with "
@@ -169,12 +175,12 @@ def _read_meta(root: Path) -> dict[str, Any]:
         raise RunError(
             f"{root} is not a run directory: it is a file (give the directory that holds run.json)"
         )
-    meta_path = root / "run.json"
+    meta_path = root / RUN_JSON
     if not meta_path.is_file():
         raise RunError(
             f"{root} is not a run directory: run.json is missing (create one with `compress search`)"
         )
-    meta = _read_json(meta_path, "run.json")
+    meta = _read_json(meta_path, RUN_JSON)
     fmt = meta.get("format")
     if fmt is None:
         raise RunError(
@@ -196,8 +202,6 @@ def _read_meta(root: Path) -> dict[str, Any]:
 
 def _redacted(meta: dict[str, Any]) -> dict[str, Any]:
     """run.json with its command line and storage URL redacted (runs written before redaction was complete)."""
-    from search._secrets import redact, redact_text
-
     meta = dict(meta)
     if isinstance(meta.get("command"), str):
         meta["command"] = redact_text(meta["command"])
@@ -242,10 +246,10 @@ def _require(path: Path, frame: pd.DataFrame, required: tuple[str, ...]) -> None
 def _read_layers(root: Path) -> pd.DataFrame:
     """``chosen/layers.csv``: ``profiles.Cost.layers`` plus ``head``. ``output`` (``shared`` = the backbone)
     stands in for a missing ``head``; ``shapes`` is built from ``input_shapes``/``output_shape`` if absent."""
-    frame = _read_csv(root, "chosen/layers.csv", ())
+    frame = _read_csv(root, _LAYERS, ())
     if "head" not in frame.columns and "output" in frame.columns:
-        frame["head"] = [_head_of(str(group)) for group in frame["output"]]
-    _require(root / "chosen/layers.csv", frame, _LAYER_COLUMNS)
+        frame["head"] = [head_of(str(group)) for group in frame["output"]]
+    _require(root / _LAYERS, frame, _LAYER_COLUMNS)
     if "bytes" not in frame.columns:
         frame["bytes"] = float("nan")
     if "shapes" not in frame.columns:
@@ -254,21 +258,9 @@ def _read_layers(root: Path) -> pd.DataFrame:
     return frame
 
 
-_OUTPUT_TASK = {"tags": "tagging", "det_heatmap": "detection", "det_box": "detection", "saliency": "saliency"}
-
-
-def _head_of(group: str) -> str:
-    """The head a ``Cost.layers`` output group belongs to: ``shared`` is the backbone, ``tags`` tagging,
-    ``det_heatmap+det_box`` detection; layers that feed several heads are ``backbone (tagging+detection)``."""
-    tasks = list(dict.fromkeys(_OUTPUT_TASK.get(key, key) for key in group.split("+")))
-    if group == "shared" or not tasks:
-        return "backbone"
-    return tasks[0] if len(tasks) == 1 else f"backbone ({'+'.join(tasks)})"
-
-
 def _read_card(root: Path) -> dict[str, Any]:
-    path = root / "chosen/card.json"
-    card = _read_json(path, "chosen/card.json")
+    path = root / _CARD
+    card = _read_json(path, _CARD)
     missing = [k for k in _CARD_KEYS if k not in card]
     if missing:
         raise RunError(

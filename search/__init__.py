@@ -7,7 +7,8 @@ Imports ``compress`` and ``profiles``; never the other way round.
 
 from __future__ import annotations
 
-from search.run import DEFAULT_DEVICES, SearchConfig, SearchResult, run_search
+from search.config import DEFAULT_DEVICES, SearchConfig, SearchResult
+from search.run import run_search
 from search.space import Candidate, SearchSpace, load_space
 from search.units import parse_duration_ms, parse_size_mb
 

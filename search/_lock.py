@@ -55,7 +55,7 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _clear_killed_writes(run_dir: Path) -> None:
     """Temporary files and staging folders that a killed search left (we hold the lock: nobody writes)."""
-    from compress._atomic import clear_leftovers
+    from compress.atomic import clear_leftovers
 
     for tmp in run_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)

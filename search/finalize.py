@@ -32,6 +32,18 @@ import torch
 
 from compress.finetune import FinetuneRecipe, finetune, plan_steps
 from compress.metrics import Quality
+from search.rundir import (
+    CARD,
+    CHOSEN,
+    LAYERS,
+    MODEL,
+    ONNX,
+    PACKAGE,
+    candidate_from_row,
+    head_of,
+    write_csv,
+    write_json,
+)
 from search.space import Candidate
 
 __all__ = ["FINAL_RESERVE_S", "Trained", "finalize", "train_and_score"]
@@ -42,21 +54,11 @@ FINAL_RESERVE_S = 75.0
 RECIPE = FinetuneRecipe()
 
 
-def _head_name(output: str) -> str:
-    """The task a cost group belongs to: the profiles' output groups are output names joined by '+'."""
-    from compress.model import HEAD_OUTPUTS
-
-    if output == "shared":
-        return "backbone"
-    tasks = {t for part in output.split("+") for t, keys in HEAD_OUTPUTS.items() if part in keys}
-    return tasks.pop() if len(tasks) == 1 else f"backbone ({'+'.join(sorted(tasks))})"
-
-
 def _per_head(cost: Any) -> dict[str, Any]:
     """Own cost of each head (and of the shared backbone) on ``cost.device``."""
     heads: dict[str, Any] = {}
     for name, r in cost.by_output().iterrows():
-        h = heads.setdefault(_head_name(str(name)), {"params": 0, "weights_mb": 0.0, "latency_ms": 0.0})
+        h = heads.setdefault(head_of(str(name)), {"params": 0, "weights_mb": 0.0, "latency_ms": 0.0})
         h["params"] += int(r["params"])
         h["weights_mb"] += float(r["weights_mb"])
         h["latency_ms"] += float(r["ms"])
@@ -184,14 +186,13 @@ def finalize(
     from rich.console import Console
 
     from compress.data import load_splits
-    from search.outputs import _candidate
 
     console = Console(stderr=True, quiet=not progress)
     console.print(f"finalizing trial {trial}: {cand.describe()}", markup=False)
     splits = load_splits(
         cfg.data, resolution=cand.spec.resolution, cache_dir=cfg.cache_dir, progress=progress
     )
-    base_cand = _candidate(base_row) if base_row is not None else None
+    base_cand = candidate_from_row(base_row) if base_row is not None else None
     chosen_model = scorer.build(cand, quantize=False)
     todo = [(chosen_model, splits.train)]
     if base_cand is not None:
@@ -236,22 +237,21 @@ def _export(
     cfg: Any, chosen: Trained, trial: int, scorer: Any, splits: Any, training: dict, comparison: dict, console: Any
 ) -> dict[str, Any]:  # fmt: skip
     """Write the artifacts, the per-layer table and the card of the trained chosen model."""
-    from compress._atomic import publish_dir, staging_dir
+    from compress.atomic import publish_dir, staging_dir
     from compress.compression import simulate
     from compress.evaluate import evaluate
     from compress.export import export_coreml, export_onnx, package_size_mb
     from compress.model import count_parameters, save_model
-    from search.run import _write_json
 
     cand, model = chosen.candidate, chosen.model
-    final = Path(cfg.run_dir) / "chosen"
+    final = Path(cfg.run_dir) / CHOSEN
     out = staging_dir(final)  # built beside, renamed into place whole: a kill never mixes old and new files
     calib = scorer.calibration(cand.spec.resolution)
     simulated = simulate(model, cand.quant, calibration=calib).eval()
     costs = scorer.cost(model, cand.quant)
     slowest = max(costs, key=lambda d: costs[d].latency_ms)
     errors: dict[str, str] = {}
-    save_model(model, out / "model.safetensors")
+    save_model(model, out / MODEL)
     meta = {
         "trial": str(trial),
         "quant": cand.quant,
@@ -261,27 +261,25 @@ def _export(
     }
     console.print("exporting Core ML and ONNX")
     ml = _safe(
-        "model.mlpackage",
-        lambda: export_coreml(
-            model, out / "model.mlpackage", scheme=cand.quant, metadata=meta, calibration=calib
-        ),
+        PACKAGE,
+        lambda: export_coreml(model, out / PACKAGE, scheme=cand.quant, metadata=meta, calibration=calib),
         errors,
     )
-    onnx = _safe("model.onnx", lambda: export_onnx(simulated, out / "model.onnx", metadata=meta), errors)
+    onnx = _safe(ONNX, lambda: export_onnx(simulated, out / ONNX, metadata=meta), errors)
     layers = costs[slowest].layers.copy()
-    layers["head"] = [_head_name(str(o)) for o in layers["output"]]
-    layers.to_csv(out / "layers.csv", index=False)
+    layers["head"] = [head_of(str(o)) for o in layers["output"]]
+    write_csv(layers, out / LAYERS)
     predicted_disk = costs[slowest].disk_mb
     artifacts = {}
     for name, path in (
-        ("model.mlpackage", ml),
-        ("model.onnx", onnx),
-        ("model.safetensors", out / "model.safetensors"),
+        (PACKAGE, ml),
+        (ONNX, onnx),
+        (MODEL, out / MODEL),
     ):
         if path is not None:
             artifacts[name] = {
                 "disk_mb_actual": package_size_mb(path),
-                "disk_mb_predicted": predicted_disk if name == "model.mlpackage" else None,
+                "disk_mb_predicted": predicted_disk if name == PACKAGE else None,
             }
     compression = []
     for scheme in dict.fromkeys([cand.quant, *scorer_schemes(cfg)]):
@@ -364,7 +362,7 @@ def _export(
     )
     if backbone is not None:
         card["backbone"] = backbone
-    _write_json(out / "card.json", card)
+    write_json(out / CARD, card)
     publish_dir(out, final)
     return card
 

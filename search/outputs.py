@@ -12,14 +12,35 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from compress.atomic import write_bytes
 from compress.errors import RunError
-from search.space import Candidate
+from compress.progress import track
+from search.baselines import baseline_candidates
+from search.config import SearchConfig, SearchResult
+from search.finalize import finalize
+from search.rundir import (
+    BASELINES,
+    FRONT,
+    FRONT_PARQUET,
+    HYPERVOLUME,
+    RUN_JSON,
+    TRIALS,
+    best_first,
+    candidate_from_row,
+    write_csv,
+    write_json,
+)
+from search.scorer import Scorer
+from search.space import SearchSpace
+from search.study import Limits, front_frame, hypervolume_history, reference_point, trials_frame
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = [
     "LEADERS",
@@ -34,21 +55,15 @@ __all__ = [
 LEADERS = 6  # feasible trials re-scored on the whole validation split before the choice
 
 
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    from compress._atomic import write_text
-
-    write_text(path, df.to_csv(index=False))  # a unique temporary name, then rename
-
-
 def choose(front: pd.DataFrame) -> pd.Series | None:
     """Highest quality among the feasible rows; ties go to the lower worst-device latency."""
     feasible = front[front["feasible"]] if "feasible" in front else front
     if feasible.empty:
         return None
-    return feasible.sort_values(["quality", "worst_latency_ms"], ascending=[False, True]).iloc[0]
+    return best_first(feasible).iloc[0]
 
 
-def choose_rescored(rows: pd.DataFrame, scorer: Any, *, k: int) -> tuple[pd.Series | None, list[dict]]:
+def choose_rescored(rows: pd.DataFrame, scorer: Scorer, *, k: int) -> tuple[pd.Series | None, list[dict]]:
     """The best of the ``k`` best feasible rows once each is re-scored on the *whole* validation split.
 
     A search picks the best of many noisy scores on a validation subset; re-scoring the few leaders on every
@@ -58,16 +73,16 @@ def choose_rescored(rows: pd.DataFrame, scorer: Any, *, k: int) -> tuple[pd.Seri
     feasible = rows[rows["feasible"]] if "feasible" in rows else rows
     if feasible.empty:
         return None, []
-    leaders = feasible.sort_values(["quality", "worst_latency_ms"], ascending=[False, True]).head(k).copy()
+    leaders = best_first(feasible).head(k).copy()
     leaders["quality_val_full"] = [
-        scorer.score(_candidate(r), full_val=True).quality.aggregate for _, r in leaders.iterrows()
+        scorer.score(candidate_from_row(r), full_val=True).quality.aggregate for _, r in leaders.iterrows()
     ]
-    best = leaders.sort_values(["quality_val_full", "worst_latency_ms"], ascending=[False, True]).iloc[0]
+    best = best_first(leaders, "quality_val_full").iloc[0]
     keep = [c for c in ("trial", "name", "quality", "quality_val_full", "worst_latency_ms") if c in leaders]
     return best, leaders[keep].to_dict("records")
 
 
-def space_span(space: Any, scorer: Any) -> dict[str, Any]:
+def space_span(space: SearchSpace, scorer: Scorer) -> dict[str, Any]:
     """Predicted worst-device latency of the space's smallest and largest candidates (fp16, unpruned): the
     default space must straddle the budget on the slowest device for the budget to shape the front."""
     from compress.model import extract
@@ -125,16 +140,9 @@ def closest_to_budget(rows: pd.DataFrame) -> pd.Series:
     return rows.loc[lat.idxmin()].copy()
 
 
-def _candidate(row: pd.Series) -> Candidate:
-    from compress.model import ArchSpec
-
-    prune = tuple(float(x) for x in str(row["prune"]).split(","))
-    return Candidate(ArchSpec.from_json(row["spec"]), prune, str(row["quant"]))
-
-
-def _baselines(cfg: Any, space: Any, scorer: Any, limits: Any, path: Path, progress: bool) -> pd.DataFrame:
-    from search.baselines import baseline_candidates
-
+def _baselines(
+    space: SearchSpace, scorer: Scorer, limits: Limits, path: Path, progress: bool
+) -> pd.DataFrame:
     if path.exists():
         old = pd.read_csv(path)
         if "feasible" in old and "name" in old:
@@ -142,23 +150,18 @@ def _baselines(cfg: Any, space: Any, scorer: Any, limits: Any, path: Path, progr
             return old
     rows = []
     cands = baseline_candidates(space)
-    for i, (name, cand) in enumerate(cands.items()):
-        if progress:
-            print(
-                f"\rscoring hand-scaled baselines {i + 1}/{len(cands)}", end="", flush=True, file=sys.stderr
-            )
-        score = scorer.score(cand)
-        row = {"name": name, **score.row()}
+    for name, cand in track(
+        cands.items(), total=len(cands), description="hand-scaled baselines", enabled=progress
+    ):
+        row = {"name": name, **scorer.score(cand).row()}
         row["feasible"] = limits.feasible(row)
         rows.append(row)
-    if progress:
-        print(file=sys.stderr)
     df = pd.DataFrame(rows)
-    _atomic_csv(df, path)
+    write_csv(df, path)
     return df
 
 
-def _nothing_feasible(trials: pd.DataFrame, cfg: Any) -> RunError:
+def _nothing_feasible(trials: pd.DataFrame, cfg: SearchConfig) -> RunError:
     if trials.empty:
         return RunError(
             f"no trial finished in {cfg.run_dir} (see the trials' fail reasons in the study); "
@@ -186,40 +189,40 @@ def _nothing_feasible(trials: pd.DataFrame, cfg: Any) -> RunError:
 
 
 def write_outputs(
-    cfg: Any, space: Any, study: Any, scorer: Any, *, progress: bool = True, started: float | None = None
-) -> Any:
-    """Write the tables, pick the chosen candidate, finalize it; raise RunError when nothing is feasible."""
-    from search.run import SearchResult, _write_json
-    from search.study import front_frame, hypervolume_history, reference_point, trials_frame
-
+    cfg: SearchConfig,
+    space: SearchSpace,
+    study: optuna.Study,
+    scorer: Scorer,
+    *,
+    progress: bool = True,
+    started: float | None = None,
+) -> SearchResult:
+    """Write the tables, pick the chosen candidate, finalize it; raise RunError when nothing is feasible.
+    Returns the run's tables (trials and front), the chosen row and the card."""
     run_dir, limits = cfg.run_dir, cfg.limits()
     trials = trials_frame(study, limits)
-    _atomic_csv(trials, run_dir / "trials.csv")
+    write_csv(trials, run_dir / TRIALS)
     front = front_frame(study, trials)
-    _atomic_csv(front, run_dir / "front.csv")
+    write_csv(front, run_dir / FRONT)
     try:
-        from compress._atomic import write_bytes
-
-        write_bytes(run_dir / "front.parquet", front.to_parquet(index=False))  # pip install '.[parquet]'
+        write_bytes(run_dir / FRONT_PARQUET, front.to_parquet(index=False))  # pip install '.[parquet]'
     except ImportError:
         pass
     hv = hypervolume_history(trials, cfg.objectives, reference_point(cfg.objectives, limits, trials))
-    _atomic_csv(hv, run_dir / "hypervolume.csv")
-    baselines = _baselines(cfg, space, scorer, limits, run_dir / "baselines.csv", progress)
+    write_csv(hv, run_dir / HYPERVOLUME)
+    baselines = _baselines(space, scorer, limits, run_dir / BASELINES, progress)
     if choose(front) is None:
         raise _nothing_feasible(trials, cfg)
     row, leaders = choose_rescored(trials, scorer, k=LEADERS)
     assert row is not None  # the front has a feasible row, so trials do
     card = None
     if cfg.finalize:
-        from search.finalize import finalize
-
         base_row, base_leaders = choose_rescored(baselines, scorer, k=3)
         if base_row is None and not baselines.empty:  # none fits: compare with the one closest to fitting
             base_row = closest_to_budget(baselines)
         card = finalize(
             cfg,
-            _candidate(row),
+            candidate_from_row(row),
             int(row["trial"]),
             scorer,
             base_row,
@@ -230,8 +233,8 @@ def write_outputs(
             started=started,
             progress=progress,
         )
-    meta_path = run_dir / "run.json"
+    meta_path = run_dir / RUN_JSON
     meta = json.loads(meta_path.read_text())
     meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    _write_json(meta_path, meta)
+    write_json(meta_path, meta)
     return SearchResult(run_dir, trials, front, row.to_dict(), card)

@@ -52,8 +52,8 @@ _OBJ_COLUMN = {
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password (for run.json, logs and reports); see ``search._secrets``."""
-    from search._secrets import redact as _redact
+    """A storage URL without its password (for run.json, logs and reports); see ``search.redaction``."""
+    from search.redaction import redact as _redact
 
     return _redact(url)
 
@@ -148,7 +148,7 @@ def seed_population(study: Any, space: Any, n: int, *, seed: int) -> int:
 
 def _db_error(exc: BaseException) -> str:
     """A database error as one short line, without SQLAlchemy's help link or any password."""
-    from search._secrets import redact_text
+    from search.redaction import redact_text
 
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))
     return redact_text(text).strip()[:240]
@@ -182,7 +182,7 @@ def _storage(url: str) -> Any:
             engine_kwargs = {"pool_pre_ping": True}
         import sqlalchemy.exc
 
-        from search._secrets import normalize_url
+        from search.redaction import normalize_url
 
         engine_url = _engine_url(normalize_url(url))
         _sqlite_folder(engine_url)

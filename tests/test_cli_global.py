@@ -34,13 +34,25 @@ def test_quiet_report_prints_nothing(capsys, tiny_run, tmp_path):
 
 
 def test_progress_bars_write_to_stderr():
-    from compress.training import _progress
+    """Every bar of the toolkit is a ``compress.progress.Bar`` on stderr (stdout holds results only)."""
+    from compress.progress import Bar
     from search.run import _SearchProgress
     from search.study import Limits
 
-    bars = [_progress(True, 3, 0), _SearchProgress(True, 3, Limits(10.0, ("a11",)))]
+    lasting = Bar("supernet", total=3, enabled=True, transient=False)
+    search = _SearchProgress(True, 3, Limits(10.0, ("a11",)))
     try:
-        assert all(b._bar.console.stderr for b in bars)
+        assert lasting._progress.console.stderr and search._bar._progress.console.stderr
     finally:
-        for b in bars:
-            b.close()
+        lasting.close()
+        search.close()
+
+
+def test_disabled_and_off_terminal_transient_bars_draw_nothing(capsys):
+    from compress.progress import Bar, track
+
+    assert list(track(range(3), total=3, description="x", enabled=True)) == [0, 1, 2]  # pytest: no terminal
+    with Bar("quiet", total=2, enabled=False, transient=False) as bar:
+        bar.update(1, info="loss=1")
+        assert bar._progress is None
+    assert capsys.readouterr() == ("", "")

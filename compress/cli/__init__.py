@@ -106,14 +106,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _redact(message: str) -> str:
     """``message`` without storage passwords (URLs redacted, remembered passwords masked)."""
-    from search._secrets import redact_text
+    from search.redaction import redact_text
 
     return redact_text(message)
 
 
 def _remember_secrets(args: list[str]) -> None:
     """Note the passwords of storage URLs on the command line or in COMPRESS_STORAGE, to mask them in errors."""
-    from search._secrets import redact_argv
+    from search.redaction import redact_argv
 
     redact_argv([*args, os.environ.get("COMPRESS_STORAGE", "")])
 

@@ -32,12 +32,11 @@ def _console() -> Console:
 def list_cmd() -> None:
     """A table of the device profiles: compute units, peak rates, calibration error."""
     import profiles
-    from profiles._describe import summary_row
 
     names = profiles.list_profiles()
     if profiles.host_profile_path().exists():
         names.append("host")
-    rows = [summary_row(profiles.load_profile(n)) for n in names]
+    rows = [profiles.summary_row(profiles.load_profile(n)) for n in names]
     table = Table(title="Device profiles (compress profile show NAME for every number and its source)")
     for key in rows[0]:
         table.add_column(key, justify="left" if key in ("device", "chip", "units", "basis") else "right")
@@ -52,12 +51,11 @@ def show_cmd(
 ) -> None:
     """Every number of one profile with its source."""
     import profiles
-    from profiles._describe import describe_profile
 
     table = Table(show_header=True, header_style="bold")
     for col in ("key", "value", "source"):
         table.add_column(col, overflow="fold")
-    for row in describe_profile(profiles.load_profile(name)):
+    for row in profiles.describe_profile(profiles.load_profile(name)):
         table.add_row(*(escape(str(v)) for v in row))
     _console().print(table)
 
@@ -83,6 +81,7 @@ def measure_cmd(
 ) -> None:
     """Measure this machine's CPU with torch (writes the `host` profile), or a Core ML model on macOS."""
     import profiles
+    from compress.model import sample_nets
 
     if coreml is not None:
         for unit, ms in profiles.measure_coreml(coreml).items():
@@ -94,32 +93,12 @@ def measure_cmd(
                 f"--threads does not apply with --refresh (got {threads}): a refresh re-times the profile at "
                 "the thread count it was measured with; drop --threads"
             )
-        path, ratio = profiles.refresh_host(out, extra=_space_samples(24))
+        path, ratio = profiles.refresh_host(out, extra=sample_nets(24))
         typer.echo(f"wrote {path}: every host time x{ratio:.3f} (the machine runs {100 * (ratio - 1):+.1f}%)")
         return
-    path = profiles.measure_host(threads=threads, out=out, extra=_space_samples(24))
+    path = profiles.measure_host(threads=threads, out=out, extra=sample_nets(24))
     p = profiles.load_profile(path)
     typer.echo(f"wrote {path}: leave-one-out median |error| {p.calibration.loo_median_abs_pct:.1f}%")
-
-
-def _space_samples(n: int, seed: int = 20260) -> list[tuple[str, object, tuple[int, ...]]]:
-    """Search-space candidates as extra host benchmarks (the kind of model the host profile will judge)."""
-    import numpy as np
-
-    from compress.model import MultiTaskNet, default_space
-
-    rng, space = np.random.default_rng(seed), default_space()
-    out: list[tuple[str, object, tuple[int, ...]]] = []
-    for i in range(n):
-        spec = space.sample(rng)
-        out.append(
-            (
-                f"search-space #{i} @{spec.resolution}",
-                MultiTaskNet(spec).eval(),
-                (1, 3, spec.resolution, spec.resolution),
-            )
-        )
-    return out
 
 
 @app.command("calibrate")
@@ -133,7 +112,6 @@ def calibrate_cmd(
 ) -> None:
     """Fit a profile to measured latencies and print the leave-one-out error of every row."""
     import profiles
-    from profiles._schema import dump_profile
 
     result = profiles.calibrate(device, measurements)
     table = Table(title=f"{escape(result.profile.name)}: leave-one-out prediction per row")
@@ -156,7 +134,9 @@ def calibrate_cmd(
     for s in result.skipped:
         console.print(f"skipped: {escape(str(s))}")
     if out is not None:
-        from compress._atomic import write_text
+        from compress.atomic import write_text
 
-        write_text(out, dump_profile(result.profile))  # temp file + rename: a kill leaves no half profile
+        write_text(
+            out, profiles.dump_profile(result.profile)
+        )  # temp file + rename: a kill leaves no half profile
         console.print(f"wrote {escape(str(out))}")

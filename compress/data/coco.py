@@ -43,11 +43,11 @@ import numpy as np
 import torch
 
 from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
-from compress.data._progress import track
 from compress.data.captions import read_captions
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
 from compress.errors import ConfigError, DataError, DataWarning, RunError
+from compress.progress import track
 
 __all__ = ["DataSpec", "Splits", "default_cache_dir", "load_data", "load_splits", "parse_data_spec"]
 

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.data._progress import track
 from compress.data._shapes import CATEGORIES, background, blob_mask, render_object, stroke_mask
 from compress.data.captions import caption_scene, captions_doc, scene_objects
 from compress.errors import ConfigError
+from compress.progress import track
 
 __all__ = ["CATEGORY_NAMES", "SceneConfig", "generate_scenes"]
 

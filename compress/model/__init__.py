@@ -15,6 +15,7 @@ from compress.model.heads import HEAD_OUTPUTS
 from compress.model.losses import distillation_loss, multitask_loss, saliency_loss, tagging_loss
 from compress.model.net import MultiTaskNet, count_parameters
 from compress.model.presets import get_preset, list_presets
+from compress.model.samples import sample_nets
 from compress.model.space import HeadChoices, StageChoices, SupernetSpace, default_space
 from compress.model.spec import ArchSpec, HeadSpec, StageSpec, expanded_channels, make_divisible
 from compress.model.supernet import Supernet, extract
@@ -46,6 +47,7 @@ __all__ = [
     "read_spec",
     "recalibrate_bn",
     "saliency_loss",
+    "sample_nets",
     "save_model",
     "tagging_loss",
 ]

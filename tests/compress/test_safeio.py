@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress._atomic import publish_dir, staging_dir, write_text
 from compress._safeio import is_pickle, load_state, save_state
+from compress.atomic import publish_dir, staging_dir, write_text
 from compress.errors import RunError
 
 

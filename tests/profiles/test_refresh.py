@@ -9,6 +9,7 @@ import pytest
 from torch import nn
 from typer.testing import CliRunner
 
+import compress.model
 import profiles
 from compress.cli import profile as cli
 from profiles import ProfileError, _host, estimate, load_profile, measure_latencies, refresh_host
@@ -94,7 +95,9 @@ def test_measure_spreads_rounds_over_the_time_asked():
 def test_cli_refresh_re_anchors_the_profile_named_by_out(host_toml, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(profiles, "refresh_host", lambda path, **kw: calls.append((path, kw)) or (path, 1.04))
-    monkeypatch.setattr(cli, "_space_samples", lambda n: [("search-space #0 @96", None, (1, 3, 96, 96))])
+    monkeypatch.setattr(
+        compress.model, "sample_nets", lambda n: [("search-space #0 @96", None, (1, 3, 96, 96))]
+    )
     result = CliRunner().invoke(cli.app, ["measure", "--refresh", "--out", str(host_toml)])
     assert result.exit_code == 0, result.output
     assert "x1.040 (the machine runs +4.0%)" in result.output

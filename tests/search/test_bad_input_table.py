@@ -17,7 +17,7 @@ import pytest
 
 from compress.cli import main
 from compress.errors import DataWarning
-from search.run import max_workers
+from search.config import max_workers
 
 SPACE = "resolutions: [96]\nwidths: [0.35]\ndepths: [1]\nkernels: [3]\nexpands: [3]\nprune: [0.0]\nquant: [fp16]\n"
 NOTE = "user notes: keep me"
@@ -111,7 +111,7 @@ def test_out_that_cannot_be_created(capsys, tmp_path, coco):
 
 
 def test_full_disk(capsys, tmp_path, coco, monkeypatch):
-    import compress._atomic as atomic
+    import compress.atomic as atomic
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

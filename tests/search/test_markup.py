@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from reports._markdown import _esc
-from search.run import SearchResult
+from search import SearchResult
 from search.summary import print_summary
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from search._secrets import normalize_url, redact, redact_argv, redact_text
+from search.redaction import normalize_url, redact, redact_argv, redact_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = "resolutions: [96]\nwidths: [0.35]\ndepths: [1]\nkernels: [3]\nexpands: [3]\nprune: [0.0]\nquant: [fp16]\n"
