@@ -1,38 +1,8 @@
-"""The toolkit's error classes.
-
-Every error a user can cause derives from :class:`CompressError` and from the builtin it stands for, so
-Python callers can catch ``ValueError`` as usual and the CLI can print a one-line message (exit 2 for bad
-usage or configuration, 1 for runtime failures).
-"""
+"""The toolkit's error classes (one root, :class:`CompressError`), re-exported from ``profiles``, the room
+every other room may import; see ``profiles._errors`` for what each means."""
 
 from __future__ import annotations
 
+from profiles import CompressError, ConfigError, DataError, DataWarning, RunError
+
 __all__ = ["CompressError", "ConfigError", "DataError", "DataWarning", "RunError"]
-
-
-class CompressError(Exception):
-    """Base class of every error the toolkit raises on purpose."""
-
-    exit_code = 1
-
-
-class ConfigError(CompressError, ValueError):
-    """A bad argument, option, spec or configuration file (exit code 2)."""
-
-    exit_code = 2
-
-
-class DataError(CompressError, ValueError):
-    """A data set that is missing or malformed (exit code 2)."""
-
-    exit_code = 2
-
-
-class RunError(CompressError, RuntimeError):
-    """A run directory, study or artifact that cannot be used as asked (exit code 1)."""
-
-    exit_code = 1
-
-
-class DataWarning(UserWarning):
-    """Data the toolkit could use only after changing it (16-bit or alpha images); the CLI prints one line."""

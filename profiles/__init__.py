@@ -2,7 +2,8 @@
 
 Device profiles as data (A11-A17 Pro, M1-M4, plus a measured ``host``), ``estimate(model, input_shape,
 device)`` -> ``Cost`` for any torch CNN built from standard layers, measurement and calibration.
-Imports nothing of ``compress``, ``search`` or ``reports``.
+Imports nothing of ``compress``, ``search`` or ``reports``; holds the toolkit's error classes, the one
+root every room raises from, and the one parser of quantization scheme names.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from profiles._calibrate import CalibrationResult, calibrate, load_measurements
 from profiles._cost import Cost, disk_mb, estimate, estimate_graph, weights_mb
 from profiles._describe import describe_profile, summary_row
-from profiles._errors import ProfileError
+from profiles._errors import CompressError, ConfigError, DataError, DataWarning, ProfileError, RunError
 from profiles._graph import Graph, Node, extract_graph
 from profiles._host import measure_host
 from profiles._measure import measure_coreml, measure_latencies, measure_latency
-from profiles._quant import SCHEMES, QuantScheme, parse_quant
+from profiles._quant import PALETTE_BITS, SCHEMES, WEIGHT_THRESHOLD, QuantScheme, parse_quant
 from profiles._refresh import refresh_host
 from profiles._registry import DEVICES, host_profile_path, list_profiles, load_profile
 from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts, dump_profile
@@ -22,15 +23,22 @@ from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, Un
 __all__ = [
     "DEVICES",
     "OP_CLASSES",
+    "PALETTE_BITS",
     "SCHEMES",
+    "WEIGHT_THRESHOLD",
     "CalibrationResult",
+    "CompressError",
     "ComputeUnit",
+    "ConfigError",
     "Cost",
+    "DataError",
+    "DataWarning",
     "DeviceProfile",
     "Graph",
     "Node",
     "ProfileError",
     "QuantScheme",
+    "RunError",
     "Sourced",
     "UnitCosts",
     "calibrate",

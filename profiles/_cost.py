@@ -37,7 +37,7 @@ import numpy as np
 
 from profiles._errors import ProfileError
 from profiles._graph import Graph, extract_graph, unaligned
-from profiles._quant import QuantScheme, parse_quant
+from profiles._quant import WEIGHT_THRESHOLD, QuantScheme, parse_quant
 from profiles._registry import load_profile
 from profiles._schema import FALLBACK_RULES, INTERVAL_LEVELS, OP_CLASSES, DeviceProfile, UnitCosts
 
@@ -54,9 +54,6 @@ _FALLBACK_INDEX = {r: i for i, r in enumerate(FALLBACK_RULES)}
 # Core ML .mlpackage layout, measured on packages written by coremltools 9 (see disk_mb's docstring).
 _BLOB_HEADER = 64  # bytes of metadata per weight blob in weight.bin
 _FILE_HEADER = 64  # bytes at the start of weight.bin
-_WEIGHT_THRESHOLD = (
-    2048  # coremltools compresses only tensors with more elements (OpPalettizerConfig default)
-)
 _MLMODEL_BASE = 3000.0  # model.mlmodel bytes: fixed part (program header, I/O descriptions) ...
 _MLMODEL_PER_OP = 450.0  # ... plus this many bytes per op in the program (weights are const ops) ...
 _MLMODEL_PER_COMPRESSED = 60.0  # ... plus this many per compressed tensor (LUT / scale const ops)
@@ -86,15 +83,15 @@ def _tensor_bytes(numel: np.ndarray, outch: np.ndarray, q: QuantScheme, *, blobs
     """Stored bytes per weight tensor under scheme ``q`` (payload only, or weight.bin blobs)."""
     wrap = _blob if blobs else (lambda b: np.asarray(b, dtype=float))
     plain = wrap(numel * q.float_bits / 8)
-    if not q.compresses:
+    if not q.compresses_weights:
         return plain
-    big = numel > _WEIGHT_THRESHOLD
-    if q.kind == "linear":  # int8 data + one fp16 scale per output channel
+    big = numel > WEIGHT_THRESHOLD
+    if q.kind in ("linear", "w8a8"):  # int8 data + one fp16 scale per output channel
         packed = wrap(numel) + wrap(outch * 2.0)
     else:
-        luts = np.ceil(outch / q.group) if q.group else np.ones_like(numel)
-        if q.group:  # coremltools skips tensors whose output channels do not split into groups
-            big &= np.mod(outch, q.group) == 0
+        luts = np.ceil(outch / q.group_size) if q.group_size else np.ones_like(numel)
+        if q.group_size:  # coremltools skips tensors whose output channels do not split into groups
+            big &= np.mod(outch, q.group_size) == 0
         packed = wrap(np.ceil(numel * q.weight_bits / 8.0)) + wrap(luts * (2**q.weight_bits) * 2.0)
     return np.where(big, packed, plain)
 
@@ -137,7 +134,7 @@ def disk_mb(graph_or_model: Any, quant: str | None = "fp16", *, input_shape: Any
         _tensor_bytes(g.arrays["w_numel"], g.arrays["w_outch"], q, blobs=True).sum()
     )
     n_ops = int((~g.arrays["fused"]).sum()) + len(g.arrays["w_numel"])
-    n_compressed = int((g.arrays["w_numel"] > _WEIGHT_THRESHOLD).sum()) if q.compresses else 0
+    n_compressed = int((g.arrays["w_numel"] > WEIGHT_THRESHOLD).sum()) if q.compresses_weights else 0
     mlmodel = _MLMODEL_BASE + _MLMODEL_PER_OP * n_ops + _MLMODEL_PER_COMPRESSED * n_compressed
     return (weight_bin + mlmodel + _MANIFEST) / MB
 
@@ -185,12 +182,12 @@ def unit_terms(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> U
         prec, act_b, w_b = "int8", 1.0, 1.0
     else:
         prec, act_b = "fp16", 2.0
-        w_b = q.weight_bits / 8.0 if unit.holds_compressed_weights and q.compresses else 2.0
+        w_b = q.weight_bits / 8.0 if unit.holds_compressed_weights and q.compresses_weights else 2.0
     rate = unit.peak(prec) * (unit.costs.int8_speedup if int8 else 1.0) * 1e6  # FLOP per ms
     bw = unit.bandwidth_gbs.value * 1e6  # bytes per ms
     scale = np.ones(len(g))
-    if q.kind == "palette" and q.group and unit.holds_compressed_weights:
-        scale = np.where(a["params"] > _WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group), 1.0)
+    if q.kind == "palette" and q.group_size and unit.holds_compressed_weights:
+        scale = np.where(a["params"] > WEIGHT_THRESHOLD, 1.0 + _grouped_penalty(q.group_size), 1.0)
     live = ~a["fused"] if unit.fuses else np.ones(len(g), dtype=bool)
     const = a["calls"] * (unit.costs.module_overhead_us * 1e-3)
     act_ms, weight_ms = a["act_elems"] * act_b / bw, a["params"] * w_b / bw
@@ -328,7 +325,7 @@ def _memory_mb(g: Graph, profile: DeviceProfile, q: QuantScheme, plan: _Plan) ->
         act_bytes = g.peaks["fp16_pad64"] * 2.0
     else:
         act_bytes = g.peaks["raw"] * 2.0
-    if primary.holds_compressed_weights and q.compresses:
+    if primary.holds_compressed_weights and q.compresses_weights:
         held = weights_mb(g, q.name) * MB
     else:
         held = float(g.arrays["w_numel"].sum()) * (4.0 if primary.name == "cpu" or q.name == "fp32" else 2.0)

@@ -164,15 +164,10 @@ def _provenance(devices: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _check_devices(devices: tuple[str, ...]) -> None:
-    """Every device has a profile; a bad name is a :class:`ConfigError` (the one root callers catch), carrying
-    the profiles room's message that names the known devices."""
-    from profiles import ProfileError, load_profile
+    from profiles import load_profile
 
     for d in devices:
-        try:
-            load_profile(d)
-        except ProfileError as e:
-            raise ConfigError(str(e)) from e
+        load_profile(d)  # a bad name raises ProfileError (a ConfigError) naming the known devices
 
 
 def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None) -> None:

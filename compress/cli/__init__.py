@@ -1,7 +1,7 @@
 """The ``compress`` command line: a thin Typer layer over the public API.
 
 Each command parses its options, makes one library call and prints the result. Errors the user can cause
-(``CompressError``, ``profiles.ProfileError``) print as one line on stderr with exit code 2 (bad usage or
+(``CompressError``, ``profiles.ProfileError`` among them) print as one line on stderr with exit code 2 (bad usage or
 configuration) or 1 (runtime failure); ``--debug`` anywhere on the command line shows the traceback instead.
 """
 
@@ -94,14 +94,7 @@ _register()
 def _user_errors() -> tuple[type[BaseException], ...]:
     from compress.errors import CompressError
 
-    errors: list[type[BaseException]] = [CompressError]
-    try:
-        from profiles import ProfileError
-
-        errors.append(ProfileError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (CompressError,)  # profiles.ProfileError is one too
 
 
 def _redact(message: str) -> str:

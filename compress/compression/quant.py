@@ -49,16 +49,15 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from compress.errors import ConfigError
+from profiles import WEIGHT_THRESHOLD, QuantScheme
 
 __all__ = [
     "COREML_KMEANS_MAX_BITS",
@@ -73,66 +72,6 @@ __all__ = [
     "quantize_int8",
     "simulate",
 ]
-
-WEIGHT_THRESHOLD = 2048
-"""A weight tensor is compressed only when it has more elements than this (coremltools' default, made
-explicit: the exporter passes it to coremltools and the simulation applies the same rule)."""
-
-PALETTE_BITS = (2, 4, 6, 8)
-_PATTERN = re.compile(r"^(fp32|fp16|int8|w8a8|pal(\d+)(?:-g(\d+))?)$")
-_FORMS = "fp32, fp16, int8, pal2, pal4, pal6, pal8, palN-gK (e.g. pal4-g16), w8a8"
-
-
-@dataclass(frozen=True)
-class QuantScheme:
-    """A parsed scheme name; build one with ``QuantScheme.parse("pal4-g16")``."""
-
-    name: str
-    kind: str
-    """``"float"`` (fp32/fp16), ``"linear"`` (int8), ``"palette"`` (palN[-gK]) or ``"w8a8"``."""
-    weight_bits: int
-    group_size: int | None = None
-    activation_bits: int | None = None
-
-    @classmethod
-    def parse(cls, name: str | QuantScheme) -> QuantScheme:
-        """Parse a scheme name; a bad one raises ConfigError listing the valid forms."""
-        if isinstance(name, QuantScheme):
-            return name
-        text = str(name).strip().lower()
-        m = _PATTERN.match(text)
-        if m is None:
-            raise ConfigError(f"unknown quantization scheme {name!r}; valid: {_FORMS}")
-        if text in ("fp32", "fp16"):
-            return cls(text, "float", int(text[2:]))
-        if text == "int8":
-            return cls(text, "linear", 8)
-        if text == "w8a8":
-            return cls(text, "w8a8", 8, activation_bits=8)
-        bits, group = int(m.group(2)), m.group(3)
-        if bits not in PALETTE_BITS:
-            raise ConfigError(
-                f"palettization width in {name!r} must be one of {PALETTE_BITS}; valid: {_FORMS}"
-            )
-        if group is not None and not 1 <= int(group) <= 4096:
-            raise ConfigError(f"group size in {name!r} must lie in [1, 4096], but got {group}")
-        return cls(text, "palette", bits, None if group is None else int(group))
-
-    @property
-    def min_ios(self) -> int:
-        """Minimum iOS deployment target of the artifact: 16; 17 for w8a8; 18 for grouped palettes."""
-        if self.kind == "w8a8":
-            return 17
-        if self.kind == "palette" and self.group_size is not None:
-            return 18
-        return 16
-
-    @property
-    def compresses_weights(self) -> bool:
-        return self.kind in ("linear", "palette", "w8a8")
-
-    def __str__(self) -> str:
-        return self.name
 
 
 # -- BN folding and fp16 -------------------------------------------------------------------------------------

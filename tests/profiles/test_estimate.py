@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiles import (
+    ConfigError,
     Cost,
     ProfileError,
     disk_mb,
@@ -208,7 +209,7 @@ def test_latency_grows_with_resolution_and_devices_order():
 
 
 def test_bad_arguments():
-    with pytest.raises(ProfileError, match="unknown quant scheme 'int4'"):
+    with pytest.raises(ConfigError, match="unknown quantization scheme 'int4'"):
         estimate(nn.Conv2d(3, 8, 3), (1, 3, 8, 8), "a16", quant="int4")
     with pytest.raises(ProfileError, match="input_shape must be"):
         extract_graph(nn.Conv2d(3, 8, 3), "big")

@@ -95,7 +95,7 @@ def test_unknown_device(capsys, tmp_path):
 
 
 def test_unknown_device_is_a_compress_error_for_python_callers(tmp_path):
-    """``except CompressError`` around ``run_search`` is the one root a caller needs (issue 16)."""
+    """``except CompressError`` around ``run_search`` is the one root a caller needs: a profile error is one."""
     import dataclasses
 
     from compress.errors import CompressError, ConfigError
