@@ -143,7 +143,7 @@ def plan_steps(
     lo: int = 40,
     hi: int = 600,
     probe_steps: int = 3,
-) -> tuple[int, dict[str, float]]:
+) -> tuple[int, dict[str, Any]]:
     """The step count that lets every ``(model, train split)`` in ``models`` train that many steps within
     ``seconds`` in total, clipped to ``[lo, hi]``; with the measured seconds per step of each."""
     per = [_seconds_per_step(m, d, recipe, probe_steps) for m, d in models]

@@ -249,7 +249,7 @@ def clock(spec: DeviceProfile, unit: str) -> float:
 
 def unit_tables(
     theta: dict, device: str, unit: str, clk: float = 1.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float, float]:
     """(efficiency, mem_efficiency, overhead ms per class, inference ms, int8 speed-up, on-chip ratio,
     chip factor) of a chip's unit."""
     v = _base(theta, unit)

@@ -76,8 +76,8 @@ def _source_key(text: str) -> str:
 
 def _family(ref: str) -> str:
     """The network a reference model belongs to (widths and depths of one design are one network)."""
-    families = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mobileone")
-    families += ("resnet", "vgg", "densenet", "efficientnet", "alexnet")
+    families: tuple[str, ...] = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+    families += ("mobileone", "resnet", "vgg", "densenet", "efficientnet", "alexnet")
     return next((f for f in families if ref.startswith(f)), ref)
 
 

@@ -147,9 +147,9 @@ def hypervolume_figure(data: HypervolumePlotData) -> go.Figure:
 def _latency_bars(data: DevicePlotData) -> dict:
     """Error bars: the p10-p90 prediction interval where every device has one, else ± the held-out error."""
     lo, hi = data.latency_p10_ms, data.latency_p90_ms
-    if lo and all(v is not None for v in lo + hi):
-        up = [h - m for h, m in zip(hi, data.latency_ms, strict=True)]
-        down = [m - v for v, m in zip(lo, data.latency_ms, strict=True)]
+    if lo and hi and all(v is not None for v in lo + hi):
+        up = [float(h or 0.0) - m for h, m in zip(hi, data.latency_ms, strict=True)]
+        down = [m - float(v or 0.0) for v, m in zip(lo, data.latency_ms, strict=True)]
         return {"type": "data", "symmetric": False, "array": up, "arrayminus": down, "visible": True}
     return {"type": "data", "array": data.latency_error_ms, "visible": True}
 

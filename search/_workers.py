@@ -88,7 +88,8 @@ def _alive(pid: int, started: Any) -> bool:
 def is_dead_here(attrs: dict[str, Any]) -> bool:
     """Whether the trial with user attributes ``attrs`` ran on this machine in a process that has ended."""
     pid = attrs.get("pid")
-    worker = attrs.get("worker") if isinstance(attrs.get("worker"), dict) else {}
+    recorded = attrs.get("worker")
+    worker: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     if not isinstance(pid, int) or worker.get("token") == TOKEN:
         return False
     machine = _machine()

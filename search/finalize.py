@@ -23,15 +23,19 @@ import dataclasses
 import json
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
+from compress.data import Splits
 from compress.finetune import FinetuneRecipe, finetune, plan_steps
 from compress.metrics import Quality
+from compress.model import MultiTaskNet
+from search.config import SearchConfig
 from search.rundir import (
     CARD,
     CHOSEN,
@@ -44,6 +48,7 @@ from search.rundir import (
     write_csv,
     write_json,
 )
+from search.scorer import Scorer
 from search.space import Candidate
 
 __all__ = ["FINAL_RESERVE_S", "Trained", "finalize", "train_and_score"]
@@ -81,7 +86,7 @@ class Trained:
     """One architecture after the final training: the kept float model and its scores."""
 
     candidate: Candidate
-    model: torch.nn.Module
+    model: MultiTaskNet
     kept: bool
     val_inherited: Quality
     val_trained: Quality
@@ -91,7 +96,7 @@ class Trained:
 
 
 def train_and_score(
-    scorer: Any, cand: Candidate, model: torch.nn.Module, splits: Any, *, steps: int, seed: int, label: str,
+    scorer: Scorer, cand: Candidate, model: MultiTaskNet, splits: Splits, *, steps: int, seed: int, label: str,
     progress: bool,
 ) -> Trained:  # fmt: skip
     """Train ``model`` (``cand`` inherited from the supernet) ``steps`` steps; keep by validation; score test."""
@@ -115,12 +120,14 @@ def train_and_score(
     seconds = time.perf_counter() - t0
     val_tuned = score(tuned, splits.val)
     kept = val_tuned.aggregate >= val_inh.aggregate
-    final = tuned if kept else model
+    final = cast(MultiTaskNet, tuned) if kept else model
     test = score(final, splits.test) if kept else test_inh
     return Trained(cand, final, kept, val_inh, val_tuned, test, test_inh, seconds)
 
 
-def _plan(cfg: Any, started: float | None, models: list[tuple[torch.nn.Module, Any]]) -> tuple[int, dict]:
+def _plan(
+    cfg: SearchConfig, started: float | None, models: Sequence[tuple[torch.nn.Module, Any]]
+) -> tuple[int, dict]:
     """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves."""
     if cfg.finetune_steps is not None:
         return cfg.finetune_steps, {"rule": "--finetune-steps"}
@@ -167,10 +174,10 @@ def _comparison(chosen: Trained, base: Trained | None, base_row: pd.Series | Non
 
 
 def finalize(
-    cfg: Any,
+    cfg: SearchConfig,
     cand: Candidate,
     trial: int,
-    scorer: Any,
+    scorer: Scorer,
     base_row: pd.Series | None,
     *,
     extra: dict[str, Any] | None = None,
@@ -211,7 +218,7 @@ def finalize(
     chosen = train_and_score(scorer, cand, chosen_model, splits, steps=steps, seed=cfg.seed, label="chosen",
                              progress=progress)  # fmt: skip
     base = None
-    if base_cand is not None:
+    if base_cand is not None and base_row is not None:
         base = train_and_score(scorer, base_cand, base_model, base_splits, steps=steps, seed=cfg.seed,
                                label=str(base_row["name"]), progress=progress)  # fmt: skip
     training = {
@@ -234,7 +241,7 @@ def finalize(
 
 
 def _export(
-    cfg: Any, chosen: Trained, trial: int, scorer: Any, splits: Any, training: dict, comparison: dict, console: Any
+    cfg: SearchConfig, chosen: Trained, trial: int, scorer: Scorer, splits: Splits, training: dict, comparison: dict, console: Any
 ) -> dict[str, Any]:  # fmt: skip
     """Write the artifacts, the per-layer table and the card of the trained chosen model."""
     from compress.atomic import publish_dir, staging_dir
@@ -367,7 +374,7 @@ def _export(
     return card
 
 
-def scorer_schemes(cfg: Any) -> list[str]:
+def scorer_schemes(cfg: SearchConfig) -> list[str]:
     from search.space import load_space
 
     return list(load_space(cfg.space_file).quant)

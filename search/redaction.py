@@ -35,8 +35,8 @@ def _split_authority(url: str) -> tuple[str, str, str] | None:
         return None
     end = len(tail)
     for ch in "/?#":  # the authority ends at the first of these that comes after the last '@'
-        at = tail.rfind("@")
-        i = tail.find(ch, at + 1 if at >= 0 else 0)
+        last_at = tail.rfind("@")
+        i = tail.find(ch, last_at + 1 if last_at >= 0 else 0)
         if i >= 0:
             end = min(end, i)
     authority = tail[:end]

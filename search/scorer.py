@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 
+from compress.data import MultiTaskDataset
 from compress.metrics import Quality
+from compress.model import MultiTaskNet
 from search.space import Candidate
 
 __all__ = ["Score", "Scorer"]
@@ -93,7 +96,7 @@ class Scorer:
         devices: list[str],
         eval_images: int | None = 128,
         calib_images: int = 64,
-        cache_dir: str | None = None,
+        cache_dir: str | Path | None = None,
         progress: bool = False,
         seed: int = 0,
         confidence: float | None = None,
@@ -124,7 +127,7 @@ class Scorer:
         self._val[resolution] = val
         self._calib[resolution] = train.batch(idx)["images"]
 
-    def val(self, resolution: int) -> Any:
+    def val(self, resolution: int) -> MultiTaskDataset:
         if resolution not in self._val:
             self._load(resolution)
         return self._val[resolution]
@@ -135,13 +138,13 @@ class Scorer:
         return self._calib[resolution]
 
     # -- build, cost, score -------------------------------------------------------------------------------
-    def build(self, candidate: Candidate, *, quantize: bool = True) -> torch.nn.Module:
+    def build(self, candidate: Candidate, *, quantize: bool = True) -> MultiTaskNet:
         """The static model ``candidate`` describes (float when ``quantize`` is False)."""
         from compress.compression import PruneSpec, prune, simulate
         from compress.model import extract, recalibrate_bn
 
         calib = self.calibration(candidate.spec.resolution)
-        model = extract(self.supernet, candidate.spec)
+        model: torch.nn.Module = extract(self.supernet, candidate.spec)
         if any(candidate.prune):  # magnitude importance reads weights only; prune() recalibrates BN after
             model = prune(model, PruneSpec(candidate.prune), calibration=calib)
         else:
@@ -149,9 +152,9 @@ class Scorer:
         model.eval()
         if quantize:
             model = simulate(model, candidate.quant, calibration=calib).eval()
-        return model
+        return cast(MultiTaskNet, model)  # extract builds one; pruning and simulation keep its class
 
-    def cost(self, model: torch.nn.Module, quant: str) -> dict[str, Any]:
+    def cost(self, model: MultiTaskNet, quant: str) -> dict[str, Any]:
         """``profiles.Cost`` on every device (one graph extraction)."""
         from profiles import estimate_graph, extract_graph
 
@@ -184,7 +187,7 @@ class Scorer:
         times["evaluate"] = time.perf_counter() - t0
         return Score(candidate, quality, costs, count_parameters(float_model), times, self.confidence)
 
-    def full_val(self, resolution: int) -> Any:
+    def full_val(self, resolution: int) -> MultiTaskDataset:
         from compress.data import load_data
 
         return load_data(self.data, resolution=resolution, cache_dir=self.cache_dir, progress=self.progress)[

@@ -157,7 +157,7 @@ def narrow(base: SearchSpace, data: dict[str, Any], *, where: str = "space") -> 
     for i, st in enumerate(stages):
         if i == 0 and len(st.depths) == 1 and st.expands == (1.0,):
             continue  # MobileNetV3-Large's fixed first block
-        changes: dict[str, tuple] = {}
+        changes: dict[str, Any] = {}
         if "widths" in data:
             large = st.widths[-1] / max(base_mult(base), 1e-9)
             wanted = [make_divisible(large * float(m), 8) for m in _as_list(where, "widths", data["widths"])]

@@ -22,11 +22,16 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from compress.errors import ConfigError, RunError
+from search.rundir import best_first
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = [
     "SAMPLERS",
@@ -85,7 +90,7 @@ class Limits:
         return all(v <= 0 for v in self.constraints(row).values())
 
 
-def make_sampler(name: str, *, seed: int, population_size: int = 16) -> Any:
+def make_sampler(name: str, *, seed: int, population_size: int = 16) -> optuna.samplers.BaseSampler:
     """An Optuna sampler by name (``tpe``, the default of ``compress search``; ``nsga2``, ``gp``, ``random``), constraint-aware.
 
     Optuna >= 5 samplers read the constraints each trial sets with ``Trial.set_constraint``; the deprecated
@@ -113,7 +118,8 @@ class _AtLevel:
     """A stand-in trial that picks every size choice near one level in [0, 1] and the rest at random."""
 
     def __init__(self, level: float, rng: np.random.Generator) -> None:
-        self.level, self.rng, self.params = level, rng, {}
+        self.level, self.rng = level, rng
+        self.params: dict[str, Any] = {}
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
         if _ORDINAL.match(name):  # choices are sorted ascending: the index follows the level, with jitter
@@ -233,10 +239,10 @@ def create_study(
     storage: str,
     study_name: str,
     objectives: tuple[str, ...],
-    sampler: Any,
+    sampler: optuna.samplers.BaseSampler,
     config: dict[str, Any],
     exclusive: bool = False,
-) -> Any:
+) -> optuna.Study:
     """Create or load the study; a study made with another configuration is refused (naming the keys).
 
     ``exclusive``: the caller is the only process on this storage (the run directory's own SQLite, its lock
@@ -245,7 +251,9 @@ def create_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = ["maximize" if o == "quality" else "minimize" for o in objectives]
+    directions: list[Literal["maximize", "minimize"]] = [
+        "maximize" if o == "quality" else "minimize" for o in objectives
+    ]
     try:
         study = optuna.create_study(
             storage=_storage(storage),
@@ -422,9 +430,8 @@ def run_trials(
         )
 
 
-def trials_frame(study: Any, limits: Limits) -> Any:
+def trials_frame(study: optuna.Study, limits: Limits) -> pd.DataFrame:
     """Every finished trial as one row (user attributes), with ``feasible`` under ``limits``."""
-    import pandas as pd
     from optuna.trial import TrialState
 
     rows = []
@@ -437,21 +444,22 @@ def trials_frame(study: Any, limits: Limits) -> Any:
     return pd.DataFrame(rows)
 
 
-def front_frame(study: Any, trials: Any) -> Any:
+def front_frame(study: optuna.Study, trials: pd.DataFrame) -> pd.DataFrame:
     """The feasible Pareto front (Optuna's ``best_trials``) as rows of ``trials``, best quality first."""
     numbers = {t.number for t in study.best_trials}
     if trials.empty:
         return trials
     front = trials[trials["trial"].isin(numbers) & trials["feasible"]]
-    return front.sort_values(["quality", "worst_latency_ms"], ascending=[False, True]).reset_index(drop=True)
+    return best_first(front).reset_index(drop=True)
 
 
-def hypervolume_history(trials: Any, objectives: tuple[str, ...], reference: list[float]) -> Any:
+def hypervolume_history(
+    trials: pd.DataFrame, objectives: tuple[str, ...], reference: list[float]
+) -> pd.DataFrame:
     """Hypervolume of the feasible trials among the first n finished ones, for every n (Optuna's WFG).
 
     Minimisation form: quality is negated; ``reference`` is in the same form (e.g. ``[0, budget_ms]``).
     """
-    import pandas as pd
     from optuna._hypervolume import compute_hypervolume
 
     if trials.empty:
