@@ -95,6 +95,9 @@ def headline(run: Run) -> str:
         text += "; no hand-scaled baseline meets the budget"
     if card.get("verdict") and card.get("baseline"):
         text += f" Verdict: {card['verdict']}"
+    note = ((card.get("training") or {}).get("plan") or {}).get("note")
+    if note:  # the final training ran its floor: the model shipped is barely trained
+        text += f". Note: {note}"
     return text + "."
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 import traceback
 from collections.abc import Sequence
@@ -56,6 +57,9 @@ __all__ = ["FINAL_RESERVE_S", "Trained", "finalize", "train_and_score"]
 # Seconds the steps after training take (scoring on val and test, Core ML and ONNX export, the compression
 # table): kept out of the training allowance so the run ends near its time goal.
 FINAL_RESERVE_S = 75.0
+# Final-training steps the time goal can buy: never fewer than FLOOR_STEPS (the card then says the model is
+# barely trained and what time goal would train it), never more than CEILING_STEPS.
+FLOOR_STEPS, CEILING_STEPS = 40, 600
 RECIPE = FinetuneRecipe()
 
 
@@ -133,8 +137,16 @@ def _plan(
         return cfg.finetune_steps, {"rule": "--finetune-steps"}
     elapsed = time.monotonic() - started if started is not None else 0.0
     allowance = max(0.0, cfg.time_goal_s - elapsed - FINAL_RESERVE_S)
-    steps, info = plan_steps(models, allowance, recipe=RECIPE)
+    steps, info = plan_steps(models, allowance, recipe=RECIPE, lo=FLOOR_STEPS, hi=CEILING_STEPS)
     info.update(rule=f"time goal {cfg.time_goal_s:g} s, {elapsed:.0f} s elapsed", elapsed_s=round(elapsed, 1))
+    per_step = sum(info["seconds_per_step"])
+    if per_step > 0 and allowance < FLOOR_STEPS * per_step:  # the goal was spent before the final training
+        goal_min = math.ceil((elapsed + FINAL_RESERVE_S + CEILING_STEPS * per_step) / 60)
+        info["note"] = (
+            f"the time goal was spent before the final training, which ran its floor of {FLOOR_STEPS} steps: "
+            f"the delivered model is barely trained; --time-goal {goal_min}min (or --finetune-steps "
+            f"{CEILING_STEPS}) would give it {CEILING_STEPS} steps, measured at this run's speed"
+        )
     return steps, info
 
 
@@ -215,6 +227,8 @@ def finalize(
     console.print(
         f"final training: {steps} steps for the chosen model and the best baseline ({plan['rule']})"
     )
+    if "note" in plan:
+        console.print(f"note: {plan['note']}", markup=False)
     chosen = train_and_score(scorer, cand, chosen_model, splits, steps=steps, seed=cfg.seed, label="chosen",
                              progress=progress)  # fmt: skip
     base = None
