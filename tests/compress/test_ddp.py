@@ -36,6 +36,7 @@ def cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_supernet(cache, tmp_path):
     steps = 3
     done = _torchrun(str(HELPER), str(cache), str(tmp_path), str(steps))

@@ -102,6 +102,7 @@ def test_compute_units_option_is_checked(mobilenet):
         )
 
 
+@pytest.mark.slow
 @needs_rows
 def test_fit_predicts_exactly_what_the_shipped_profiles_predict(evidence):
     """The fit's vectorised predictions and ``estimate_graph`` on the written profiles agree on every row."""

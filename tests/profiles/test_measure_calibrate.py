@@ -119,6 +119,7 @@ def test_fit_host_rescales_op_times_that_whole_nets_contradict():
     assert np.median(np.abs(few / totals[:6] - 1)) > 0.05
 
 
+@pytest.mark.slow
 def test_measure_host_writes_a_usable_profile(host_toml):
     path = host_toml  # measure_host: 10 single layers, 3 + 2 random nets and the reference net (conftest)
     p = load_profile(path)

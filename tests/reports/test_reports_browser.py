@@ -47,6 +47,7 @@ def _non_blank(png: bytes) -> tuple[int, float]:
     return len(colours), inked / (image.width * image.height)
 
 
+@pytest.mark.slow
 def test_report_loads_cleanly_and_draws_the_front(tmp_path: Path) -> None:
     run = load_run(write_run(tmp_path, "run <&> 'quoted'"))
     path = write_html(run, tmp_path / "report.html")

@@ -3,10 +3,12 @@
 import json
 
 import pandas as pd
+import pytest
 
 from reports import load_run, make_report
 
 
+@pytest.mark.slow
 def test_report_of_a_real_run(tiny_run):
     run_dir = tiny_run.run_dir
     report = make_report(run_dir)

@@ -161,6 +161,7 @@ def test_unreachable_storage_fails_fast_without_the_password(capsys, tmp_path, c
     assert not (tmp_path / "run" / "supernet.safetensors").exists()  # failed before any training
 
 
+@pytest.mark.slow
 def test_budget_no_candidate_can_meet(capsys, tmp_path, coco):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)

@@ -97,6 +97,7 @@ def _load(url: str, name: str):
     return optuna.load_study(study_name=name, storage=_engine_url(url))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(base, tmp_path):
     cfg = _fresh(base, tmp_path / "run", trials=2)
     db = cfg.run_dir / "study.db"
@@ -136,6 +137,7 @@ def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(base, tmp_path):
     assert sorted(table["trial"]) == sorted(complete)
 
 
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_study_goes_on(base, tmp_path, monkeypatch):
     from search.scorer import Scorer
 
@@ -160,6 +162,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(base, tmp_path, monke
     assert sorted(result.trials["trial"]) == [1, 3]
 
 
+@pytest.mark.slow
 def test_local_workers_share_one_study(base, tmp_path, monkeypatch):
     from search.scorer import Scorer
 

@@ -67,6 +67,7 @@ def _leaks(secret: str, *texts: str, folder: Path | None = None) -> list[str]:
         ("postgresql://alice:Pw%40rdEnc9@127.0.0.1:1/optuna", "Pw@rdEnc9"),
     ],
 )
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["argv", "env"])
 def test_unreachable_storage_error_hides_the_password(tmp_path, url, secret, where):
     out = tmp_path / "run"
