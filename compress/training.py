@@ -221,41 +221,23 @@ def train_supernet(
     ``out`` is the supernet file (``runs/NAME/supernet.safetensors``); ``out`` + ``.ckpt`` holds the resumable
     state. Both are safetensors + JSON (``compress._safeio``), never a pickle.
     A finished file whose config hash matches is loaded instead of training again (``reused=True``).
+
+    The step loop stays in this one function on purpose: its state (step, both RNGs, optimizer, history) is
+    exactly what a checkpoint saves and a resume restores; each step's work is ``_sandwich_backward``.
     """
-    from compress.model import Supernet, distillation_loss, multitask_loss
+    from compress.model import Supernet
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = config_hash(space, data_key, config)
-    if out.exists():
-        try:
-            net, meta = load_supernet(out, with_meta=True)
-        except RunError:
-            net, meta = None, {}
-        if net is not None and meta.get("config_hash") == key:
-            return TrainResult(
-                net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", [])
-            )
-
+    reused = _reuse(out, key)
+    if reused is not None:
+        return reused
     rank, world = _dist()
-    if len(train_data) < config.batch_size:  # no full batch: the loop would never get one
-        raise DataError(
-            f"the training set has {len(train_data)} images, fewer than the batch size {config.batch_size}; "
-            "use a smaller batch size or more images"
-        )
-    if config.batch_size // world < 2:
-        raise ConfigError(
-            f"batch size {config.batch_size} over {world} processes leaves under 2 images per process; "
-            f"use a batch size of at least {2 * world}"
-        )
+    _check_batch(len(train_data), config.batch_size, world)
     torch.manual_seed(config.seed)
     net = supernet if supernet is not None else Supernet(space)
-    device = _device(world, config.amp)
-    net.to(device)
-    if device.type == "cpu":  # PyTorch's depthwise backward is several times faster in channels_last on CPU
-        net.to(memory_format=torch.channels_last)
-    if config.grad_checkpoint and hasattr(net, "grad_checkpoint"):
-        net.grad_checkpoint = True
+    device = _place(net, world, config)
     backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
     heads = [p for n, p in net.named_parameters() if n.startswith("heads")]
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -263,17 +245,13 @@ def train_supernet(
     ckpt = out.with_name(out.name + ".ckpt")
     sample_rng = random.Random(config.seed)
     data_rng = torch.Generator().manual_seed(config.seed)
-    if ckpt.exists():
-        try:
-            state = _load_state(ckpt, what="supernet checkpoint", fix="delete it to train from the start")
-        except RunError:
-            state = {}  # a corrupt or old (pickled) checkpoint: train from the start, it is overwritten
-        if state.get("config_hash") == key:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, history = int(state["step"]), list(state["history"])
-            sample_rng.setstate(_tuple(state["sample_rng"]))
-            data_rng.set_state(state["data_rng"])
+    state = _checkpoint(ckpt, key)
+    if state:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = int(state["step"]), list(state["history"])
+        sample_rng.setstate(_tuple(state["sample_rng"]))
+        data_rng.set_state(state["data_rng"])
     joint_steps = int(round(config.steps * config.joint_fraction))
     batches = _batches(len(train_data), config.batch_size, data_rng)
     shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
@@ -292,32 +270,10 @@ def train_supernet(
         for g in optimizer.param_groups:
             g["lr"] = _lr_at(step, config, config.steps)
         optimizer.zero_grad(set_to_none=True)
-        teacher: dict[str, torch.Tensor] | None = None
-        logs: dict[str, float] = {}
-        for i, spec in enumerate(specs):
-            b = resize_batch(batch, min(spec.resolution, config.resolution))
-            variants = [spec] if joint else _head_variants(space, spec)
-            features = None
-            if not joint:  # frozen backbone: one forward feeds every branch choice of every head
-                with torch.no_grad(), autocast:
-                    deepest = max(v.built_stages for v in variants)
-                    features = net.features(b["images"], spec, deepest)
-            for variant in variants:
-                with autocast:
-                    if features is None:
-                        outputs = net(b["images"], variant)
-                    else:
-                        outputs = net.run_heads(features, variant)
-                    loss = multitask_loss(outputs, b)["total"]
-                    if i > 0 and teacher is not None and joint and config.distill_weight:
-                        loss = loss + config.distill_weight * distillation_loss(outputs, teacher)["total"]
-                loss.backward()
-                images += len(b["images"])
-                if i == 0 and variant is spec:
-                    teacher = {k: v.detach() for k, v in outputs.items()}
-                    logs["loss_largest"] = float(loss.detach())
-            if i == 1:
-                logs["loss_smallest"] = float(loss.detach())
+        logs, seen = _sandwich_backward(
+            net, space, batch, specs, joint=joint, config=config, autocast=autocast
+        )
+        images += seen
         _allreduce_grads(backbone + heads if joint else heads, world)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         optimizer.step()
@@ -325,42 +281,126 @@ def train_supernet(
         history.append({"step": step, "phase": 0.0 if joint else 1.0, **logs})
         bar.update(advance=1, info=" ".join(f"{k}={v:.3f}" for k, v in logs.items()))
         if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
-            _save_atomic(
-                {
-                    "config_hash": key,
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "history": history,
-                    "sample_rng": _listify(sample_rng.getstate()),
-                    "data_rng": data_rng.get_state(),
-                },
-                ckpt,
-            )
+            state = {"config_hash": key, "model": net.state_dict(), "optimizer": optimizer.state_dict()}
+            state |= {"step": step, "history": history, "sample_rng": _listify(sample_rng.getstate())}
+            _save_atomic(state | {"data_rng": data_rng.get_state()}, ckpt)
     bar.close()
     seconds = time.perf_counter() - start
     ips = images / seconds if seconds > 0 else 0.0
     for p in net.parameters():
         p.requires_grad_(True)
     if rank == 0:
-        _save_atomic(
-            {
-                "format": FORMAT,
-                "config_hash": key,
-                "space": json.dumps(space.to_dict()),
-                "model": net.cpu().state_dict(),
-                "history": history,
-                "images_per_second": ips,
-                "config": json.dumps(config.to_dict()),
-            },
-            out,
-        )
+        _save_supernet(out, net, space, config, key, history, ips)
         ckpt.unlink(missing_ok=True)
     if world > 1:  # every rank returns once the supernet file is written
         import torch.distributed as dist
 
         dist.barrier()
     return TrainResult(net.cpu().eval(), out, key, False, seconds, ips, history)
+
+
+def _place(net: Any, world: int, config: TrainConfig) -> torch.device:
+    """Move ``net`` to this process's device (channels-last on CPU, where PyTorch's depthwise backward is
+    several times faster that way); switch on gradient checkpointing when the recipe asks."""
+    device = _device(world, config.amp)
+    net.to(device)
+    if device.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    if config.grad_checkpoint and hasattr(net, "grad_checkpoint"):
+        net.grad_checkpoint = True
+    return device
+
+
+def _reuse(out: Path, key: str) -> TrainResult | None:
+    """The finished supernet at ``out`` when it was trained with this config hash, else None."""
+    if not out.exists():
+        return None
+    try:
+        net, meta = load_supernet(out, with_meta=True)
+    except RunError:
+        return None
+    if meta.get("config_hash") != key:
+        return None
+    return TrainResult(net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", []))
+
+
+def _check_batch(images: int, batch_size: int, world: int) -> None:
+    if images < batch_size:  # no full batch: the loop would never get one
+        raise DataError(
+            f"the training set has {images} images, fewer than the batch size {batch_size}; "
+            "use a smaller batch size or more images"
+        )
+    if batch_size // world < 2:
+        raise ConfigError(
+            f"batch size {batch_size} over {world} processes leaves under 2 images per process; "
+            f"use a batch size of at least {2 * world}"
+        )
+
+
+def _checkpoint(ckpt: Path, key: str) -> dict[str, Any]:
+    """The resumable state at ``ckpt`` when it belongs to this config hash, else ``{}`` (a corrupt or old,
+    pickled checkpoint too: training starts over and overwrites it)."""
+    if not ckpt.exists():
+        return {}
+    try:
+        state = _load_state(ckpt, what="supernet checkpoint", fix="delete it to train from the start")
+    except RunError:
+        return {}
+    return state if state.get("config_hash") == key else {}
+
+
+def _sandwich_backward(
+    net: Any, space: Any, batch: dict[str, torch.Tensor], specs: list[Any], *, joint: bool,
+    config: TrainConfig, autocast: Any,
+) -> tuple[dict[str, float], int]:  # fmt: skip
+    """Accumulate the gradients of one sandwich step: ``specs`` = largest, smallest, random ones, each at its
+    own resolution. Joint phase: the whole subnet, the smaller ones also distilled from the largest's
+    outputs. Head phase (frozen backbone): one backbone forward per subnet feeds every branch choice of every
+    head. Returns the logged losses and the number of images seen."""
+    from compress.model import distillation_loss, multitask_loss
+
+    teacher: dict[str, torch.Tensor] | None = None
+    logs: dict[str, float] = {}
+    images = 0
+    for i, spec in enumerate(specs):
+        b = resize_batch(batch, min(spec.resolution, config.resolution))
+        variants = [spec] if joint else _head_variants(space, spec)
+        features = None
+        if not joint:
+            with torch.no_grad(), autocast:
+                deepest = max(v.built_stages for v in variants)
+                features = net.features(b["images"], spec, deepest)
+        for variant in variants:
+            with autocast:
+                outputs = net(b["images"], variant) if features is None else net.run_heads(features, variant)
+                loss = multitask_loss(outputs, b)["total"]
+                if i > 0 and teacher is not None and joint and config.distill_weight:
+                    loss = loss + config.distill_weight * distillation_loss(outputs, teacher)["total"]
+            loss.backward()
+            images += len(b["images"])
+            if i == 0 and variant is spec:
+                teacher = {k: v.detach() for k, v in outputs.items()}
+                logs["loss_largest"] = float(loss.detach())
+        if i == 1:
+            logs["loss_smallest"] = float(loss.detach())
+    return logs, images
+
+
+def _save_supernet(
+    out: Path, net: Any, space: Any, config: TrainConfig, key: str, history: list, ips: float
+) -> None:
+    _save_atomic(
+        {
+            "format": FORMAT,
+            "config_hash": key,
+            "space": json.dumps(space.to_dict()),
+            "model": net.cpu().state_dict(),
+            "history": history,
+            "images_per_second": ips,
+            "config": json.dumps(config.to_dict()),
+        },
+        out,
+    )
 
 
 def load_supernet(path: str | Path, *, with_meta: bool = False) -> Any:

@@ -257,71 +257,21 @@ def finalize(
 def _export(
     cfg: SearchConfig, chosen: Trained, trial: int, scorer: Scorer, splits: Splits, training: dict, comparison: dict, console: Any
 ) -> dict[str, Any]:  # fmt: skip
-    """Write the artifacts, the per-layer table and the card of the trained chosen model."""
+    """Write the artifacts, the per-layer table and the card of the trained chosen model into a staging
+    folder, then swap it in as ``chosen/`` whole (a kill never mixes old and new files)."""
     from compress.atomic import publish_dir, staging_dir
-    from compress.compression import simulate
-    from compress.evaluate import evaluate
-    from compress.export import export_coreml, export_onnx, package_size_mb
-    from compress.model import count_parameters, save_model
+    from compress.model import count_parameters
 
     cand, model = chosen.candidate, chosen.model
     final = Path(cfg.run_dir) / CHOSEN
-    out = staging_dir(final)  # built beside, renamed into place whole: a kill never mixes old and new files
-    calib = scorer.calibration(cand.spec.resolution)
-    simulated = simulate(model, cand.quant, calibration=calib).eval()
+    out = staging_dir(final)
     costs = scorer.cost(model, cand.quant)
     slowest = max(costs, key=lambda d: costs[d].latency_ms)
     errors: dict[str, str] = {}
-    save_model(model, out / MODEL)
-    meta = {
-        "trial": str(trial),
-        "quant": cand.quant,
-        "budget_ms": str(cfg.budget_ms),
-        "predicted_latency_ms": json.dumps({d: round(c.latency_ms, 3) for d, c in costs.items()}),
-        "classes": list(splits.train.categories),  # labels of the tags output, in order
-    }
-    console.print("exporting Core ML and ONNX")
-    ml = _safe(
-        PACKAGE,
-        lambda: export_coreml(model, out / PACKAGE, scheme=cand.quant, metadata=meta, calibration=calib),
-        errors,
-    )
-    onnx = _safe(ONNX, lambda: export_onnx(simulated, out / ONNX, metadata=meta), errors)
+    artifacts = _write_artifacts(cfg, chosen, trial, scorer, splits, costs, out, console, errors)
     layers = costs[slowest].layers.copy()
     layers["head"] = [head_of(str(o)) for o in layers["output"]]
     write_csv(layers, out / LAYERS)
-    predicted_disk = costs[slowest].disk_mb
-    artifacts = {}
-    for name, path in (
-        (PACKAGE, ml),
-        (ONNX, onnx),
-        (MODEL, out / MODEL),
-    ):
-        if path is not None:
-            artifacts[name] = {
-                "disk_mb_actual": package_size_mb(path),
-                "disk_mb_predicted": predicted_disk if name == PACKAGE else None,
-            }
-    compression = []
-    for scheme in dict.fromkeys([cand.quant, *scorer_schemes(cfg)]):
-        sim = _safe(
-            f"compression.{scheme}", lambda s=scheme: simulate(model, s, calibration=calib).eval(), errors
-        )
-        if sim is None:
-            continue
-        c = scorer.cost(model, scheme)[slowest]
-        compression.append(
-            {
-                "scheme": scheme,
-                "prune": round(sum(cand.prune) / len(cand.prune), 3),  # mean per-stage ratio
-                "prune_ratios": list(cand.prune),
-                "params": count_parameters(model),
-                "disk_mb": c.disk_mb,
-                "weights_mb": c.weights_mb,
-                "latency_ms": c.latency_ms,
-                "quality": evaluate(sim, splits.test).aggregate,
-            }
-        )
     card = {
         "trial": trial,
         "arch": cand.spec.describe(),
@@ -341,51 +291,132 @@ def _export(
         "confidence": cfg.confidence,
         "slowest_device": slowest,
         "params": count_parameters(model),
-        "devices": {
-            d: {
-                "latency_ms": c.latency_ms,
-                "latency_ms_p10": c.latency_ms_p10,
-                "latency_ms_p90": c.latency_ms_p90,
-                "latency_ms_bound": c.latency_ms_at(cfg.confidence),
-                "budget_confidence": c.confidence_within(cfg.budget_ms),
-                "peak_memory_mb": c.peak_memory_mb,
-                "disk_mb": c.disk_mb,
-                "weights_mb": c.weights_mb,
-                "source": c.source,
-                "error_pct": c.calibration_error_pct,
-                "units": list(c.units),
-                "within_budget": c.latency_ms_at(cfg.confidence) <= cfg.budget_ms,
-            }
-            for d, c in costs.items()
-        },
+        "devices": {d: _device_figures(c, cfg) for d, c in costs.items()},
         "heads": _per_head(costs[slowest]),
         "artifacts": artifacts,
         **comparison,
-        "compression": compression,
+        "compression": _compression_table(cfg, chosen, scorer, splits, slowest, errors),
         "errors": errors,
     }
-    from compress.pretrain import backbone_card
-
-    # Pruning keeps no channel prefix the image projection could follow: zero-shot tagging is measured on the
-    # chosen architecture as the supernet holds it (unpruned, float), beside that model's own tagging head.
-    unpruned = dataclasses.replace(cand, prune=tuple(0.0 for _ in cand.prune))
-    pretrained = bool(getattr(cfg, "pretrain", False))
-    backbone = _safe(
-        "backbone",
-        lambda: backbone_card(
-            cfg.run_dir,
-            scorer.build(unpruned, quantize=False) if pretrained else None,
-            splits.test,
-            init=getattr(cfg, "init", None),
-            pretrained=pretrained,
-        ),
-        errors,
-    )
+    backbone = _backbone(cfg, cand, scorer, splits, errors)
     if backbone is not None:
         card["backbone"] = backbone
     write_json(out / CARD, card)
     publish_dir(out, final)
     return card
+
+
+def _write_artifacts(
+    cfg: SearchConfig, chosen: Trained, trial: int, scorer: Scorer, splits: Splits, costs: dict[str, Any],
+    out: Path, console: Any, errors: dict[str, str],
+) -> dict[str, dict[str, float | None]]:  # fmt: skip
+    """``model.safetensors``, ``model.mlpackage`` and ``model.onnx`` in ``out``; their sizes on disk (the
+    package's beside the cost model's prediction). A failed export is recorded in ``errors``."""
+    from compress.compression import simulate
+    from compress.export import export_coreml, export_onnx, package_size_mb
+    from compress.model import save_model
+
+    cand, model = chosen.candidate, chosen.model
+    calib = scorer.calibration(cand.spec.resolution)
+    save_model(model, out / MODEL)
+    meta = {
+        "trial": str(trial),
+        "quant": cand.quant,
+        "budget_ms": str(cfg.budget_ms),
+        "predicted_latency_ms": json.dumps({d: round(c.latency_ms, 3) for d, c in costs.items()}),
+        "classes": list(splits.train.categories),  # labels of the tags output, in order
+    }
+    console.print("exporting Core ML and ONNX")
+    ml = _safe(
+        PACKAGE,
+        lambda: export_coreml(model, out / PACKAGE, scheme=cand.quant, metadata=meta, calibration=calib),
+        errors,
+    )
+    simulated = simulate(model, cand.quant, calibration=calib).eval()
+    onnx = _safe(ONNX, lambda: export_onnx(simulated, out / ONNX, metadata=meta), errors)
+    predicted_disk = max(costs.values(), key=lambda c: c.latency_ms).disk_mb
+    return {
+        name: {
+            "disk_mb_actual": package_size_mb(path),
+            "disk_mb_predicted": predicted_disk if name == PACKAGE else None,
+        }
+        for name, path in ((PACKAGE, ml), (ONNX, onnx), (MODEL, out / MODEL))
+        if path is not None
+    }
+
+
+def _device_figures(c: Any, cfg: SearchConfig) -> dict[str, Any]:
+    """The card's figures for one device: the prediction, its interval, the bound the budget applies to."""
+    return {
+        "latency_ms": c.latency_ms,
+        "latency_ms_p10": c.latency_ms_p10,
+        "latency_ms_p90": c.latency_ms_p90,
+        "latency_ms_bound": c.latency_ms_at(cfg.confidence),
+        "budget_confidence": c.confidence_within(cfg.budget_ms),
+        "peak_memory_mb": c.peak_memory_mb,
+        "disk_mb": c.disk_mb,
+        "weights_mb": c.weights_mb,
+        "source": c.source,
+        "error_pct": c.calibration_error_pct,
+        "units": list(c.units),
+        "within_budget": c.latency_ms_at(cfg.confidence) <= cfg.budget_ms,
+    }
+
+
+def _compression_table(
+    cfg: SearchConfig, chosen: Trained, scorer: Scorer, splits: Splits, slowest: str, errors: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The chosen model under each scheme of the space: size, latency on the slowest device, test quality."""
+    from compress.compression import simulate
+    from compress.evaluate import evaluate
+    from compress.model import count_parameters
+
+    cand, model = chosen.candidate, chosen.model
+    calib = scorer.calibration(cand.spec.resolution)
+    rows = []
+    for scheme in dict.fromkeys([cand.quant, *scorer_schemes(cfg)]):
+        sim = _safe(
+            f"compression.{scheme}", lambda s=scheme: simulate(model, s, calibration=calib).eval(), errors
+        )
+        if sim is None:
+            continue
+        c = scorer.cost(model, scheme)[slowest]
+        rows.append(
+            {
+                "scheme": scheme,
+                "prune": round(sum(cand.prune) / len(cand.prune), 3),  # mean per-stage ratio
+                "prune_ratios": list(cand.prune),
+                "params": count_parameters(model),
+                "disk_mb": c.disk_mb,
+                "weights_mb": c.weights_mb,
+                "latency_ms": c.latency_ms,
+                "quality": evaluate(sim, splits.test).aggregate,
+            }
+        )
+    return rows
+
+
+def _backbone(
+    cfg: SearchConfig, cand: Candidate, scorer: Scorer, splits: Splits, errors: dict[str, str]
+) -> dict[str, Any] | None:
+    """How the backbone started (``--init``, ``--pretrain``) and, when pretrained on captions, zero-shot
+    tagging beside the trained head. Pruning keeps no channel prefix the image projection could follow, so
+    zero-shot is measured on the chosen architecture as the supernet holds it (unpruned, float)."""
+    from compress.pretrain import backbone_card
+
+    unpruned = dataclasses.replace(cand, prune=tuple(0.0 for _ in cand.prune))
+    pretrained = bool(cfg.pretrain)
+    return _safe(
+        "backbone",
+        lambda: backbone_card(
+            cfg.run_dir,
+            scorer.build(unpruned, quantize=False) if pretrained else None,
+            splits.test,
+            init=cfg.init,
+            pretrained=pretrained,
+        ),
+        errors,
+    )
 
 
 def scorer_schemes(cfg: SearchConfig) -> list[str]:
