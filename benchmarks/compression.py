@@ -170,7 +170,7 @@ def _tensors(model: torch.nn.Module, scheme: str, limit: int) -> list[np.ndarray
 
 
 def _coremltools(w: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
-    from compress.compression.quant import coreml_kmeans_lut
+    from compress.compression.kmeans import coreml_kmeans_lut
 
     return coreml_kmeans_lut(w, nbits)
 
@@ -192,7 +192,8 @@ def _sse(w: np.ndarray, lut: np.ndarray, idx: np.ndarray) -> float:
 
 def kmeans_table(models: dict[str, torch.nn.Module], *, limit: int) -> list[dict[str, object]]:
     """Seconds and squared error (relative to kmeans1d's optimum) of each clustering, per model and scheme."""
-    from compress.compression.quant import QuantScheme, lloyd_lut
+    from compress.compression import QuantScheme
+    from compress.compression.kmeans import lloyd_lut
 
     methods = {"ours": lloyd_lut, "coreml": _coremltools, "kmeans1d": _kmeans1d}
     _coremltools(np.arange(16, dtype=np.float16), 2)  # import coremltools outside the timings
