@@ -22,13 +22,12 @@ import time
 import optuna
 
 from search import SearchConfig, SearchSpace
+from search.frames import hypervolume_history, trials_frame
 from search.scorer import Scorer
 from search.study import (
-    hypervolume_history,
     make_sampler,
     objective_values,
     seed_population,
-    trials_frame,
 )
 
 CHECKPOINTS = (16, 32, 48, 64, 128, 256)

@@ -23,6 +23,7 @@ from compress.progress import track
 from search.baselines import baseline_candidates
 from search.config import SearchConfig, SearchResult
 from search.finalize import finalize
+from search.frames import front_frame, hypervolume_history, reference_point, trials_frame
 from search.rundir import (
     BASELINES,
     FRONT,
@@ -37,7 +38,7 @@ from search.rundir import (
 )
 from search.scorer import Scorer
 from search.space import SearchSpace
-from search.study import Limits, front_frame, hypervolume_history, reference_point, trials_frame
+from search.study import Limits
 
 if TYPE_CHECKING:
     import optuna

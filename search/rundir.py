@@ -40,6 +40,7 @@ __all__ = [
     "HYPERVOLUME",
     "LAYERS",
     "MODEL",
+    "OBJECTIVE_COLUMNS",
     "ONNX",
     "OUTPUT_TASK",
     "PACKAGE",
@@ -68,6 +69,14 @@ LAYERS = "layers.csv"
 MODEL = "model.safetensors"
 PACKAGE = "model.mlpackage"
 ONNX = "model.onnx"
+
+OBJECTIVE_COLUMNS = {
+    "quality": "quality",
+    "latency": "worst_latency_ms",
+    "memory": "worst_memory_mb",
+    "disk": "disk_mb",
+}
+"""The ``trials.csv`` column each objective of ``--objectives`` reads."""
 
 OUTPUT_TASK = {"tags": "tagging", "det_heatmap": "detection", "det_box": "detection", "saliency": "saliency"}
 """The task of each model output (``compress.model.HEAD_OUTPUTS`` inverted; a test keeps them equal)."""

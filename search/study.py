@@ -15,7 +15,6 @@ failure, out of memory) is recorded as FAIL with its reason and the study goes o
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import time
@@ -25,35 +24,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from compress.errors import ConfigError, RunError
-from search.rundir import best_first
+from search.rundir import OBJECTIVE_COLUMNS
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "HEARTBEAT_S",
+    "OBJECTIVES",
     "SAMPLERS",
+    "Limits",
     "check_storage",
     "create_study",
-    "hypervolume_history",
+    "fail_dead_trials",
     "make_sampler",
+    "objective_values",
     "redact",
     "run_trials",
     "seed_population",
-    "trials_frame",
 ]
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 OBJECTIVES = ("quality", "latency", "memory", "disk")
 HEARTBEAT_S, GRACE_S = 30, 120  # RDB storages: a trial without a heartbeat for GRACE_S fails
-_OBJ_COLUMN = {
-    "quality": "quality",
-    "latency": "worst_latency_ms",
-    "memory": "worst_memory_mb",
-    "disk": "disk_mb",
-}
 
 
 def redact(url: str) -> str:
@@ -281,7 +276,7 @@ def create_study(
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study {study_name!r} has other objectives; choose another --study-name")
     if study.metric_names is None:  # named objectives in optuna-dashboard and study.trials_dataframe()
-        study.set_metric_names([_OBJ_COLUMN[o] for o in objectives])
+        study.set_metric_names([OBJECTIVE_COLUMNS[o] for o in objectives])
     fail_dead_trials(study, exclusive=exclusive)
     return study
 
@@ -358,7 +353,7 @@ def _wait_for_slot(
 
 
 def objective_values(row: dict[str, Any], objectives: tuple[str, ...]) -> list[float]:
-    return [float(row[_OBJ_COLUMN[o]]) for o in objectives]
+    return [float(row[OBJECTIVE_COLUMNS[o]]) for o in objectives]
 
 
 def run_trials(
@@ -428,67 +423,3 @@ def run_trials(
             callbacks=[*callbacks, wait_or_stop],
             gc_after_trial=False,
         )
-
-
-def trials_frame(study: optuna.Study, limits: Limits) -> pd.DataFrame:
-    """Every finished trial as one row (user attributes), with ``feasible`` under ``limits``."""
-    from optuna.trial import TrialState
-
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        row = {"trial": t.number, **{k: v for k, v in t.user_attrs.items() if k not in ("seconds", "worker")}}
-        row["feasible"] = limits.feasible(row)
-        row["state"] = t.state.name
-        row["datetime_complete"] = t.datetime_complete.isoformat() if t.datetime_complete else None
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def front_frame(study: optuna.Study, trials: pd.DataFrame) -> pd.DataFrame:
-    """The feasible Pareto front (Optuna's ``best_trials``) as rows of ``trials``, best quality first."""
-    numbers = {t.number for t in study.best_trials}
-    if trials.empty:
-        return trials
-    front = trials[trials["trial"].isin(numbers) & trials["feasible"]]
-    return best_first(front).reset_index(drop=True)
-
-
-def hypervolume_history(
-    trials: pd.DataFrame, objectives: tuple[str, ...], reference: list[float]
-) -> pd.DataFrame:
-    """Hypervolume of the feasible trials among the first n finished ones, for every n (Optuna's WFG).
-
-    Minimisation form: quality is negated; ``reference`` is in the same form (e.g. ``[0, budget_ms]``).
-    """
-    from optuna._hypervolume import compute_hypervolume
-
-    if trials.empty:
-        return pd.DataFrame({"trial_number": [], "hypervolume": []})
-    ordered = trials.sort_values("trial")
-    ref = np.asarray(reference, dtype=float)
-    values, hv = [], []
-    for _, row in ordered.iterrows():
-        if row["feasible"]:
-            point = np.array(
-                [-row[_OBJ_COLUMN[o]] if o == "quality" else row[_OBJ_COLUMN[o]] for o in objectives]
-            )
-            if np.all(point < ref):
-                values.append(point)
-        hv.append(float(compute_hypervolume(np.array(values), ref)) if values else 0.0)
-    return pd.DataFrame({"trial_number": ordered["trial"].to_numpy(), "hypervolume": hv})
-
-
-def reference_point(objectives: tuple[str, ...], limits: Limits, trials: Any) -> list[float]:
-    """Worst acceptable value per objective: quality 0, latency = budget, memory/disk = limit or 1.1 x max."""
-    ref = []
-    for o in objectives:
-        if o == "quality":
-            ref.append(0.0)
-        elif o == "latency":
-            ref.append(limits.budget_ms)
-        else:
-            limit = limits.memory_mb if o == "memory" else limits.disk_mb
-            col = _OBJ_COLUMN[o]
-            fallback = 1.1 * float(trials[col].max()) if not trials.empty else 1.0
-            ref.append(limit if limit is not None else (fallback if math.isfinite(fallback) else 1.0))
-    return ref
