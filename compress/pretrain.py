@@ -211,7 +211,14 @@ def pretrain_backbone(
     """
     from compress.model import Supernet
     from compress.progress import track
-    from compress.training import _allreduce_grads, _batches, _device, _dist, _lr_at, resize_batch
+    from compress.training import (
+        allreduce_grads,
+        batch_indices,
+        dist_world,
+        lr_at,
+        resize_batch,
+        training_device,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +233,7 @@ def pretrain_backbone(
         image_text = load_image_text(out_dir) if captions is not None else None
         return PretrainResult(net.eval(), image_text, key, True, 0.0, history)
 
-    rank, world = _dist()
+    rank, world = dist_world()
     if len(train_data) < config.batch_size:
         raise DataError(
             f"the training set has {len(train_data)} images, fewer than the pretraining batch size "
@@ -236,7 +243,7 @@ def pretrain_backbone(
         aux: nn.Module = ImageText(Vocabulary.build(c for cs in captions for c in cs), config.text, widths)
     else:
         aux = TagProbe(widths, space.num_classes)
-    device = _device(world, config.amp)
+    device = training_device(world, config.amp)
     net.to(device)
     aux.to(device)
     if device.type == "cpu":
@@ -245,7 +252,7 @@ def pretrain_backbone(
     params = backbone + list(aux.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sample_rng, text_rng = random.Random(config.seed), random.Random(config.seed + 1)
-    batches = _batches(len(train_data), config.batch_size, torch.Generator().manual_seed(config.seed))
+    batches = batch_indices(len(train_data), config.batch_size, torch.Generator().manual_seed(config.seed))
     shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
     autocast = torch.autocast(device.type, enabled=config.amp and device.type == "cuda")
     history, start = [], time.perf_counter()
@@ -264,7 +271,7 @@ def pretrain_backbone(
             space.sample(sample_rng) for _ in range(config.num_random)
         ]
         for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, config, config.steps)  # type: ignore[arg-type]
+            g["lr"] = lr_at(step, config, config.steps)  # type: ignore[arg-type]
         optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         text_emb = text_leaf = None
@@ -287,7 +294,7 @@ def pretrain_backbone(
                 logs["loss_largest" if i == 0 else "loss_smallest"] = float(loss.detach())
         if text_emb is not None and text_leaf is not None and text_leaf.grad is not None:
             text_emb.backward(text_leaf.grad)  # one backward through the text encoder for the whole sandwich
-        _allreduce_grads(params, world)
+        allreduce_grads(params, world)
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
         if isinstance(aux, ImageText):

@@ -139,7 +139,7 @@ def _ddp_on_gpu() -> bool:
     return torch.cuda.is_available() and torch.cuda.device_count() >= local
 
 
-def _dist() -> tuple[int, int]:
+def dist_world() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch.distributed as dist
@@ -150,7 +150,7 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def _device(world: int, amp: bool) -> torch.device:
+def training_device(world: int, amp: bool) -> torch.device:
     if world > 1:
         if not _ddp_on_gpu():
             return torch.device("cpu")
@@ -160,7 +160,7 @@ def _device(world: int, amp: bool) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and amp else "cpu")
 
 
-def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+def allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
     if world == 1:
         return
     import torch.distributed as dist
@@ -172,14 +172,14 @@ def _allreduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
         p.grad /= world
 
 
-def _lr_at(step: int, config: TrainConfig, total: int) -> float:
+def lr_at(step: int, config: TrainConfig, total: int) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     t = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
     return 0.5 * config.lr * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _batches(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
+def batch_indices(n: int, batch_size: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
     while True:
         perm = torch.randperm(n, generator=rng)
         for i in range(0, n - batch_size + 1, batch_size):
@@ -233,7 +233,7 @@ def train_supernet(
     reused = _reuse(out, key)
     if reused is not None:
         return reused
-    rank, world = _dist()
+    rank, world = dist_world()
     _check_batch(len(train_data), config.batch_size, world)
     torch.manual_seed(config.seed)
     net = supernet if supernet is not None else Supernet(space)
@@ -253,7 +253,7 @@ def train_supernet(
         sample_rng.setstate(_tuple(state["sample_rng"]))
         data_rng.set_state(state["data_rng"])
     joint_steps = int(round(config.steps * config.joint_fraction))
-    batches = _batches(len(train_data), config.batch_size, data_rng)
+    batches = batch_indices(len(train_data), config.batch_size, data_rng)
     shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
     autocast = torch.autocast(device.type, enabled=config.amp and device.type == "cuda")
     bar = Bar("supernet", total=config.steps, enabled=progress and rank == 0, done=step, transient=False)
@@ -268,13 +268,13 @@ def train_supernet(
             space.sample(sample_rng) for _ in range(config.num_random)
         ]
         for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, config, config.steps)
+            g["lr"] = lr_at(step, config, config.steps)
         optimizer.zero_grad(set_to_none=True)
         logs, seen = _sandwich_backward(
             net, space, batch, specs, joint=joint, config=config, autocast=autocast
         )
         images += seen
-        _allreduce_grads(backbone + heads if joint else heads, world)
+        allreduce_grads(backbone + heads if joint else heads, world)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         optimizer.step()
         step += 1
@@ -302,7 +302,7 @@ def train_supernet(
 def _place(net: Any, world: int, config: TrainConfig) -> torch.device:
     """Move ``net`` to this process's device (channels-last on CPU, where PyTorch's depthwise backward is
     several times faster that way); switch on gradient checkpointing when the recipe asks."""
-    device = _device(world, config.amp)
+    device = training_device(world, config.amp)
     net.to(device)
     if device.type == "cpu":
         net.to(memory_format=torch.channels_last)

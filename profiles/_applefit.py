@@ -18,7 +18,7 @@ log-multipliers on latency, shrunk toward zero by a Gaussian prior and bounded t
 The fit minimises squared log errors over each row's noise (``sigma``; rows of one source on one unit beyond
 :data:`SOURCE_ROWS` are down-weighted as one harness, not independent evidence) plus the priors, with
 ``scipy.optimize.least_squares`` inside the parameter bounds. Predictions are exact re-implementations of
-``_cost._schedule`` on pre-computed per-class sums, so a fit takes well under a second and every grouped
+``_cost.schedule`` on pre-computed per-class sums, so a fit takes well under a second and every grouped
 validation (by network, by source, by chip, by row) refits from scratch.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from profiles._cost import _FALLBACK_INDEX, restrict_units, unit_terms
+from profiles._cost import FALLBACK_INDEX, restrict_units, unit_terms
 from profiles._graph import Graph, extract_graph
 from profiles._quant import parse_quant
 from profiles._schema import OP_CLASSES, DeviceProfile, UnitCosts
@@ -152,11 +152,11 @@ class Model:
 
 
 def _plans(g: Graph, prof: DeviceProfile, q: Any, device: str, parts: list[_Part]) -> list:
-    """Every plan ``_cost._schedule`` weighs: (primary part, [(secondary part, unit)], switch ms, units)."""
+    """Every plan ``_cost.schedule`` weighs: (primary part, [(secondary part, unit)], switch ms, units)."""
     names = list(prof.units)
     fallback = np.zeros(len(g), dtype=bool)
     for rule in prof.ane_fallbacks:
-        fallback |= g.arrays["fallback"][:, _FALLBACK_INDEX[rule]]
+        fallback |= g.arrays["fallback"][:, FALLBACK_INDEX[rule]]
     everything = np.ones(len(g), dtype=bool)
     out = []
     for primary in names:

@@ -58,11 +58,11 @@ _ELT = ("gpool", "pool", "eltwise", "upsample", "cat")
 _REQUIRED = ("model", "chip", "weights", "activations", "input", "latency_ms")
 
 
-def _norm_chip(chip: str) -> str:
+def norm_chip(chip: str) -> str:
     return re.sub(r"[\s_-]", "", str(chip)).lower()
 
 
-def _scheme(weights: str, activations: str) -> str | None:
+def scheme_of(weights: str, activations: str) -> str | None:
     w, a = str(weights).strip().lower(), str(activations).strip().lower()
     if w.startswith("sparse"):
         return None
@@ -183,7 +183,7 @@ class _Row:
 def _rows(df: Any, reference_models: Mapping[str, Any] | None) -> tuple[list[_Row], list[str]]:
     rows, skipped = [], []
     for _, r in df.iterrows():
-        scheme = _scheme(r["weights"], r["activations"])
+        scheme = scheme_of(r["weights"], r["activations"])
         label = f"{r['model']} {r['weights']}/{r['activations']}"
         if scheme is None:
             skipped.append(f"{label} (sparsity is not modelled)")
@@ -203,9 +203,9 @@ def _rows(df: Any, reference_models: Mapping[str, Any] | None) -> tuple[list[_Ro
 
 def predict_ms(profile: DeviceProfile, graph: Graph, quant: str) -> float:
     """Predicted latency (ms) of a graph on a profile: the cost model's total only (no sizes)."""
-    from profiles._cost import _schedule
+    from profiles._cost import schedule
 
-    return _schedule(graph, profile, parse_quant(quant)).total_ms
+    return schedule(graph, profile, parse_quant(quant)).total_ms
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -213,9 +213,9 @@ def predict_ms(profile: DeviceProfile, graph: Graph, quant: str) -> float:
 
 
 def _units_used(profile: DeviceProfile, rows: list[_Row]) -> set[str]:
-    from profiles._cost import _schedule
+    from profiles._cost import schedule
 
-    return {u for r in rows for u in _schedule(r.graph, profile, parse_quant(r.quant)).used}
+    return {u for r in rows for u in schedule(r.graph, profile, parse_quant(r.quant)).used}
 
 
 def _free(profile: DeviceProfile, rows: list[_Row]) -> list[tuple[str, str]]:
@@ -376,7 +376,7 @@ def calibrate(
     """
     base = load_profile(profile)
     df = load_measurements(measurements)
-    mine = df[df["chip"].map(_norm_chip) == _norm_chip(base.chip)]
+    mine = df[df["chip"].map(norm_chip) == norm_chip(base.chip)]
     if mine.empty:
         chips = sorted({str(c) for c in df["chip"]})
         raise ProfileError(

@@ -49,7 +49,7 @@ MB = 1e6  # sizes are reported in 10^6 bytes (as Finder and Xcode report package
 #: 1.12 ms vs group 16: 1.38 ms, group 8: 1.34 ms (mean +21%), group 4: 1.71 ms (+53%).
 GROUPED_LUT_PENALTY = {8: 0.21, 4: 0.53}
 _COMPUTE = np.array([c in ("conv", "pw", "dw", "gconv", "linear") for c in OP_CLASSES])
-_FALLBACK_INDEX = {r: i for i, r in enumerate(FALLBACK_RULES)}
+FALLBACK_INDEX = {r: i for i, r in enumerate(FALLBACK_RULES)}
 
 # Core ML .mlpackage layout, measured on packages written by coremltools 9 (see disk_mb's docstring).
 _BLOB_HEADER = 64  # bytes of metadata per weight blob in weight.bin
@@ -259,12 +259,12 @@ def restrict_units(profile: DeviceProfile, compute_units: str) -> DeviceProfile:
     return replace(profile, units=keep)
 
 
-def _schedule(g: Graph, profile: DeviceProfile, q: QuantScheme) -> _Plan:
+def schedule(g: Graph, profile: DeviceProfile, q: QuantScheme) -> _Plan:
     names = list(profile.units)
     times = {n: _node_costs(g, profile, n, q) for n in names}
     fallback = np.zeros(len(g), dtype=bool)
     for rule in profile.ane_fallbacks:
-        fallback |= g.arrays["fallback"][:, _FALLBACK_INDEX[rule]]
+        fallback |= g.arrays["fallback"][:, FALLBACK_INDEX[rule]]
     best: _Plan | None = None
     for primary in names:
         if primary == "ane" and q.name == "fp32":
@@ -491,7 +491,7 @@ def estimate_graph(
         )
     profile = restrict_units(load_profile(device), compute_units)
     q = parse_quant(quant, default=profile.default_quant)
-    plan = _schedule(graph, profile, q)
+    plan = schedule(graph, profile, q)
     cal = profile.calibration
     ratios = interval_ratios(profile, plan.used[0])
     return Cost(

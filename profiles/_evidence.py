@@ -130,13 +130,13 @@ def _sigma(tool: str, latency: float, approx: bool, step_ms: float, loose: bool 
 
 
 def _published(df: Any) -> tuple[list[dict], list[dict]]:
-    from profiles._calibrate import _norm_chip, _scheme
+    from profiles._calibrate import norm_chip, scheme_of
     from profiles.reference_models import reference_name
 
     keep, drop = [], []
     for _, r in df.iterrows():
         label = f"{r['model']} {r['chip']} {r['weights']}/{r['activations']} ({r['tool']})"
-        scheme = _scheme(r["weights"], r["activations"])
+        scheme = scheme_of(r["weights"], r["activations"])
         if scheme is None:
             drop.append({"label": label, "reason": "sparsity is not a scheme of this toolkit"})
             continue
@@ -144,7 +144,7 @@ def _published(df: Any) -> tuple[list[dict], list[dict]]:
         approx = str(r.get("approx", "no")).strip().lower() in ("yes", "true", "1")
         tool = _tool(str(r["tool"]))
         ms = float(r["latency_ms"])
-        units = "gpu" if _norm_chip(r["chip"]) == "a11" else "all"
+        units = "gpu" if norm_chip(r["chip"]) == "a11" else "all"
         keep.append(
             dict(model=ref, input=_input(r["input"]), chip=str(r["chip"]), units=units, quant=scheme,
                  tool=tool, source=_source_key(r["source"]), latency_ms=ms, label=label,

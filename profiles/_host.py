@@ -56,7 +56,15 @@ from profiles._schema import (
     dump_profile,
 )
 
-__all__ = ["fit_host", "measure_host", "measure_peaks"]
+__all__ = [
+    "REFERENCE_NET",
+    "fit_host",
+    "measure_host",
+    "measure_peaks",
+    "random_nets",
+    "reference_net",
+    "say",
+]
 
 _NC = len(OP_CLASSES)
 
@@ -287,7 +295,8 @@ def _ram_gb() -> float:
         return 0.0
 
 
-def _say(progress: bool, message: str) -> None:
+def say(progress: bool, message: str) -> None:
+    """A progress line on stderr (profiles imports nothing of compress, so not compress.progress's bar)."""
     if progress:
         print(message, file=sys.stderr, flush=True)
 
@@ -297,7 +306,7 @@ def _say(progress: bool, message: str) -> None:
 REFERENCE_NET = "reference mobilenet_v3_small_1.0 @224"
 
 
-def _random_nets(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]]:
+def random_nets(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]]]:
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n_nets):
@@ -306,7 +315,7 @@ def _random_nets(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]
     return items
 
 
-def _reference_net() -> tuple[str, Any, tuple[int, ...]]:
+def reference_net() -> tuple[str, Any, tuple[int, ...]]:
     from profiles.reference_models import reference_model
 
     return REFERENCE_NET, reference_model("mobilenet_v3_small_1.0"), (1, 3, 224, 224)
@@ -324,7 +333,7 @@ def _random_cnns(n_nets: int, seed: int) -> list[tuple[str, Any, tuple[int, ...]
 
 
 def _benchmarks(n_nets: int, seed: int, n_cnns: int = 0) -> list[tuple[str, Any, tuple[int, ...]]]:
-    return micro_benchmarks() + _random_nets(n_nets, seed) + _random_cnns(n_cnns, seed) + [_reference_net()]
+    return micro_benchmarks() + random_nets(n_nets, seed) + _random_cnns(n_cnns, seed) + [reference_net()]
 
 
 def _load() -> str:
@@ -387,25 +396,25 @@ def measure_host(
     except OSError:  # pragma: no cover
         busy = False
     if busy:
-        _say(
+        say(
             progress,
             f"warning: the machine is busy ({load}); measurements will be slower than on a quiet one",
         )
-    _say(progress, f"measuring peak rates ({threads} thread{'s' if threads > 1 else ''}) ...")
+    say(progress, f"measuring peak rates ({threads} thread{'s' if threads > 1 else ''}) ...")
     peak, bw = measure_peaks(threads=threads)
     items = _benchmarks(n_nets, seed, n_cnns) + list(extra)
-    _say(progress, f"timing every op of {len(items)} benchmarks in context, {passes} interleaved passes ...")
+    say(progress, f"timing every op of {len(items)} benchmarks in context, {passes} interleaved passes ...")
     graphs, node_ms = _time_nodes(items, threads=threads, passes=passes)
     # single layers fit the per-op costs only (their in-context times); whole nets are timed as candidates are
     whole_nets = np.arange(len(items)) >= len(micro_benchmarks())
     nets = [items[i] for i in np.flatnonzero(whole_nets)]
-    _say(progress, f"timing {len(nets)} whole nets, {rounds} interleaved rounds ...")
+    say(progress, f"timing {len(nets)} whole nets, {rounds} interleaved rounds ...")
     timed = measure_latencies(
         [(m, s) for _, m, s in nets],
         threads=threads,
         rounds=rounds,
         round_ms=25.0,
-        progress=(lambda r, n: _say(progress, f"  round {r}/{n}")),
+        progress=(lambda r, n: say(progress, f"  round {r}/{n}")),
     )
     measured = np.array([float(t.sum()) for t in node_ms])
     measured[whole_nets] = timed
@@ -437,7 +446,7 @@ def measure_host(
     tmp.replace(path)  # whole or not at all: a kill mid-write leaves the old profile
     err = profile.calibration.loo_median_abs_pct
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    _say(
+    say(
         progress,
         f"done in {wall:.0f} s, {cpu:.0f} s of it on the CPU (the rest waiting for other processes; "
         f"{_load()}); leave-one-out median error {err:.1f}%",

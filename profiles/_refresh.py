@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from profiles._errors import ProfileError
-from profiles._host import REFERENCE_NET, _random_nets, _reference_net, _say
+from profiles._host import REFERENCE_NET, random_nets, reference_net, say
 from profiles._measure import measure_latencies
 from profiles._registry import host_profile_path, load_profile
 from profiles._schema import DeviceProfile, Sourced, dump_profile
@@ -48,12 +48,12 @@ def anchor_nets(
     def known(items: Sequence[tuple[str, Any, tuple[int, ...]]]) -> list:  # same label and input size
         return [(label, m, s) for label, m, s in items if label in stored and size[label] == s[-1]]
 
-    ours = known(extra) or known(_random_nets(32, 0))
+    ours = known(extra) or known(random_nets(32, 0))
     ours.sort(key=lambda item: stored[item[0]])
     picks = np.unique(np.linspace(0, len(ours) - 1, num=max(0, min(k - 1, len(ours)))).round().astype(int))
     chosen = [ours[i] for i in picks] if ours else []
     if REFERENCE_NET in stored:
-        chosen.append(_reference_net())
+        chosen.append(reference_net())
     return [(label, model.eval(), shape, float(stored[label])) for label, model, shape in chosen]
 
 
@@ -140,7 +140,7 @@ def refresh_host(
             "re-measure it with `compress profile measure`"
         )
     threads = int(profile.units["cpu"].cores.value)
-    _say(
+    say(
         progress, f"re-timing {len(anchors)} of the profile's nets, {rounds} rounds over ~{seconds:.0f} s ..."
     )
     start = time.perf_counter()
@@ -150,7 +150,7 @@ def refresh_host(
             threads=threads,
             rounds=rounds,
             spread_s=seconds,
-            progress=(lambda r, n: _say(progress, f"  round {r}/{n}")),
+            progress=(lambda r, n: say(progress, f"  round {r}/{n}")),
         )
     )
     ratios = now / np.array([ms for *_, ms in anchors])
@@ -162,7 +162,7 @@ def refresh_host(
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_text(dump_profile(rescale_host(profile, ratio, why=why)), encoding="utf-8")
     tmp.replace(dest)  # the old profile stays whole until the new one is written
-    _say(
+    say(
         progress,
         f"done in {time.perf_counter() - start:.0f} s: the machine runs {100 * (ratio - 1):+.1f}% vs the "
         f"profile (nets {100 * (ratios.min() - 1):+.1f}% .. {100 * (ratios.max() - 1):+.1f}%)",

@@ -101,3 +101,20 @@ def test_reports_read_the_format_search_writes() -> None:
     import search.rundir
 
     assert reports.FORMAT is search.rundir.FORMAT
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """``from x import _name`` is for a name's own module: helpers another module needs carry a public name
+    (a room's internal modules, ``from reports import _figures``, are fine)."""
+    bad = []
+    for room in ROOMS:
+        for module, path in _modules(room).items():
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.ImportFrom) or (node.module or "").split(".")[0] not in ROOMS:
+                    continue
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    is_module = (ROOT / target.replace(".", "/")).with_suffix(".py").is_file()
+                    if alias.name.startswith("_") and alias.name != "__version__" and not is_module:
+                        bad.append(f"{module} imports {target}")
+    assert not bad, "\n".join(bad)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from compress.errors import ConfigError
-from compress.model.spec import ACTIVATIONS, KERNELS, ArchSpec, HeadSpec, StageSpec, _reject_unknown
+from compress.model.spec import ACTIVATIONS, KERNELS, ArchSpec, HeadSpec, StageSpec, reject_unknown
 
 __all__ = ["HeadChoices", "StageChoices", "SupernetSpace", "default_space"]
 
@@ -265,16 +265,16 @@ class SupernetSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SupernetSpace:
-        _reject_unknown("SupernetSpace", data, cls)
+        reject_unknown("SupernetSpace", data, cls)
         stages, heads = data["stages"], data["heads"]
         _check(
             isinstance(stages, list) and isinstance(heads, list),
             "SupernetSpace 'stages' and 'heads' must be lists",
         )
         for i, s in enumerate(stages):
-            _reject_unknown(f"SupernetSpace stage {i}", s, StageChoices)
+            reject_unknown(f"SupernetSpace stage {i}", s, StageChoices)
         for i, h in enumerate(heads):
-            _reject_unknown(f"SupernetSpace head {i}", h, HeadChoices)
+            reject_unknown(f"SupernetSpace head {i}", h, HeadChoices)
         rest = {k: v for k, v in data.items() if k not in ("stages", "heads")}
         return cls(
             stages=tuple(StageChoices(**s) for s in stages),

@@ -59,7 +59,7 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _reject_unknown(kind: str, data: dict[str, Any], cls: type) -> None:
+def reject_unknown(kind: str, data: dict[str, Any], cls: type) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{kind} must be a JSON object, but got {type(data).__name__}: {data!r}")
     known = {f.name for f in fields(cls)}
@@ -240,14 +240,14 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
-        _reject_unknown("ArchSpec", data, cls)
+        reject_unknown("ArchSpec", data, cls)
         stages = data["stages"]
         heads = data["heads"]
         if not isinstance(stages, list) or not isinstance(heads, list):
             raise ConfigError("ArchSpec 'stages' and 'heads' must be lists")
         st = []
         for i, s in enumerate(stages):
-            _reject_unknown(f"ArchSpec stage {i}", s, StageSpec)
+            reject_unknown(f"ArchSpec stage {i}", s, StageSpec)
             st.append(
                 _typed(
                     f"ArchSpec stage {i}",
@@ -262,7 +262,7 @@ class ArchSpec:
             )
         hd = []
         for i, h in enumerate(heads):
-            _reject_unknown(f"ArchSpec head {i}", h, HeadSpec)
+            reject_unknown(f"ArchSpec head {i}", h, HeadSpec)
             hd.append(
                 _typed(
                     f"ArchSpec head {i}",

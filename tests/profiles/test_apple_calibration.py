@@ -107,7 +107,7 @@ def test_compute_units_option_is_checked(mobilenet):
 def test_fit_predicts_exactly_what_the_shipped_profiles_predict(evidence):
     """The fit's vectorised predictions and ``estimate_graph`` on the written profiles agree on every row."""
     from profiles._applefit import _UNITS_OF, _graph, build_model, predict
-    from profiles._cost import _schedule, restrict_units
+    from profiles._cost import restrict_units, schedule
     from profiles._quant import parse_quant
     from profiles._shipped import spec_profile
 
@@ -117,7 +117,7 @@ def test_fit_predicts_exactly_what_the_shipped_profiles_predict(evidence):
     fitted = predict(model, theta)
     for i, r in enumerate(rows.itertuples()):
         prof = restrict_units(load_profile(r.device), _UNITS_OF[r.units])
-        shipped = _schedule(_graph(r.model, int(r.input)), prof, parse_quant(r.quant)).total_ms
+        shipped = schedule(_graph(r.model, int(r.input)), prof, parse_quant(r.quant)).total_ms
         assert shipped == pytest.approx(fitted[i], rel=1e-4), r.label
 
 
