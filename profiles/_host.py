@@ -1,7 +1,6 @@
 """Measuring this machine: ``measure_host()`` writes a ``host`` profile fitted to torch latencies.
 
-Steps (with ``compress profile measure``'s 24 extra search-space nets: 119-126 s of CPU time, 266-316 s wall
-at load averages of 8-11 on this 2-core machine shared with other jobs):
+Steps (``compress profile measure`` adds 24 search-space nets; the README gives its run time):
 
 1. peak rates: best GFLOP/s of a few fp32 matrix products and GB/s of a large copy, at the thread count used;
 2. benchmarks: every op class as a single layer at MobileNetV3-like shapes and at shapes outside that grid

@@ -9,8 +9,8 @@ round of every model rather than every round of one.
 Clock: with one thread the default (``clock="auto"``) times each call with the calling thread's CPU time
 (``time.thread_time``): torch then computes on that thread alone, so its CPU time is the latency the call
 would have on an idle core, and time spent waiting while other processes hold the CPU is left out. On a
-shared machine this is far more repeatable than wall time (measured here under a load average of 7 on 2
-cores: wall medians spread 47-62 ms, CPU-time medians 28-31 ms for the same net). With more threads, or
+shared machine this is far more repeatable than wall time, which also counts the time other processes
+hold the CPU. With more threads, or
 ``clock="wall"``, wall time is used.
 """
 

@@ -1,8 +1,7 @@
 """Re-anchoring a host profile to the machine's speed now: ``refresh_host()``.
 
 A shared machine, or a laptop that changes power state, runs the same net faster or slower from one minute
-to the next, and every latency moves together (measured here: a net's fastest 10-second window of runs
-drifted between 6.8 and 8.2 ms over three minutes). A host profile fitted two minutes or two days ago then
+to the next, and every latency moves together. A host profile fitted two minutes or two days ago then
 predicts every net a few percent off, although its per-op costs still order and size nets right.
 ``refresh_host`` re-times some of the profile's own whole-net benchmarks, by the method ``measure_host``
 timed them with (interleaved rounds spread over about the same time, minimum of per-round medians), takes

@@ -37,9 +37,8 @@ class Supernet(nn.Module):
     Module tree mirrors ``MultiTaskNet`` (``stem``, ``stages.i.j`` blocks with ``expand``/``depthwise``/
     ``se``/``project``), heads keyed ``"{task}_{branch}"``. ``x``: float images in [0, 1], normalised inside.
 
-    Speed on CPU: ``supernet.to(memory_format=torch.channels_last)`` trains about 2.4x faster (PyTorch's NCHW
-    depthwise-conv backward is slow, worst for 7x7 kernels: a sandwich step at batch 32, 128 px, 2 threads
-    took 16.7 s instead of 39.5 s on a shared 2-core machine); ``forward`` then converts ``x`` to match.
+    Speed on CPU: train it with ``supernet.to(memory_format=torch.channels_last)`` (PyTorch's NCHW
+    depthwise-conv backward is slow, worst for 7x7 kernels); ``forward`` then converts ``x`` to match.
     """
 
     mean: torch.Tensor
