@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import platform
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from compress.progress import Bar
 from compress.training import SUPERNET_FILE
 from search._identity import check_validation, content_hash, file_hash
 from search.config import DEFAULT_DEVICES, SearchConfig, SearchResult
+from search.outputs import write_outputs
 from search.rundir import FORMAT, RUN_JSON, write_json
+from search.space import SearchSpace, load_space
 from search.study import Limits, check_storage, redact
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
@@ -175,7 +178,6 @@ def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None
     import torch
 
     from compress.training import load_supernet
-    from search.space import load_space
 
     torch.set_num_threads(1)
     space = load_space(
@@ -259,24 +261,25 @@ def run_search(
 def _search(
     cfg: SearchConfig, *, progress: bool, callbacks: Sequence[Callable[[Any, Any], None]]
 ) -> SearchResult:
-    import time
-
-    import torch
-
-    from compress.data import load_splits
-    from compress.pretrain import joint_phase_pretraining, start_supernet
-    from search.outputs import write_outputs
-    from search.space import load_space
-
     started = time.monotonic()  # the time goal of the final training counts from here
+    space = _check_before_work(cfg)
+    space, trained, identity = _data_and_supernet(cfg, space, progress)
+    study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
+    _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks)
+    return write_outputs(cfg, space, study, scorer, progress=progress, started=started)
+
+
+def _check_before_work(cfg: SearchConfig) -> SearchSpace:
+    """Everything that can fail fast, before the data and the supernet's minutes: devices, the space file,
+    the ``--init`` weights, the storage, the run directory and its earlier settings. Returns the space."""
     _check_devices(cfg.devices)
-    space = load_space(cfg.space_file)  # validate the space file before any slow work
+    space = load_space(cfg.space_file)
     if cfg.init is not None:
         from compress.model.mnv3_weights import read_mobilenetv3
 
-        read_mobilenetv3(cfg.init)  # an unusable --init file fails before the data is loaded
+        read_mobilenetv3(cfg.init)
     if cfg.storage is not None:
-        check_storage(cfg.storage)  # an unreachable database fails now, not after training the supernet
+        check_storage(cfg.storage)
     run_dir = cfg.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} exists and is not a directory")
@@ -284,6 +287,16 @@ def _search(
     _refuse_pickled_supernet(run_dir)
     _refuse_other_settings(cfg, space)
     _write_run_json(cfg, space, {"provenance": _provenance(cfg.devices)})
+    return space
+
+
+def _data_and_supernet(
+    cfg: SearchConfig, space: SearchSpace, progress: bool
+) -> tuple[SearchSpace, Any, dict[str, str]]:
+    """Load the splits (validation checked before training), train or reuse the supernet; returns the space
+    with the data's class count, the training result and the study identity (supernet and data hashes)."""
+    from compress.data import load_splits
+    from compress.pretrain import joint_phase_pretraining, start_supernet
 
     splits = load_splits(
         cfg.data, resolution=cfg.train.resolution, cache_dir=cfg.cache_dir, progress=progress
@@ -300,7 +313,7 @@ def _search(
     trained = start_supernet(
         load_space(None, num_classes=classes).arch,
         train_data,
-        run_dir / SUPERNET_FILE,
+        cfg.run_dir / SUPERNET_FILE,
         config=cfg.train,
         data_key=f"{cfg.data}@{cfg.train.resolution}",
         init=cfg.init,
@@ -308,21 +321,25 @@ def _search(
         progress=progress,
     )
     del train_data
-    _write_run_json(
-        cfg,
-        space,
-        {
-            "supernet": {
-                "path": SUPERNET_FILE,
-                "config_hash": trained.config_hash,
-                "train_minutes": round(trained.seconds / 60, 2),
-                "images_per_second": round(trained.images_per_second, 1),
-                "reused": trained.reused,
-            }
-        },
-    )
-    identity = {"supernet_sha256": file_hash(run_dir / SUPERNET_FILE), "data_sha256": data_hash}
-    study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
+    summary = {
+        "path": SUPERNET_FILE,
+        "config_hash": trained.config_hash,
+        "train_minutes": round(trained.seconds / 60, 2),
+        "images_per_second": round(trained.images_per_second, 1),
+        "reused": trained.reused,
+    }
+    _write_run_json(cfg, space, {"supernet": summary})
+    identity = {"supernet_sha256": file_hash(cfg.run_dir / SUPERNET_FILE), "data_sha256": data_hash}
+    return space, trained, identity
+
+
+def _run_workers_and_trials(
+    cfg: SearchConfig, space: SearchSpace, study: Any, scorer: Any, identity: dict[str, str], progress: bool,
+    callbacks: Sequence[Callable[[Any, Any], None]],
+) -> None:  # fmt: skip
+    """Run the trials here and, with ``--workers N``, in N - 1 more local processes on the same storage."""
+    import torch
+
     procs = []
     if cfg.workers > 1:
         ctx = mp.get_context("spawn")
@@ -340,7 +357,6 @@ def _search(
         for p in procs:
             p.join()
         bar.close()
-    return write_outputs(cfg, space, study, scorer, progress=progress, started=started)
 
 
 class _SearchProgress:
