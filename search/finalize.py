@@ -199,8 +199,8 @@ def finalize(
     """Train, compare, compress and export ``cand`` into ``RUN/chosen/``; return the card (also written).
 
     ``base_row`` is the best budget-meeting hand-scaled baseline (a ``baselines.csv`` row, or None);
-    ``extra`` goes into the card as it is (how both were chosen, how the front uses the budget); ``started`` is the ``time.monotonic()`` at which the run
-    began (the time goal counts from it).
+    ``extra`` goes into the card as it is (how both were chosen, how the front uses the budget);
+    ``started`` is the ``time.monotonic()`` at which the run began (the time goal counts from it).
     """
     from rich.console import Console
 
@@ -235,10 +235,20 @@ def finalize(
     if base_cand is not None and base_row is not None:
         base = train_and_score(scorer, base_cand, base_model, base_splits, steps=steps, seed=cfg.seed,
                                label=str(base_row["name"]), progress=progress)  # fmt: skip
-    training = {
+    training = _training_card(chosen, steps, plan)
+    comparison = _comparison(chosen, base, base_row, steps)
+    comparison.update(extra or {})
+    console.print(comparison["verdict"])
+    card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
+    return card
+
+
+def _training_card(chosen: Trained, steps: int, plan: dict[str, Any]) -> dict[str, Any]:
+    """How the delivered model was trained, for the card."""
+    return {
         "how": "initialised from the supernet's weights for this architecture (extract, prune, BN "
         f"recalibration), then {RECIPE.describe(steps)} on the training split at "
-        f"{cand.spec.resolution} px; kept only if it scores at least as well on the validation split",
+        f"{chosen.candidate.spec.resolution} px; kept only if it scores at least as well on the validation split",
         "steps": steps,
         "recipe": RECIPE.to_dict(),
         "plan": plan,
@@ -247,11 +257,6 @@ def finalize(
         "val_inherited": chosen.val_inherited.aggregate,
         "val_trained": chosen.val_trained.aggregate,
     }
-    comparison = _comparison(chosen, base, base_row, steps)
-    comparison.update(extra or {})
-    console.print(comparison["verdict"])
-    card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
-    return card
 
 
 def _export(
