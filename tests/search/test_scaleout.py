@@ -66,10 +66,14 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
-def _states(db: Path) -> dict[int, str]:
-    """Trial number -> state, read straight from the SQLite study (empty while it does not exist yet)."""
+def _states(db: Path, *, writer_dead: bool = False) -> dict[int, str]:
+    """Trial number -> state, read straight from the SQLite study (empty while it does not exist yet).
+
+    ``writer_dead``: the process that wrote it was killed, maybe inside a transaction; a read-write
+    connection rolls its hot journal back (a read-only one cannot, and would see the file as locked)."""
+    uri = f"file:{db}" if writer_dead else f"file:{db}?mode=ro"
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+        with sqlite3.connect(uri, uri=True, timeout=5 if writer_dead else 1) as con:
             return dict(con.execute("SELECT number, state FROM trials").fetchall())
     except sqlite3.OperationalError:  # no file or no table yet, or locked for a moment
         return {}
@@ -114,7 +118,7 @@ def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(base, tmp_path):
     assert "RUNNING" in states.values(), states
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    killed = [n for n, s in _states(db).items() if s == "RUNNING"]
+    killed = [n for n, s in _states(db, writer_dead=True).items() if s == "RUNNING"]
     assert len(killed) == 1
     before = {
         t.number: t.values for t in _load(cfg.storage_url, cfg.name).trials if t.state.name == "COMPLETE"
