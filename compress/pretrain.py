@@ -214,10 +214,11 @@ def pretrain_backbone(
     from compress.training import (
         allreduce_grads,
         batch_indices,
+        check_batch,
         dist_world,
         lr_at,
+        place,
         resize_batch,
-        training_device,
     )
 
     out_dir = Path(out_dir)
@@ -234,20 +235,13 @@ def pretrain_backbone(
         return PretrainResult(net.eval(), image_text, key, True, 0.0, history)
 
     rank, world = dist_world()
-    if len(train_data) < config.batch_size:
-        raise DataError(
-            f"the training set has {len(train_data)} images, fewer than the pretraining batch size "
-            f"{config.batch_size}; use a smaller batch size or more images"
-        )
+    check_batch(len(train_data), config.batch_size, world, what="pretraining batch size")
     if captions is not None:
         aux: nn.Module = ImageText(Vocabulary.build(c for cs in captions for c in cs), config.text, widths)
     else:
         aux = TagProbe(widths, space.num_classes)
-    device = training_device(world, config.amp)
-    net.to(device)
+    device = place(net, world, amp=config.amp)
     aux.to(device)
-    if device.type == "cpu":
-        net.to(memory_format=torch.channels_last)
     backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
     params = backbone + list(aux.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

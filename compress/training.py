@@ -234,10 +234,10 @@ def train_supernet(
     if reused is not None:
         return reused
     rank, world = dist_world()
-    _check_batch(len(train_data), config.batch_size, world)
+    check_batch(len(train_data), config.batch_size, world)
     torch.manual_seed(config.seed)
     net = supernet if supernet is not None else Supernet(space)
-    device = _place(net, world, config)
+    device = place(net, world, amp=config.amp, grad_checkpoint=config.grad_checkpoint)
     backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
     heads = [p for n, p in net.named_parameters() if n.startswith("heads")]
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -299,14 +299,15 @@ def train_supernet(
     return TrainResult(net.cpu().eval(), out, key, False, seconds, ips, history)
 
 
-def _place(net: Any, world: int, config: TrainConfig) -> torch.device:
+def place(net: Any, world: int, *, amp: bool, grad_checkpoint: bool = False) -> torch.device:
     """Move ``net`` to this process's device (channels-last on CPU, where PyTorch's depthwise backward is
-    several times faster that way); switch on gradient checkpointing when the recipe asks."""
-    device = training_device(world, config.amp)
+    several times faster that way); switch on gradient checkpointing when the recipe asks. Used by the
+    supernet's and the pretraining's loops."""
+    device = training_device(world, amp)
     net.to(device)
     if device.type == "cpu":
         net.to(memory_format=torch.channels_last)
-    if config.grad_checkpoint and hasattr(net, "grad_checkpoint"):
+    if grad_checkpoint and hasattr(net, "grad_checkpoint"):
         net.grad_checkpoint = True
     return device
 
@@ -324,10 +325,11 @@ def _reuse(out: Path, key: str) -> TrainResult | None:
     return TrainResult(net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", []))
 
 
-def _check_batch(images: int, batch_size: int, world: int) -> None:
+def check_batch(images: int, batch_size: int, world: int, *, what: str = "batch size") -> None:
+    """A training loop needs a full batch, and at least 2 images of it per process."""
     if images < batch_size:  # no full batch: the loop would never get one
         raise DataError(
-            f"the training set has {images} images, fewer than the batch size {batch_size}; "
+            f"the training set has {images} images, fewer than the {what} {batch_size}; "
             "use a smaller batch size or more images"
         )
     if batch_size // world < 2:
