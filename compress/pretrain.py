@@ -421,12 +421,13 @@ def zero_shot_scores(
 
 
 def backbone_card(
-    run_dir: str | Path, model: Any, val: Any, *, init: Any = None, pretrained: bool = False
+    run_dir: str | Path, model: Any, data: Any, *, split: str, init: Any = None, pretrained: bool = False
 ) -> dict:
     """How the backbone was started and pretrained, and (when pretrained on captions) zero-shot tagging.
 
-    ``model``: the chosen static model (float weights); both tagging figures are its mAP on ``val``: the
-    trained tagging head's, and the zero-shot one from the prompts and the run's text encoder alone.
+    ``model``: the chosen static model (float weights); both tagging figures are its mAP on ``data`` (the
+    ``split`` named in the card): the trained tagging head's, and the zero-shot one from the prompts and the
+    run's text encoder alone.
     """
     from compress.evaluate import evaluate
     from compress.metrics import tagging_map
@@ -445,12 +446,12 @@ def backbone_card(
     card["text_encoder"] = "text_encoder.safetensors + text_encoder.json"
     card["prompt"] = PROMPT
     if "tagging" in getattr(model, "branches", {}):
-        card["tagging_map_trained_head"] = evaluate(model, val).tasks["tagging"]["map"]
+        card["tagging_map_trained_head"] = evaluate(model, data).tasks["tagging"]["map"]
         card["tagging_map_zero_shot"] = tagging_map(
-            zero_shot_scores(model, image_text, val), val.tags.numpy()
+            zero_shot_scores(model, image_text, data), data.tags.numpy()
         )
         card["source"] = (
-            f"measured: the chosen architecture unpruned, float weights, {len(val)} validation images"
+            f"measured: the chosen architecture unpruned, float weights, {len(data)} {split} images"
         )
     return card
 

@@ -417,6 +417,7 @@ def _backbone(
             cfg.run_dir,
             scorer.build(unpruned, quantize=False) if pretrained else None,
             splits.test,
+            split="test",
             init=cfg.init,
             pretrained=pretrained,
         ),

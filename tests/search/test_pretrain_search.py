@@ -29,6 +29,7 @@ def test_search_with_init_and_pretrain_reports_zero_shot_tagging(tiny_search_con
     backbone = result.card["backbone"]
     assert backbone["init"] == str(weights) and "contrastive" in backbone["pretraining"]
     assert 0 <= backbone["tagging_map_zero_shot"] <= 1 and 0 <= backbone["tagging_map_trained_head"] <= 1
+    assert backbone["source"].endswith(" test images")  # the card's figures are on test, and it says so
 
 
 def test_search_rejects_an_unusable_init_before_any_work(tiny_search_config, tmp_path: Path) -> None:
