@@ -24,9 +24,10 @@ from compress.training import SUPERNET_FILE
 from search._identity import check_validation, content_hash, file_hash
 from search.config import DEFAULT_DEVICES, SearchConfig, SearchResult
 from search.outputs import write_outputs
+from search.redaction import redact
 from search.rundir import FORMAT, RUN_JSON, write_json
 from search.space import SearchSpace, load_space
-from search.study import Limits, check_storage, redact
+from search.study import Limits, check_storage
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
 

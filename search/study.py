@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from compress.errors import ConfigError, RunError
+from search.redaction import normalize_url, redact, redact_text
 from search.rundir import OBJECTIVE_COLUMNS
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = [
     "fail_dead_trials",
     "make_sampler",
     "objective_values",
-    "redact",
     "run_trials",
     "seed_population",
 ]
@@ -49,13 +49,6 @@ __all__ = [
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 OBJECTIVES = ("quality", "latency", "memory", "disk")
 HEARTBEAT_S, GRACE_S = 30, 120  # RDB storages: a trial without a heartbeat for GRACE_S fails
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password (for run.json, logs and reports); see ``search.redaction``."""
-    from search.redaction import redact as _redact
-
-    return _redact(url)
 
 
 @dataclass(frozen=True)
@@ -149,8 +142,6 @@ def seed_population(study: Any, space: Any, n: int, *, seed: int) -> int:
 
 def _db_error(exc: BaseException) -> str:
     """A database error as one short line, without SQLAlchemy's help link or any password."""
-    from search.redaction import redact_text
-
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))
     return redact_text(text).strip()[:240]
 
@@ -182,8 +173,6 @@ def _storage(url: str) -> Any:
         elif url.startswith("mysql"):
             engine_kwargs = {"pool_pre_ping": True}
         import sqlalchemy.exc
-
-        from search.redaction import normalize_url
 
         engine_url = _engine_url(normalize_url(url))
         _sqlite_folder(engine_url)
@@ -381,10 +370,8 @@ def run_trials(
     deadline = None if timeout_s is None else time.time() + timeout_s
 
     def objective(trial: optuna.Trial) -> list[float]:
-        for (
-            key,
-            value,
-        ) in identity().items():  # who runs it: host, pid, then boot, pid namespace, start time, token
+        # who runs it: host, pid, then boot, pid namespace, start time, token
+        for key, value in identity().items():
             trial.set_user_attr(key, value)
         if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
             late = deadline is not None and time.time() >= deadline

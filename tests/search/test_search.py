@@ -11,7 +11,8 @@ import pytest
 from compress.cli import main
 from compress.errors import ConfigError, RunError
 from search import load_space, run_search
-from search.study import create_study, fail_dead_trials, make_sampler, redact
+from search.redaction import redact
+from search.study import create_study, fail_dead_trials, make_sampler
 
 
 @pytest.fixture(scope="module")
