@@ -11,7 +11,9 @@ quality with predicted A11 latency and the quality-vs-latency slope (points per 
     python benchmarks/ranking_fidelity.py --run runs/search-10ms [--steps 300] [--searched 6] [--seed 0]
 
 Each standalone training takes ~1-5 min on 2 CPU cores; rows are appended to RUN/ranking_fidelity.csv as they
-finish, and a rerun skips the candidates already there (same steps and seed).
+finish. A rerun re-scores every candidate with the run's supernet (seconds) and trains only architectures not
+yet trained with the same steps and seed; ``--reuse FILE`` also takes standalone results from another run's
+CSV (the standalone training does not depend on the supernet: fresh weights, same architecture, same recipe).
 """
 
 from __future__ import annotations
@@ -60,12 +62,32 @@ def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
     return t.loc[sorted(picks[:n])]
 
 
+def _standalone_results(files: list[Path], *, steps: int, seed: int) -> dict[str, tuple[float, float]]:
+    """Standalone test quality and training seconds by architecture, from earlier CSVs of this benchmark."""
+    found: dict[str, tuple[float, float]] = {}
+    for f in files:
+        if not Path(f).is_file():
+            continue
+        df = pd.read_csv(f)
+        df = df[(df["steps"] == steps) & (df["seed"] == seed)]
+        for _, r in df.iterrows():
+            found.setdefault(str(r["arch"]), (float(r["standalone"]), float(r["train_s"])))
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished `compress search` run directory")
     ap.add_argument("--steps", type=int, default=300, help="standalone training steps per candidate")
     ap.add_argument("--searched", type=int, default=6, help="searched trials besides the six shapes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="other runs' ranking_fidelity.csv: standalone results",
+    )
     args = ap.parse_args()
     run = load_run(args.run)
     scorer, cfg = run["scorer"], run["config"]
@@ -75,37 +97,39 @@ def main() -> None:
     for _, row in _searched(run["trials"], args.searched).iterrows():
         cands[f"trial-{int(row['trial'])}"] = candidate_from_row(row)
     out = Path(args.run) / "ranking_fidelity.csv"
-    done = pd.read_csv(out) if out.is_file() else pd.DataFrame()
-    if not done.empty:
-        done = done[(done["steps"] == args.steps) & (done["seed"] == args.seed)]
-    rows = done.to_dict("records")
+    trained_before = _standalone_results([out, *args.reuse], steps=args.steps, seed=args.seed)
+    rows: list[dict] = []
     t0 = time.perf_counter()
     for name, cand in cands.items():
-        if any(r["name"] == name for r in rows):
-            continue
         score = scorer.score(cand)
-        trained = trained_quality(scorer, cand, steps=args.steps, seed=args.seed, init="scratch")
+        arch = cand.describe()
+        if arch in trained_before:
+            standalone, train_s = trained_before[arch]
+        else:
+            trained = trained_quality(scorer, cand, steps=args.steps, seed=args.seed, init="scratch")
+            standalone, train_s = trained.test.aggregate, round(trained.seconds, 1)
         rows.append(
             {
                 "name": name,
-                "arch": cand.describe(),
+                "arch": arch,
                 "a11_ms": score.costs["a11"].latency_ms if "a11" in score.costs else score.worst_latency_ms,
                 "search_score": score.quality.aggregate,
-                "standalone": trained.test.aggregate,
+                "standalone": standalone,
                 "steps": args.steps,
                 "seed": args.seed,
-                "train_s": round(trained.seconds, 1),
+                "train_s": train_s,
+                "reused": arch in trained_before,
             }
         )
         pd.DataFrame(rows).to_csv(out, index=False)
         r = rows[-1]
         print(
             f"{name:<22} a11 {r['a11_ms']:6.2f} ms  search {r['search_score']:6.2f}  standalone {r['standalone']:6.2f}"
-            f"  ({r['train_s']:.0f} s; {time.perf_counter() - t0:.0f} s so far)  {cand.describe()}",
+            f"  ({r['train_s']:.0f} s{', earlier run' if r['reused'] else ''}; {time.perf_counter() - t0:.0f} s "
+            f"so far)  {arch}",
             flush=True,
         )
     df = pd.DataFrame(rows)
-    df = df[df["name"].isin(list(cands))]
     print(f"\n{len(df)} candidates ({cfg['eval_images']} val images per search score; standalone: {args.steps} "
           f"steps from scratch, test split, seed {args.seed})")  # fmt: skip
     tau, rho = (

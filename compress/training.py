@@ -12,9 +12,10 @@ Recipe (``train_supernet``), sized so the defaults finish in a few minutes on 2 
    the fly from the cached training resolution; boxes scaled with them). The default cap, 160 px, is the
    default space's highest resolution, so every candidate is trained at the resolution it is scored and
    costed at (a subnet scored far above its training resolution loses its box sizes: detection mAP fell to 0
-   at 288 px after training at 112). The largest subnet is the costliest in every choice, so its dense heads
-   read the shallowest feature maps (``SupernetSpace.largest``), and residual blocks start as the identity
-   (zero-initialised last BN scale), so the deep subnets train as fast as the shallow ones.
+   at 288 px after training at 112). The largest and smallest subnets are the extremes of the backbone, but
+   their heads step through the allowed branch points (``rotate_heads``), so every head module (one per task
+   and branch) is trained about equally often; residual blocks start as the identity (zero-initialised last
+   BN scale), so the deep subnets train as fast as the shallow ones.
 2. **Head phase** (the rest). As ANSA trains its task heads on a frozen backbone, the backbone (stem and
    stages) is frozen and only the heads train, at *every* allowed branch point: each step samples the sandwich
    subnets, and for each one every branch choice of every head is trained on the same frozen features.
@@ -55,6 +56,7 @@ SUPERNET_FILE = "supernet.safetensors"
 """The supernet's file name in a run directory (older releases wrote a pickled ``supernet.pt``)."""
 
 FORMAT = 1
+SAMPLING = "rotated-heads"  # in the config hash: a supernet sampled otherwise is not reused
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,14 @@ def config_hash(space: Any, data_key: str, config: TrainConfig) -> str:
         k: v for k, v in config.to_dict().items() if k not in ("amp", "grad_checkpoint", "checkpoint_every")
     }
     blob = json.dumps(
-        {"format": FORMAT, "space": space.to_dict(), "data": data_key, "recipe": recipe}, sort_keys=True
+        {
+            "format": FORMAT,
+            "sampling": SAMPLING,
+            "space": space.to_dict(),
+            "data": data_key,
+            "recipe": recipe,
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -192,6 +201,21 @@ def _save_atomic(obj: dict[str, Any], path: Path) -> None:
     save_state(obj, path)  # safetensors + JSON header, temp file + rename: never a pickle
 
 
+def rotate_heads(space: Any, spec: Any, step: int) -> Any:
+    """``spec`` with each head at its ``step``-th allowed branch point (cyclically).
+
+    The largest and smallest subnets of every joint step go through this, so each head module (one per task
+    and branch) is trained about equally often. Left at their extreme branches, those two fed the extreme
+    heads three times as often as the middle ones, which then scored low for the capacity they had: the
+    hand-scaled MobileNetV3 shapes branch there, and the search learned to avoid them for the wrong reason.
+    """
+    choices = {h.task: list(h.branches) for h in space.heads}
+    heads = tuple(
+        dataclasses.replace(h, branch=choices[h.task][step % len(choices[h.task])]) for h in spec.heads
+    )
+    return dataclasses.replace(spec, heads=heads)
+
+
 def _head_variants(space: Any, spec: Any) -> list[Any]:
     """``spec`` with each head moved through its allowed branch points (head phase: all of them)."""
     choices = {h.task: list(h.branches) for h in space.heads}
@@ -264,9 +288,8 @@ def train_supernet(
         for p in backbone:
             p.requires_grad_(joint)
         batch = {k: v[shard].to(device) for k, v in train_data.batch(next(batches)).items()}
-        specs = [space.largest(), space.smallest()] + [
-            space.sample(sample_rng) for _ in range(config.num_random)
-        ]
+        specs = [rotate_heads(space, space.largest(), step), rotate_heads(space, space.smallest(), step + 1)]
+        specs += [space.sample(sample_rng) for _ in range(config.num_random)]
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, config, config.steps)
         optimizer.zero_grad(set_to_none=True)

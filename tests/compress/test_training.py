@@ -132,3 +132,29 @@ def test_corrupt_checkpoint_trains_from_the_start(tiny, tmp_path):
     torch.save({"step": 1}, ckpt)  # an older release's pickled checkpoint is never unpickled
     again = train_supernet(space, train, out, config=_config(steps=2, lr=1e-3), progress=False)
     assert [h["step"] for h in again.history] == [1, 2]
+
+
+def test_joint_phase_trains_every_head_module_about_equally(tiny, tmp_path, monkeypatch):
+    """The largest and smallest subnets rotate their branch points, so no head module is starved (the middle
+    branches were, and the search then avoided them for it)."""
+    import collections
+
+    import compress.training as training
+
+    train, space = tiny
+    used: collections.Counter = collections.Counter()
+
+    def record(net, space_, batch, specs, *, joint, config, autocast):
+        assert joint
+        for spec in specs[:2]:  # the fixed pair; the random subnets are uniform by construction
+            used.update(f"{h.task}_{h.branch}" for h in spec.heads)
+        return {}, len(batch["images"])
+
+    monkeypatch.setattr(training, "_sandwich_backward", record)
+    steps = 6  # a multiple of every head's number of branches (2 and 3)
+    train_supernet(space, train, tmp_path / "s.safetensors", config=_config(steps=steps, joint_fraction=1.0),
+                   progress=False)  # fmt: skip
+    for h in space.heads:
+        counts = [used[f"{h.task}_{b}"] for b in h.branches]
+        assert counts == [2 * steps // len(h.branches)] * len(h.branches), (h.task, counts)
+    assert all(s.stages == space.largest().stages for s in [training.rotate_heads(space, space.largest(), 1)])
