@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import numpy as np
 from compress.data._shapes import CATEGORIES, background, blob_mask, render_object, stroke_mask
 from compress.data.captions import caption_scene, captions_doc, scene_objects
 from compress.errors import ConfigError
-from compress.progress import track
+from compress.progress import Bar
 
 __all__ = ["CATEGORY_NAMES", "SceneConfig", "generate_scenes"]
 
@@ -47,6 +48,7 @@ CATEGORY_NAMES: tuple[str, ...] = tuple(c.name for c in CATEGORIES)
 # (2: captions_{split}.json beside the instances files).
 _GENERATOR_VERSION = 2
 _SPLITS = {"train": 0, "val": 1, "test": 2}
+_CHUNK = 50  # images a worker draws per task: few enough tasks to keep the pool busy, each worth its pickling
 
 
 @dataclass(frozen=True)
@@ -214,26 +216,61 @@ def _annotation(ann_id: int, image_id: int, cat: int, mask: np.ndarray) -> dict:
     }
 
 
-def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: bool) -> None:
-    """Draw and write one split's PNGs, its instances JSON and its captions JSON."""
+def _draw_one(cfg: SceneConfig, split: str, index: int, out: Path) -> tuple[dict, list[dict], list[str]]:
+    """Draw image ``index`` of ``split`` from its own seed, write its PNG; return its image record, its
+    annotations (ids assigned by the caller, in image order) and its captions."""
     from PIL import Image
 
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index]))
+    pixels, drawn = draw_scene(cfg, rng)
+    name = f"{index:06d}.png"
+    Image.fromarray(pixels).save(out / split / name, compress_level=1)
+    image_id = index + 1
+    image = {"id": image_id, "file_name": name, "width": cfg.image_size, "height": cfg.image_size}
+    annotations = [_annotation(0, image_id, cat, mask) for cat, mask, _, _ in drawn if mask.any()]
+    text_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index, 1]))
+    return image, annotations, caption_scene(scene_objects(drawn, CATEGORIES), text_rng)
+
+
+def _draw_chunk(
+    cfg: SceneConfig, split: str, indices: range, out: Path
+) -> list[tuple[dict, list[dict], list[str]]]:
+    return [_draw_one(cfg, split, i, out) for i in indices]
+
+
+def _drawn(
+    cfg: SceneConfig, split: str, count: int, out: Path
+) -> Iterator[list[tuple[dict, list[dict], list[str]]]]:
+    """The split's records in image order, a chunk at a time: drawn by one forked process per core where the
+    platform forks (Linux) and the split is large enough to pay for it, else in this process. Each image has
+    its own seed, so both ways write the same bytes."""
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [range(i, min(i + _CHUNK, count)) for i in range(0, count, _CHUNK)]
+    workers = min(os.cpu_count() or 1, 4, len(chunks))
+    if workers < 2 or not sys.platform.startswith("linux"):
+        yield from (_draw_chunk(cfg, split, c, out) for c in chunks)
+        return
+    # fork: the workers need nothing but this module's functions; spawn would re-import torch in each
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(_draw_chunk, *zip(*((cfg, split, c, out) for c in chunks), strict=True))
+
+
+def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: bool) -> None:
+    """Draw and write one split's PNGs, its instances JSON and its captions JSON."""
     (out / split).mkdir(parents=True, exist_ok=True)
     images: list[dict] = []
     annotations: list[dict] = []
     captions: list[list[str]] = []
-    for index in track(range(count), total=count, description=f"scenes {split}", enabled=progress):
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index]))
-        pixels, drawn = draw_scene(cfg, rng)
-        name = f"{index:06d}.png"
-        Image.fromarray(pixels).save(out / split / name, compress_level=1)
-        image_id = index + 1
-        images.append({"id": image_id, "file_name": name, "width": cfg.image_size, "height": cfg.image_size})
-        for cat, mask, _, _ in drawn:
-            if mask.any():
-                annotations.append(_annotation(len(annotations) + 1, image_id, cat, mask))
-        text_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLITS[split], index, 1]))
-        captions.append(caption_scene(scene_objects(drawn, CATEGORIES), text_rng))
+    with Bar(f"scenes {split}", total=count, enabled=progress) as bar:
+        for chunk in _drawn(cfg, split, count, out):
+            for image, anns, caps in chunk:
+                images.append(image)
+                annotations.extend(a | {"id": len(annotations) + 1} for a in anns)
+                captions.append(caps)
+            bar.update(len(images))
     info = {"description": "compress built-in procedural scenes", "scene_config": asdict(cfg)}
     doc = {
         "info": info,

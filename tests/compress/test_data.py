@@ -54,6 +54,22 @@ def test_generator_is_deterministic(scenes: Path, tmp_path: Path) -> None:
     assert _doc(other)["annotations"][:3] != _doc(scenes)["annotations"][:3]
 
 
+def test_parallel_generation_writes_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers draw chunks of images in parallel; every file equals the one process's."""
+    import compress.data.scenes as scenes_mod
+
+    cfg = SceneConfig(num_train=2 * scenes_mod._CHUNK + 3, num_val=2, num_test=2, image_size=48)
+    monkeypatch.setattr(scenes_mod.os, "cpu_count", lambda: 2)
+    pooled = generate_scenes(tmp_path / "pooled", cfg, progress=False)
+    monkeypatch.setattr(scenes_mod.os, "cpu_count", lambda: 1)
+    serial = generate_scenes(tmp_path / "serial", cfg, progress=False)
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert len(files) == cfg.num_train + cfg.num_val + cfg.num_test + 6
+    assert files == sorted(p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file())
+    for f in files:
+        assert (serial / f).read_bytes() == (pooled / f).read_bytes(), f
+
+
 def test_generator_layout_and_categories(scenes: Path) -> None:
     doc = _doc(scenes)
     assert [c["name"] for c in doc["categories"]] == list(CATEGORY_NAMES)
