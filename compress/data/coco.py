@@ -43,11 +43,12 @@ import numpy as np
 import torch
 
 from compress.data._cocofile import CocoFile, check_box, read_coco, union_mask
+from compress.data._pool import chunked_map
 from compress.data.captions import read_captions
 from compress.data.dataset import MultiTaskDataset
 from compress.data.scenes import SceneConfig, generate_scenes
 from compress.errors import ConfigError, DataError, DataWarning, RunError
-from compress.progress import track
+from compress.progress import Bar
 
 __all__ = ["DataSpec", "Splits", "default_cache_dir", "load_data", "load_splits", "parse_data_spec"]
 
@@ -140,29 +141,29 @@ def _resolve(path: Path) -> _Source:
     )
 
 
-def _inside(coco: CocoFile, rec: Any, image_dir: Path) -> Path:
+def _inside(path: Path, rec: Any, image_dir: Path) -> Path:
     """The image file of ``rec``; DataError for a name with a NUL byte or one that leaves the image folder."""
     name = rec.file_name
     if "\x00" in name:
-        raise DataError(f"{coco.path}: image {rec.id}: field 'file_name' contains a NUL byte: {name!r}")
+        raise DataError(f"{path}: image {rec.id}: field 'file_name' contains a NUL byte: {name!r}")
     file = image_dir / name
     root = image_dir.resolve()
     if not file.resolve().is_relative_to(root):
         raise DataError(
-            f"{coco.path}: image {rec.id}: field 'file_name' {name!r} points outside the image folder {root}; "
+            f"{path}: image {rec.id}: field 'file_name' {name!r} points outside the image folder {root}; "
             "give a path relative to it"
         )
     return file
 
 
-def _to_rgb(coco: CocoFile, opened: Any) -> Any:
+def _to_rgb(path: Path, opened: Any) -> Any:
     """8-bit RGB in display orientation: EXIF rotation applied; 16-bit scaled and alpha dropped, with a warning."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(opened)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         warnings.warn(
-            f"{coco.path}: 16-bit images are scaled to 8 bits (their lowest 8 bits dropped)",
+            f"{path}: 16-bit images are scaled to 8 bits (their lowest 8 bits dropped)",
             DataWarning,
             stacklevel=2,
         )
@@ -173,39 +174,71 @@ def _to_rgb(coco: CocoFile, opened: Any) -> Any:
     )
     if has_alpha:
         warnings.warn(
-            f"{coco.path}: images with an alpha channel are used without it (transparency ignored)",
+            f"{path}: images with an alpha channel are used without it (transparency ignored)",
             DataWarning,
             stacklevel=2,
         )
     return image.convert("RGB")
 
 
-def _read_image(coco: CocoFile, rec, image_dir: Path, resolution: int) -> tuple[np.ndarray, int, int]:
+def _read_image(path: Path, rec: Any, image_dir: Path, resolution: int) -> tuple[np.ndarray, int, int]:
     """The image resized (squashed) to resolution x resolution, uint8 [3, R, R], and its original size."""
     from PIL import Image, UnidentifiedImageError
 
-    file = _inside(coco, rec, image_dir)
+    file = _inside(path, rec, image_dir)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file) as opened:
-                rgb = _to_rgb(coco, opened)
+                rgb = _to_rgb(path, opened)
         width, height = rgb.size
         small = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR)
     except (FileNotFoundError, IsADirectoryError):
-        raise DataError(f"{coco.path}: image {rec.id}: field 'file_name': no file {file}") from None
+        raise DataError(f"{path}: image {rec.id}: field 'file_name': no file {file}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
-            f"{coco.path}: image {rec.id}: {file} is too large to decode safely ({exc}); resize it"
+            f"{path}: image {rec.id}: {file} is too large to decode safely ({exc}); resize it"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(
-            f"{coco.path}: image {rec.id}: field 'file_name': cannot read {file} ({exc})"
-        ) from None
+        raise DataError(f"{path}: image {rec.id}: field 'file_name': cannot read {file} ({exc})") from None
     for key, want, got in (("width", rec.width, width), ("height", rec.height, height)):
         if want is not None and want != got:
-            raise DataError(f"{coco.path}: image {rec.id}: field {key!r} is {want}, but {file} has {got}")
+            raise DataError(f"{path}: image {rec.id}: field {key!r} is {want}, but {file} has {got}")
     return np.asarray(small).transpose(2, 0, 1), width, height
+
+
+_Read = tuple[np.ndarray, list[int], list[list[float]], list[int], np.ndarray | None]
+
+
+def _read_chunk(
+    path: Path, image_dir: Path, label: dict[int, int], r: int, records: list[Any]
+) -> tuple[list[_Read], list[tuple[str, type[Warning]]]]:
+    """Each record's image at ``r`` px, its tags, its non-crowd boxes (scaled to ``r``) and labels, and its
+    saliency mask at ``r`` px (None without annotations); and the warnings raised, for the caller to repeat
+    (a worker process's warnings would not reach the caller's filters)."""
+    from PIL import Image
+
+    out: list[_Read] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for rec in records:
+            pixels, width, height = _read_image(path, rec, image_dir, r)
+            scale = np.array([r / width, r / height, r / width, r / height], dtype=np.float32)
+            tags, boxes, labels = [], [], []
+            for ann in rec.annotations:
+                box = check_box(path, ann, width, height)
+                tags.append(label[ann["category_id"]])
+                if not ann.get("iscrowd"):
+                    boxes.append((np.asarray(box, dtype=np.float32) * scale).tolist())
+                    labels.append(label[ann["category_id"]])
+            saliency = None
+            if rec.annotations:
+                mask = union_mask(path, rec.annotations, width, height)
+                saliency = np.array(
+                    Image.fromarray(mask.astype(np.uint8)).resize((r, r), Image.Resampling.NEAREST)
+                )
+            out.append((pixels, tags, boxes, labels, saliency))
+    return out, [(str(w.message), w.category) for w in caught]
 
 
 def _build(
@@ -216,9 +249,8 @@ def _build(
     progress: bool,
     captions: Path | None = None,
 ):
-    """Decode and resize every image of ``coco`` into the tensors of a MultiTaskDataset (a state dict)."""
-    from PIL import Image
-
+    """Decode and resize every image of ``coco`` into the tensors of a MultiTaskDataset (a state dict); the
+    images are read in chunks, on every core where the platform forks (``compress.data._pool``)."""
     label = {cid: i for i, (cid, _) in enumerate(categories)}
     n, r = len(coco.images), resolution
     k = max([sum(not a.get("iscrowd") for a in rec.annotations) for rec in coco.images] + [1])
@@ -227,23 +259,23 @@ def _build(
     boxes = torch.zeros((n, k, 4), dtype=torch.float32)
     labels = torch.full((n, k), -1, dtype=torch.int64)
     saliency = torch.zeros((n, 1, r, r), dtype=torch.uint8)
-    desc = f"caching {coco.path.name} @{r}px"
-    for i, rec in track(enumerate(coco.images), total=n, description=desc, enabled=progress):
-        pixels, width, height = _read_image(coco, rec, image_dir, r)
-        images[i] = torch.from_numpy(pixels.copy())
-        scale = np.array([r / width, r / height, r / width, r / height], dtype=np.float32)
-        j = 0
-        for ann in rec.annotations:
-            box = check_box(coco.path, ann, width, height)
-            tags[i, label[ann["category_id"]]] = 1.0
-            if not ann.get("iscrowd"):
-                boxes[i, j] = torch.from_numpy(np.asarray(box, dtype=np.float32) * scale)
-                labels[i, j] = label[ann["category_id"]]
-                j += 1
-        if rec.annotations:
-            mask = union_mask(coco.path, rec.annotations, width, height)
-            small = Image.fromarray(mask.astype(np.uint8)).resize((r, r), Image.Resampling.NEAREST)
-            saliency[i, 0] = torch.from_numpy(np.array(small))
+    i, warned = 0, set()
+    with Bar(f"caching {coco.path.name} @{r}px", total=n, enabled=progress) as bar:
+        for chunk, caught in chunked_map(_read_chunk, coco.images, coco.path, image_dir, label, r):
+            for message, category in caught:
+                if message not in warned:
+                    warned.add(message)
+                    warnings.warn(message, category, stacklevel=2)
+            for pixels, tag_ids, box_list, box_labels, mask in chunk:
+                images[i] = torch.from_numpy(pixels.copy())
+                tags[i, tag_ids] = 1.0
+                if box_list:
+                    boxes[i, : len(box_list)] = torch.tensor(box_list, dtype=torch.float32)
+                    labels[i, : len(box_labels)] = torch.tensor(box_labels, dtype=torch.int64)
+                if mask is not None:
+                    saliency[i, 0] = torch.from_numpy(mask)
+                i += 1
+            bar.update(i)
     names = [name for _, name in categories]
     state = {"images": images, "tags": tags, "boxes": boxes, "box_labels": labels, "saliency": saliency,
              "categories": names}  # fmt: skip

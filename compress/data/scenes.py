@@ -30,12 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from compress.data._pool import chunked_map
 from compress.data._shapes import CATEGORIES, background, blob_mask, render_object, stroke_mask
 from compress.data.captions import caption_scene, captions_doc, scene_objects
 from compress.errors import ConfigError
@@ -48,7 +48,6 @@ CATEGORY_NAMES: tuple[str, ...] = tuple(c.name for c in CATEGORIES)
 # (2: captions_{split}.json beside the instances files).
 _GENERATOR_VERSION = 2
 _SPLITS = {"train": 0, "val": 1, "test": 2}
-_CHUNK = 50  # images a worker draws per task: few enough tasks to keep the pool busy, each worth its pickling
 
 
 @dataclass(frozen=True)
@@ -233,29 +232,9 @@ def _draw_one(cfg: SceneConfig, split: str, index: int, out: Path) -> tuple[dict
 
 
 def _draw_chunk(
-    cfg: SceneConfig, split: str, indices: range, out: Path
+    cfg: SceneConfig, split: str, out: Path, indices: range
 ) -> list[tuple[dict, list[dict], list[str]]]:
     return [_draw_one(cfg, split, i, out) for i in indices]
-
-
-def _drawn(
-    cfg: SceneConfig, split: str, count: int, out: Path
-) -> Iterator[list[tuple[dict, list[dict], list[str]]]]:
-    """The split's records in image order, a chunk at a time: drawn by one forked process per core where the
-    platform forks (Linux) and the split is large enough to pay for it, else in this process. Each image has
-    its own seed, so both ways write the same bytes."""
-    import multiprocessing
-    import sys
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunks = [range(i, min(i + _CHUNK, count)) for i in range(0, count, _CHUNK)]
-    workers = min(os.cpu_count() or 1, 4, len(chunks))
-    if workers < 2 or not sys.platform.startswith("linux"):
-        yield from (_draw_chunk(cfg, split, c, out) for c in chunks)
-        return
-    # fork: the workers need nothing but this module's functions; spawn would re-import torch in each
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        yield from pool.map(_draw_chunk, *zip(*((cfg, split, c, out) for c in chunks), strict=True))
 
 
 def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: bool) -> None:
@@ -265,7 +244,7 @@ def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: 
     annotations: list[dict] = []
     captions: list[list[str]] = []
     with Bar(f"scenes {split}", total=count, enabled=progress) as bar:
-        for chunk in _drawn(cfg, split, count, out):
+        for chunk in chunked_map(_draw_chunk, range(count), cfg, split, out):
             for image, anns, caps in chunk:
                 images.append(image)
                 annotations.extend(a | {"id": len(annotations) + 1} for a in anns)

@@ -24,7 +24,7 @@ from compress.data import (
     load_splits,
     parse_data_spec,
 )
-from compress.errors import ConfigError, DataError
+from compress.errors import ConfigError, DataError, DataWarning
 
 TINY = SceneConfig(num_train=24, num_val=8, num_test=6, image_size=64, seed=1)
 
@@ -56,18 +56,29 @@ def test_generator_is_deterministic(scenes: Path, tmp_path: Path) -> None:
 
 def test_parallel_generation_writes_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers draw chunks of images in parallel; every file equals the one process's."""
-    import compress.data.scenes as scenes_mod
+    import compress.data._pool as pool_mod
 
-    cfg = SceneConfig(num_train=2 * scenes_mod._CHUNK + 3, num_val=2, num_test=2, image_size=48)
-    monkeypatch.setattr(scenes_mod.os, "cpu_count", lambda: 2)
+    cfg = SceneConfig(num_train=2 * pool_mod.CHUNK + 3, num_val=2, num_test=2, image_size=48)
+    monkeypatch.setattr(pool_mod.os, "cpu_count", lambda: 2)
     pooled = generate_scenes(tmp_path / "pooled", cfg, progress=False)
-    monkeypatch.setattr(scenes_mod.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(pool_mod.os, "cpu_count", lambda: 1)
     serial = generate_scenes(tmp_path / "serial", cfg, progress=False)
     files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
     assert len(files) == cfg.num_train + cfg.num_val + cfg.num_test + 6
     assert files == sorted(p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file())
     for f in files:
         assert (serial / f).read_bytes() == (pooled / f).read_bytes(), f
+    # the cache is read in chunks too: same tensors, and a worker's warning reaches the caller
+    rgba = pooled / "train" / f"{pool_mod.CHUNK + 1:06d}.png"
+    Image.open(rgba).convert("RGBA").save(rgba)
+    monkeypatch.setattr(pool_mod.os, "cpu_count", lambda: 2)
+    with pytest.warns(DataWarning, match="alpha channel"):
+        a, _ = load_data(f"coco:{pooled}", resolution=32, cache_dir=tmp_path / "ca", progress=False)
+    monkeypatch.setattr(pool_mod.os, "cpu_count", lambda: 1)
+    with pytest.warns(DataWarning, match="alpha channel"):
+        b, _ = load_data(f"coco:{pooled}", resolution=32, cache_dir=tmp_path / "cb", progress=False)
+    for name in ("images", "tags", "boxes", "box_labels", "saliency"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
 def test_generator_layout_and_categories(scenes: Path) -> None:

@@ -230,11 +230,8 @@ def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "rotated.jpg"
     img.save(path, exif=exif.tobytes(), quality=95)
 
-    class _Coco:
-        path = tmp_path / "instances.json"
-
     with Image.open(path) as opened:
-        shown = _to_rgb(_Coco(), opened)
+        shown = _to_rgb(tmp_path / "instances.json", opened)
     assert shown.size == (20, 40)  # portrait, as a photo viewer shows it
     r, g, b = shown.getpixel((10, 2))
     assert b > 200 and r < 60  # the blue strip is now at the top
