@@ -57,6 +57,7 @@ def _conv(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: str | N
 
 def micro_benchmarks() -> list[tuple[str, Any, tuple[int, ...]]]:
     """``(label, module, input_shape)`` for single layers of every op class at MobileNetV3-like shapes."""
+    # long: a table of cases, one add() per benchmark layer; split up, the table would be harder to scan
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -302,6 +303,7 @@ def _cba(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: str | No
 
 def _cnn_modules() -> dict[str, Any]:
     """The module classes of ``random_cnn`` (built once, on first use: torch is imported lazily)."""
+    # long: four short nn.Module classes, defined together in here so that torch is imported on first use
     if _CNN:
         return _CNN
     import torch
