@@ -210,16 +210,7 @@ def pretrain_backbone(
     start) matches.
     """
     from compress.model import Supernet
-    from compress.progress import track
-    from compress.training import (
-        allreduce_grads,
-        batch_indices,
-        check_batch,
-        dist_world,
-        lr_at,
-        place,
-        resize_batch,
-    )
+    from compress.training import check_batch, dist_world, place
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,12 +227,64 @@ def pretrain_backbone(
 
     rank, world = dist_world()
     check_batch(len(train_data), config.batch_size, world, what="pretraining batch size")
-    if captions is not None:
-        aux: nn.Module = ImageText(Vocabulary.build(c for cs in captions for c in cs), config.text, widths)
-    else:
-        aux = TagProbe(widths, space.num_classes)
+    aux = _objective_module(captions, config, widths, space.num_classes)
     device = place(net, world, amp=config.amp)
     aux.to(device)
+    history, seconds = _pretrain_steps(
+        net,
+        aux,
+        space,
+        train_data,
+        captions,
+        config,
+        device=device,
+        rank=rank,
+        world=world,
+        progress=progress,
+    )
+    net.cpu().eval()
+    aux.cpu().eval()
+    if rank == 0:
+        if isinstance(aux, ImageText):
+            save_image_text(aux, out_dir, {"objective": config.objective, "key": key})
+        _save_pretrained(path, net, key, config, history)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return PretrainResult(net, aux if isinstance(aux, ImageText) else None, key, False, seconds, history)
+
+
+def _objective_module(
+    captions: list[list[str]] | None, config: PretrainConfig, widths: dict[int, int], num_classes: int
+) -> nn.Module:
+    """What trains beside the backbone: the image-text model (with captions) or the tag probe."""
+    if captions is not None:
+        return ImageText(Vocabulary.build(c for cs in captions for c in cs), config.text, widths)
+    return TagProbe(widths, num_classes)
+
+
+def _pretrain_steps(
+    net: Any,
+    aux: nn.Module,
+    space: Any,
+    train_data: Any,
+    captions: list[list[str]] | None,
+    config: PretrainConfig,
+    *,
+    device: torch.device,
+    rank: int,
+    world: int,
+    progress: bool,
+) -> tuple[list[dict[str, float]], float]:
+    """The training loop of ``pretrain_backbone``: its history (one dict per step) and its seconds.
+
+    Each step draws a batch (this rank's shard), a caption per image (contrastive), the sandwich of subnets,
+    then adds every subnet's gradient (:func:`_sandwich_backward`) and takes one optimizer step.
+    """
+    from compress.progress import track
+    from compress.training import allreduce_grads, batch_indices, lr_at
+
     backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
     params = backbone + list(aux.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -267,45 +310,54 @@ def pretrain_backbone(
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, config, config.steps)  # type: ignore[arg-type]
         optimizer.zero_grad(set_to_none=True)
-        logs: dict[str, float] = {}
-        text_emb = text_leaf = None
-        if texts is not None:  # the captions are encoded once per step; every subnet's loss adds to one grad
-            with autocast:
-                text_emb = aux.embed_text(texts)  # type: ignore[operator]
-            text_leaf = text_emb.detach().requires_grad_()
-        for i, spec in enumerate(specs):
-            b = resize_batch(batch, min(spec.resolution, config.resolution))
-            stage = embed_stage(spec)
-            with autocast:
-                features = net.features(b["images"], spec, stages=stage + 1)[stage]
-                if text_leaf is not None:
-                    assert isinstance(aux, ImageText)
-                    loss = infonce(aux.embed_image(features, stage), text_leaf, aux.scale())
-                else:
-                    loss = F.binary_cross_entropy_with_logits(aux(features, stage), b["tags"])
-            loss.backward()
-            if i < 2:
-                logs["loss_largest" if i == 0 else "loss_smallest"] = float(loss.detach())
-        if text_emb is not None and text_leaf is not None and text_leaf.grad is not None:
-            text_emb.backward(text_leaf.grad)  # one backward through the text encoder for the whole sandwich
+        logs = _sandwich_backward(net, aux, batch, texts, specs, config, autocast)
         allreduce_grads(params, world)
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
         if isinstance(aux, ImageText):
             logs["temperature"] = float(1.0 / aux.scale().detach())
         history.append({"step": step + 1, **logs})
-    seconds = time.perf_counter() - start
-    net.cpu().eval()
-    aux.cpu().eval()
-    if rank == 0:
-        if isinstance(aux, ImageText):
-            save_image_text(aux, out_dir, {"objective": config.objective, "key": key})
-        _save_pretrained(path, net, key, config, history)
-    if world > 1:
-        import torch.distributed as dist
+    return history, time.perf_counter() - start
 
-        dist.barrier()
-    return PretrainResult(net, aux if isinstance(aux, ImageText) else None, key, False, seconds, history)
+
+def _sandwich_backward(
+    net: Any,
+    aux: nn.Module,
+    batch: dict[str, torch.Tensor],
+    texts: list[str] | None,
+    specs: list[Any],
+    config: PretrainConfig,
+    autocast: Any,
+) -> dict[str, float]:
+    """Backpropagate every subnet's loss on ``batch``; returns the largest and smallest subnets' losses.
+
+    The captions (``texts``; None for the tags objective) are encoded once: every subnet's InfoNCE loss adds
+    to the gradient of one detached leaf, which then flows through the text encoder in one backward.
+    """
+    from compress.training import resize_batch
+
+    logs: dict[str, float] = {}
+    text_emb = text_leaf = None
+    if texts is not None:  # the captions are encoded once per step; every subnet's loss adds to one grad
+        with autocast:
+            text_emb = aux.embed_text(texts)  # type: ignore[operator]
+        text_leaf = text_emb.detach().requires_grad_()
+    for i, spec in enumerate(specs):
+        b = resize_batch(batch, min(spec.resolution, config.resolution))
+        stage = embed_stage(spec)
+        with autocast:
+            features = net.features(b["images"], spec, stages=stage + 1)[stage]
+            if text_leaf is not None:
+                assert isinstance(aux, ImageText)
+                loss = infonce(aux.embed_image(features, stage), text_leaf, aux.scale())
+            else:
+                loss = F.binary_cross_entropy_with_logits(aux(features, stage), b["tags"])
+        loss.backward()
+        if i < 2:
+            logs["loss_largest" if i == 0 else "loss_smallest"] = float(loss.detach())
+    if text_emb is not None and text_leaf is not None and text_leaf.grad is not None:
+        text_emb.backward(text_leaf.grad)  # one backward through the text encoder for the whole sandwich
+    return logs
 
 
 def joint_phase_pretraining(config: Any, objective: str = "contrastive") -> PretrainConfig:
@@ -482,8 +534,7 @@ def pretrain(
     beside its zero-shot tagging mAP from the prompts alone (both after BN recalibration). Returns that dict.
     """
     from compress.data import load_data
-    from compress.metrics import tagging_map
-    from compress.model import default_space, extract, recalibrate_bn
+    from compress.model import default_space
     from compress.training import SUPERNET_FILE, TrainConfig
 
     train = train if train is not None else TrainConfig()
@@ -503,27 +554,41 @@ def pretrain(
     }
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 scores and writes
         return summary
-    spec = space.largest()
-    net = extract(result.supernet, spec)
-    recalibrate_bn(net, train_data.batch(torch.arange(min(256, len(train_data))))["images"])
-    from compress.evaluate import evaluate
-
-    quality = evaluate(net, val)
-    summary |= {
-        "subnet": "largest",
-        "val_images": len(val),
-        "tagging_map_trained_head": quality.tasks.get("tagging", {}).get("map"),
-        "quality": quality.tasks,
-    }
-    if config.objective == "contrastive":
-        image_text = load_image_text(out)
-        summary["tagging_map_zero_shot"] = tagging_map(
-            zero_shot_scores(net, image_text, val), val.tags.numpy()
-        )
-        summary["prompt"] = PROMPT
+    summary |= _score_largest(result.supernet, space, train_data, val, objective=config.objective, out=out)
     tmp = out / "pretrain.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=float))
     os.replace(tmp, out / "pretrain.json")
     if not (out / SUPERNET_FILE).is_file():
         raise RunError(f"pretraining finished but {out / SUPERNET_FILE} is missing")
     return summary
+
+
+def _score_largest(
+    supernet: Any, space: Any, train_data: Any, val: Any, *, objective: str, out: Path
+) -> dict[str, Any]:
+    """The scores ``pretrain.json`` holds: the largest subnet's (BN recalibrated) on ``val``.
+
+    Its quality, its trained tagging head's mAP and, for the contrastive objective, its zero-shot tagging mAP
+    from the prompts and ``out``'s text encoder alone.
+    """
+    from compress.evaluate import evaluate
+    from compress.metrics import tagging_map
+    from compress.model import extract, recalibrate_bn
+
+    spec = space.largest()
+    net = extract(supernet, spec)
+    recalibrate_bn(net, train_data.batch(torch.arange(min(256, len(train_data))))["images"])
+    quality = evaluate(net, val)
+    scores: dict[str, Any] = {
+        "subnet": "largest",
+        "val_images": len(val),
+        "tagging_map_trained_head": quality.tasks.get("tagging", {}).get("map"),
+        "quality": quality.tasks,
+    }
+    if objective == "contrastive":
+        image_text = load_image_text(out)
+        scores["tagging_map_zero_shot"] = tagging_map(
+            zero_shot_scores(net, image_text, val), val.tags.numpy()
+        )
+        scores["prompt"] = PROMPT
+    return scores

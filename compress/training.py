@@ -249,6 +249,7 @@ def train_supernet(
     The step loop stays in this one function on purpose: its state (step, both RNGs, optimizer, history) is
     exactly what a checkpoint saves and a resume restores; each step's work is ``_sandwich_backward``.
     """
+    # long: the step loop stays whole on purpose; the docstring's last paragraph says why
     from compress.model import Supernet
 
     out = Path(out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from profiles._schema import DeviceProfile, Sourced
+from profiles._schema import Calibration, ComputeUnit, DeviceProfile, Sourced
 
 __all__ = ["describe_profile", "summary_row"]
 
@@ -21,43 +21,50 @@ def describe_profile(p: DeviceProfile) -> list[tuple[str, str, str]]:
         ("device", f"{p.name}: {p.title}", p.path),
         ("chip", p.chip, ""),
         ("default quant", p.default_quant, ""),
+        _sourced("RAM", p.ram_gb, " GB"),
+        _sourced("unit switch cost", p.switch_cost_us, " us"),
     ]
-
-    def sourced(key: str, s: Sourced, unit: str = "") -> None:
-        rows.append((key, f"{_fmt(s.value)}{unit}", s.source))
-
-    sourced("RAM", p.ram_gb, " GB")
-    sourced("unit switch cost", p.switch_cost_us, " us")
     if p.ane_fallbacks:
         rows.append(("Neural Engine fallbacks", ", ".join(p.ane_fallbacks), "hollance/neural-engine docs"))
     for name, u in p.units.items():
-        sourced(f"{name}: cores", u.cores)
-        sourced(f"{name}: bandwidth", u.bandwidth_gbs, " GB/s")
-        for prec, s in u.peak_gflops.items():
-            sourced(f"{name}: peak {prec}", s, " GFLOP/s")
-        c = u.costs
-        how = f"{c.basis}: {c.note}" if c.note else c.basis
-        rows.append((f"{name}: efficiency (of peak)", _table(c.efficiency), how))
-        rows.append((f"{name}: bandwidth efficiency", _table(c.mem_efficiency), how))
-        rows.append((f"{name}: per-layer overhead (us)", _table(c.overhead_us), how))
-        if c.weight_mem_efficiency:
-            rows.append((f"{name}: weight bandwidth efficiency", _table(c.weight_mem_efficiency), how))
-        if c.channel_block:
-            slow = _table(c.unaligned_slowdown) if c.unaligned_slowdown else "none"
-            rows.append((f"{name}: slowdown off {c.channel_block}-channel blocks", slow, how))
-        rows.append((f"{name}: per-inference overhead", f"{_fmt(c.inference_overhead_us)} us", how))
-        if name == "ane" or c.int8_speedup != 1.0:
-            rows.append((f"{name}: int8 rate multiplier", _fmt(c.int8_speedup), how))
-        if c.onchip_ratio != 1.0 or c.overlap != "none" or c.time_scale != 1.0:
-            what = f"on-chip reads x{_fmt(c.onchip_ratio)}, overlap {c.overlap}, time scale x{_fmt(c.time_scale)}"
-            rows.append((f"{name}: memory and chip term", what, how))
-        flags = f"fuses={u.fuses}, holds compressed weights={u.holds_compressed_weights}"
-        rows.append(
-            (f"{name}: runtime", f"{flags}, rows padded to {u.pad_last_axis_bytes} B", "Core ML docs")
-        )
-    cal = p.calibration
+        rows += _unit_rows(name, u)
+    return rows + _calibration_rows(p.calibration)
+
+
+def _sourced(key: str, s: Sourced, unit: str = "") -> tuple[str, str, str]:
+    return (key, f"{_fmt(s.value)}{unit}", s.source)
+
+
+def _unit_rows(name: str, u: ComputeUnit) -> list[tuple[str, str, str]]:
+    """A compute unit's rows: cores, bandwidth, peak rates, then its fitted or spec-derived cost terms."""
+    rows = [_sourced(f"{name}: cores", u.cores), _sourced(f"{name}: bandwidth", u.bandwidth_gbs, " GB/s")]
+    for prec, s in u.peak_gflops.items():
+        rows.append(_sourced(f"{name}: peak {prec}", s, " GFLOP/s"))
+    c = u.costs
+    how = f"{c.basis}: {c.note}" if c.note else c.basis
+    rows.append((f"{name}: efficiency (of peak)", _table(c.efficiency), how))
+    rows.append((f"{name}: bandwidth efficiency", _table(c.mem_efficiency), how))
+    rows.append((f"{name}: per-layer overhead (us)", _table(c.overhead_us), how))
+    if c.weight_mem_efficiency:
+        rows.append((f"{name}: weight bandwidth efficiency", _table(c.weight_mem_efficiency), how))
+    if c.channel_block:
+        slow = _table(c.unaligned_slowdown) if c.unaligned_slowdown else "none"
+        rows.append((f"{name}: slowdown off {c.channel_block}-channel blocks", slow, how))
+    rows.append((f"{name}: per-inference overhead", f"{_fmt(c.inference_overhead_us)} us", how))
+    if name == "ane" or c.int8_speedup != 1.0:
+        rows.append((f"{name}: int8 rate multiplier", _fmt(c.int8_speedup), how))
+    if c.onchip_ratio != 1.0 or c.overlap != "none" or c.time_scale != 1.0:
+        what = f"on-chip reads x{_fmt(c.onchip_ratio)}, overlap {c.overlap}, time scale x{_fmt(c.time_scale)}"
+        rows.append((f"{name}: memory and chip term", what, how))
+    flags = f"fuses={u.fuses}, holds compressed weights={u.holds_compressed_weights}"
+    rows.append((f"{name}: runtime", f"{flags}, rows padded to {u.pad_last_axis_bytes} B", "Core ML docs"))
+    return rows
+
+
+def _calibration_rows(cal: Calibration) -> list[tuple[str, str, str]]:
+    """The calibration's rows: basis and error, held-out validation, prediction intervals, every data row."""
     err = "" if cal.loo_median_abs_pct is None else f", held-out median |error| {cal.loo_median_abs_pct:.1f}%"
-    rows.append(("calibration", f"{cal.basis}{err}", cal.data or cal.note))
+    rows = [("calibration", f"{cal.basis}{err}", cal.data or cal.note)]
     if cal.worst_row:
         rows.append(("calibration: worst row", cal.worst_row, ""))
     for by in ("network", "source", "chip", "row"):

@@ -382,63 +382,19 @@ def measure_host(
     MobileNetV3-style nets and ``n_cnns`` random MobileNet-like CNNs of other shapes
     (:func:`profiles._nets.random_cnn`) are benchmarked beside the single layers.
     """
-    import torch
-
     threads = 1 if threads is None else int(threads)
     if threads < 1:
         raise ProfileError(f"threads must be >= 1, but got {threads!r}")
     path = Path(out) if out is not None else host_profile_path()
     start, cpu_start = time.perf_counter(), time.process_time()
-    load = _load()
-    try:
-        busy = os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
-    except OSError:  # pragma: no cover
-        busy = False
-    if busy:
-        say(
-            progress,
-            f"warning: the machine is busy ({load}); measurements will be slower than on a quiet one",
-        )
+    _warn_if_busy(progress)
     say(progress, f"measuring peak rates ({threads} thread{'s' if threads > 1 else ''}) ...")
     peak, bw = measure_peaks(threads=threads)
     items = _benchmarks(n_nets, seed, n_cnns) + list(extra)
     say(progress, f"timing every op of {len(items)} benchmarks in context, {passes} interleaved passes ...")
     graphs, node_ms = _time_nodes(items, threads=threads, passes=passes)
-    # single layers fit the per-op costs only (their in-context times); whole nets are timed as candidates are
-    whole_nets = np.arange(len(items)) >= len(micro_benchmarks())
-    nets = [items[i] for i in np.flatnonzero(whole_nets)]
-    say(progress, f"timing {len(nets)} whole nets, {rounds} interleaved rounds ...")
-    timed = measure_latencies(
-        [(m, s) for _, m, s in nets],
-        threads=threads,
-        rounds=rounds,
-        round_ms=25.0,
-        progress=(lambda r, n: say(progress, f"  round {r}/{n}")),
-    )
-    measured = np.array([float(t.sum()) for t in node_ms])
-    measured[whole_nets] = timed
-    totals = np.where(whole_nets, measured, np.nan)
-    costs, fit, loo = fit_host(
-        graphs,
-        node_ms,
-        totals,
-        peak_gflops=peak,
-        bandwidth_gbs=bw,
-        glue_mask=whole_nets,
-        channel_block=_channel_block(),
-    )
-    loo = np.where(whole_nets, loo, fit)  # single layers: in-sample (they are not whole-net benchmarks)
-    profile = _host_profile(
-        items,
-        list(measured),
-        loo,
-        costs,
-        whole_nets,
-        peak=peak,
-        bw=bw,
-        threads=threads,
-        torch_version=torch.__version__,
-    )
+    whole_nets, measured = _time_whole_nets(items, node_ms, threads=threads, rounds=rounds, progress=progress)
+    profile = _fit_profile(items, graphs, node_ms, measured, whole_nets, peak=peak, bw=bw, threads=threads)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(dump_profile(profile), encoding="utf-8")
@@ -453,6 +409,82 @@ def measure_host(
     return path
 
 
+def _warn_if_busy(progress: bool) -> None:
+    """Warn when the 1-minute load average exceeds 3/4 of the CPUs (the times will read slow)."""
+    load = _load()
+    try:
+        busy = os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
+    except OSError:  # pragma: no cover
+        busy = False
+    if busy:
+        say(
+            progress,
+            f"warning: the machine is busy ({load}); measurements will be slower than on a quiet one",
+        )
+
+
+def _time_whole_nets(
+    items: list, node_ms: list[np.ndarray], *, threads: int, rounds: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(whole_nets, measured)``: which benchmarks are whole nets, and every benchmark's ms.
+
+    Whole nets (all but the single layers) are timed together in ``rounds`` interleaved rounds; a single
+    layer's figure is the sum of its in-context op times (it fits the per-op costs only).
+    """
+    # single layers fit the per-op costs only (their in-context times); whole nets are timed as candidates are
+    whole_nets = np.arange(len(items)) >= len(micro_benchmarks())
+    nets = [items[i] for i in np.flatnonzero(whole_nets)]
+    say(progress, f"timing {len(nets)} whole nets, {rounds} interleaved rounds ...")
+    timed = measure_latencies(
+        [(m, s) for _, m, s in nets],
+        threads=threads,
+        rounds=rounds,
+        round_ms=25.0,
+        progress=(lambda r, n: say(progress, f"  round {r}/{n}")),
+    )
+    measured = np.array([float(t.sum()) for t in node_ms])
+    measured[whole_nets] = timed
+    return whole_nets, measured
+
+
+def _fit_profile(
+    items: list,
+    graphs: list[Graph],
+    node_ms: list[np.ndarray],
+    measured: np.ndarray,
+    whole_nets: np.ndarray,
+    *,
+    peak: float,
+    bw: float,
+    threads: int,
+) -> DeviceProfile:
+    """Fit the host's unit costs to the op and whole-net times (:func:`fit_host`) and build its profile."""
+    import torch
+
+    totals = np.where(whole_nets, measured, np.nan)
+    costs, fit, loo = fit_host(
+        graphs,
+        node_ms,
+        totals,
+        peak_gflops=peak,
+        bandwidth_gbs=bw,
+        glue_mask=whole_nets,
+        channel_block=_channel_block(),
+    )
+    loo = np.where(whole_nets, loo, fit)  # single layers: in-sample (they are not whole-net benchmarks)
+    return _host_profile(
+        items,
+        list(measured),
+        loo,
+        costs,
+        whole_nets,
+        peak=peak,
+        bw=bw,
+        threads=threads,
+        torch_version=torch.__version__,
+    )
+
+
 def _host_profile(
     items: list,
     measured: list[float],
@@ -465,32 +497,12 @@ def _host_profile(
     threads: int,
     torch_version: str,
 ) -> DeviceProfile:
+    """The ``host`` profile: one CPU unit with ``costs``, and the calibration rows and errors of ``items``."""
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     how = f"measure_host {stamp}, torch {torch_version}, {threads} thread(s)"
     pct = 100.0 * (loo - np.array(measured)) / np.array(measured)
     nets = np.flatnonzero(whole_nets)  # the headline error is over whole nets, what estimates are for
     worst = int(nets[np.argmax(np.abs(pct[nets]))])
-    rows = tuple(
-        CalibrationRow(
-            model=label,
-            quant="fp32",
-            input=int(shape[-1]),
-            measured_ms=float(f"{m:.6g}"),
-            predicted_ms=float(f"{p:.6g}"),
-            loo_pct=round(float(e), 2),
-        )
-        for (label, _, shape), m, p, e in zip(items, measured, loo, pct, strict=True)
-    )
-    cpu = ComputeUnit(
-        name="cpu",
-        cores=Sourced(float(threads), f"threads used ({os.cpu_count()} logical CPUs; {how})"),
-        bandwidth_gbs=Sourced(round(bw, 3), f"measured: 64 MB tensor copy ({how})"),
-        peak_gflops={"fp32": Sourced(round(peak, 3), f"measured: best fp32 matmul ({how})")},
-        costs=costs,
-        fuses=False,
-        holds_compressed_weights=False,
-        pad_last_axis_bytes=0,
-    )
     return DeviceProfile(
         name="host",
         title=f"This machine's CPU via torch ({platform.machine()}, {threads} thread(s))",
@@ -499,7 +511,7 @@ def _host_profile(
         default_quant="fp32",
         ram_gb=Sourced(round(_ram_gb(), 2), "measured: os.sysconf physical pages"),
         switch_cost_us=Sourced(0.0, "single compute unit"),
-        units={"cpu": cpu},
+        units={"cpu": _cpu_unit(costs, peak=peak, bw=bw, threads=threads, how=how)},
         calibration=Calibration(
             basis="measured",
             data=(
@@ -515,6 +527,37 @@ def _host_profile(
             loo_median_abs_pct=round(float(np.median(np.abs(pct[nets]))), 3),
             loo_worst_pct=round(float(np.abs(pct[nets]).max()), 3),
             worst_row=f"{items[worst][0]}: {pct[worst]:+.1f}%",
-            rows=rows,
+            rows=_calibration_rows(items, measured, loo, pct),
         ),
+    )
+
+
+def _cpu_unit(costs: UnitCosts, *, peak: float, bw: float, threads: int, how: str) -> ComputeUnit:
+    """The host's one compute unit: the measured peak rate and bandwidth, the fitted ``costs``."""
+    return ComputeUnit(
+        name="cpu",
+        cores=Sourced(float(threads), f"threads used ({os.cpu_count()} logical CPUs; {how})"),
+        bandwidth_gbs=Sourced(round(bw, 3), f"measured: 64 MB tensor copy ({how})"),
+        peak_gflops={"fp32": Sourced(round(peak, 3), f"measured: best fp32 matmul ({how})")},
+        costs=costs,
+        fuses=False,
+        holds_compressed_weights=False,
+        pad_last_axis_bytes=0,
+    )
+
+
+def _calibration_rows(
+    items: list, measured: list[float], loo: np.ndarray, pct: np.ndarray
+) -> tuple[CalibrationRow, ...]:
+    """One calibration row per benchmark: its measured and (leave-one-out) predicted ms, and the error."""
+    return tuple(
+        CalibrationRow(
+            model=label,
+            quant="fp32",
+            input=int(shape[-1]),
+            measured_ms=float(f"{m:.6g}"),
+            predicted_ms=float(f"{p:.6g}"),
+            loo_pct=round(float(e), 2),
+        )
+        for (label, _, shape), m, p, e in zip(items, measured, loo, pct, strict=True)
     )

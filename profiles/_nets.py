@@ -57,6 +57,7 @@ def _conv(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: str | N
 
 def micro_benchmarks() -> list[tuple[str, Any, tuple[int, ...]]]:
     """``(label, module, input_shape)`` for single layers of every op class at MobileNetV3-like shapes."""
+    # long: a table of cases, one add() per benchmark layer; split up, the table would be harder to scan
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -194,6 +195,40 @@ def _block(cin: int, cout: int, k: int, exp: int, s: int, se: bool, act: str) ->
     return seq
 
 
+#: ``random_mbv3``'s stages: (base width, kernel (not read: each stage draws its own, the first takes 3),
+#: stride, squeeze-excite, activation).
+_MBV3_STAGES = (
+    (16, 3, 1, False, "relu"),
+    (24, 3, 2, False, "relu"),
+    (40, 5, 2, True, "relu"),
+    (80, 3, 2, False, "hswish"),
+    (112, 3, 1, True, "hswish"),
+    (160, 5, 2, True, "hswish"),
+)
+
+
+def _mbv3_body(rng: np.random.Generator, width: float) -> tuple[Any, list[int], int]:
+    """``random_mbv3``'s backbone: ``(body, taps, channels out)``; ``taps[i]``: the layers up to stage i.
+
+    Draws each stage's kernel (the first stage's is 3), depth and every block's expansion from ``rng``.
+    """
+    from torch import nn
+
+    cin = _div8(16 * width)
+    feats = [_conv(3, cin, 3, 2, act="hswish")]
+    taps: list[int] = []
+    for i, (c, k, s, se, act) in enumerate(_MBV3_STAGES):
+        c = _div8(c * width)
+        k = int(rng.choice([3, 5, 7])) if i > 0 else 3
+        depth = 1 if i == 0 else int(rng.integers(1, 5))
+        for j in range(depth):
+            exp = cin if i == 0 else _div8(cin * float(rng.choice([3, 4, 6])))
+            feats.append(_block(cin, c, k, exp, s if j == 0 else 1, se, act))
+            cin = c
+        taps.append(len(feats))
+    return nn.Sequential(*feats), taps, cin
+
+
 def random_mbv3(
     rng: np.random.Generator, *, resolutions: tuple[int, ...] = (160, 192, 224, 256, 288, 320)
 ) -> tuple[Any, tuple[int, ...]]:
@@ -203,31 +238,11 @@ def random_mbv3(
 
     width = float(rng.choice([0.5, 0.75, 1.0, 1.25]))
     res = int(rng.choice(resolutions))
-    stages = [
-        (16, 3, 1, False, "relu"),
-        (24, 3, 2, False, "relu"),
-        (40, 5, 2, True, "relu"),
-        (80, 3, 2, False, "hswish"),
-        (112, 3, 1, True, "hswish"),
-        (160, 5, 2, True, "hswish"),
-    ]
-    cin = _div8(16 * width)
-    feats = [_conv(3, cin, 3, 2, act="hswish")]
-    taps: list[int] = []
-    for i, (c, k, s, se, act) in enumerate(stages):
-        c = _div8(c * width)
-        k = int(rng.choice([3, 5, 7])) if i > 0 else 3
-        depth = 1 if i == 0 else int(rng.integers(1, 5))
-        for j in range(depth):
-            exp = cin if i == 0 else _div8(cin * float(rng.choice([3, 4, 6])))
-            feats.append(_block(cin, c, k, exp, s if j == 0 else 1, se, act))
-            cin = c
-        taps.append(len(feats))
-    body = nn.Sequential(*feats)
+    body, taps, cin = _mbv3_body(rng, width)
     det_c = _div8(float(rng.choice([32, 48, 64, 96])) * width)
     det_at = int(rng.choice([2, 3, 4]))
     sal_at = int(rng.choice([1, 2, 3]))
-    c_at = [_div8(s[0] * width) for s in stages]
+    c_at = [_div8(s[0] * width) for s in _MBV3_STAGES]
     tag = nn.Sequential(
         _conv(cin, _div8(6 * cin), 1, act="hswish"),
         nn.AdaptiveAvgPool2d(1),
@@ -288,6 +303,7 @@ def _cba(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, act: str | No
 
 def _cnn_modules() -> dict[str, Any]:
     """The module classes of ``random_cnn`` (built once, on first use: torch is imported lazily)."""
+    # long: four short nn.Module classes, defined together in here so that torch is imported on first use
     if _CNN:
         return _CNN
     import torch
@@ -376,8 +392,6 @@ def random_cnn(
     feature, add or cat it, 3x3 conv, predict, upsample x2; nearest or bilinear) and a small box head, each
     branching at its own depth. ``traits`` records what was drawn (tests check the variety).
     """
-    from torch import nn
-
     C = _cnn_modules()
     res = int(rng.choice(resolutions))
     c = int(rng.integers(8, 33))
@@ -392,6 +406,27 @@ def random_cnn(
         "expansions": [],
         "widths": [c],
     }
+    blocks, stage_end = _cnn_stages(rng, c, traits)
+    c = traits["widths"][-1]
+    widths = traits["widths"][1:]
+    classifier = _cnn_classifier(rng, c)
+    dense, deep, skip, merge, mode = _cnn_dense_head(rng, widths, stage_end)
+    box, box_at = _cnn_box_head(rng, widths, stage_end)
+    taps = {"classes": (len(blocks) - 1, -1), "dense": (deep, skip), "boxes": (box_at, -1)}
+    model = C["net"](stem, blocks, taps, {"classes": classifier, "dense": dense, "boxes": box})
+    traits.update(
+        upsample=mode, merge=merge, heads=tuple(taps), branch_depths=(deep, box_at, len(blocks) - 1)
+    )
+    traits["blocks"] = len(blocks)
+    return model.eval(), (1, 3, res, res), traits
+
+
+def _cnn_stages(rng: np.random.Generator, c: int, traits: dict[str, Any]) -> tuple[list[Any], list[int]]:
+    """``random_cnn``'s 4-6 stages of 1-3 blocks after a ``c``-channel stem: ``(blocks, stage_end)``.
+
+    ``stage_end`` holds each stage's last block index; what each block draws is added to ``traits``.
+    """
+    C = _cnn_modules()
     blocks, stage_end = [], []
     width = float(c)
     for i in range(int(rng.integers(4, 7))):
@@ -415,11 +450,17 @@ def random_cnn(
             traits["widths"].append(cout)
             c = cout
         stage_end.append(len(blocks) - 1)
-    widths = traits["widths"][1:]
+    return blocks, stage_end
+
+
+def _cnn_classifier(rng: np.random.Generator, c: int) -> Any:
+    """The pooled classifier on the last ``c``-channel feature: 1x1 conv, global pool, two linear layers."""
+    from torch import nn
+
     hidden = int(rng.integers(200, 1281))
     head_act = str(rng.choice(ACTIVATIONS))
     feat = int(round(c * float(rng.uniform(2.0, 6.0))))
-    classifier = nn.Sequential(
+    return nn.Sequential(
         _cba(c, feat, 1, act=head_act),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
@@ -427,11 +468,19 @@ def random_cnn(
         _act(head_act),
         nn.Linear(hidden, int(rng.integers(5, 1001))),
     )
+
+
+def _cnn_dense_head(
+    rng: np.random.Generator, widths: list[int], stage_end: list[int]
+) -> tuple[Any, int, int, str, str]:
+    """The upsampling dense head: ``(head, deep, skip, merge, mode)``, reading block ``deep`` (the end of a
+    middle stage) and merging block ``skip`` (the stage end before it) by ``merge`` after ``mode`` upsampling.
+    """
     deep = int(rng.choice(stage_end[1:-1])) if len(stage_end) > 2 else stage_end[-1]
     skip = max(s for s in stage_end if s < deep) if any(s < deep for s in stage_end) else 0
     skip = min(skip, deep - 1) if deep > 0 else 0
     merge, mode = str(rng.choice(["add", "cat"])), str(rng.choice(["nearest", "bilinear"]))
-    dense = C["dense"](
+    dense = _cnn_modules()["dense"](
         widths[deep],
         widths[skip],
         int(rng.integers(16, 97)),
@@ -439,6 +488,13 @@ def random_cnn(
         merge=merge,
         mode=mode,
     )
+    return dense, deep, skip, merge, mode
+
+
+def _cnn_box_head(rng: np.random.Generator, widths: list[int], stage_end: list[int]) -> tuple[Any, int]:
+    """The small box head at the end of a stage past the first: ``(head, block index it reads)``."""
+    from torch import nn
+
     box_at = int(rng.choice(stage_end[1:]))
     box_c = int(rng.integers(24, 129))
     box = nn.Sequential(
@@ -446,10 +502,4 @@ def random_cnn(
         _cba(widths[box_at], box_c, 1, act="relu"),
         nn.Conv2d(box_c, 4 + int(rng.integers(1, 21)), 1),
     )
-    taps = {"classes": (len(blocks) - 1, -1), "dense": (deep, skip), "boxes": (box_at, -1)}
-    model = C["net"](stem, blocks, taps, {"classes": classifier, "dense": dense, "boxes": box})
-    traits.update(
-        upsample=mode, merge=merge, heads=tuple(taps), branch_depths=(deep, box_at, len(blocks) - 1)
-    )
-    traits["blocks"] = len(blocks)
-    return model.eval(), (1, 3, res, res), traits
+    return box, box_at

@@ -101,6 +101,22 @@ def rescale_host(profile: DeviceProfile, ratio: float, *, why: str) -> DevicePro
     )
 
 
+def _measured_profile(src: Path) -> DeviceProfile:
+    """The host profile at ``src``; ``ProfileError`` (saying what to do) if it is missing or not measured."""
+    if not src.exists():
+        raise ProfileError(
+            f"no host profile at {str(src)!r} to refresh; measure this machine first with "
+            "`compress profile measure`"
+        )
+    profile = load_profile(src)
+    if profile.basis != "measured" or set(profile.units) != {"cpu"}:
+        raise ProfileError(
+            f"{str(src)!r} is not a measured host profile (basis {profile.basis!r}); refresh only re-anchors "
+            "what `compress profile measure` wrote — measure this machine first"
+        )
+    return profile
+
+
 def refresh_host(
     path: str | Path | None = None,
     *,
@@ -121,17 +137,7 @@ def refresh_host(
     would read the machine faster than the profile's own method did.
     """
     src = Path(path) if path is not None else host_profile_path()
-    if not src.exists():
-        raise ProfileError(
-            f"no host profile at {str(src)!r} to refresh; measure this machine first with "
-            "`compress profile measure`"
-        )
-    profile = load_profile(src)
-    if profile.basis != "measured" or set(profile.units) != {"cpu"}:
-        raise ProfileError(
-            f"{str(src)!r} is not a measured host profile (basis {profile.basis!r}); refresh only re-anchors "
-            "what `compress profile measure` wrote — measure this machine first"
-        )
+    profile = _measured_profile(src)
     anchors = anchor_nets(profile, extra, k=k)
     if len(anchors) < 3:
         raise ProfileError(

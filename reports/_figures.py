@@ -52,40 +52,7 @@ def front_figure(data: FrontPlotData) -> go.Figure:
             hovertemplate="%{x:.2f} ms, quality %{y:.2f}<extra>trial</extra>",
         )
     )
-    mem_max = max(data.peak_memory_mb, default=1.0) or 1.0
-    hover = [
-        f"trial {t} ({'feasible' if f else 'over budget'})<br>{html.escape(lbl)}<br>"
-        f"worst device {html.escape(d)}<br>disk {disk:.2f} MB, peak memory {mem:.1f} MB"
-        for t, f, lbl, d, disk, mem in zip(
-            data.trial,
-            data.feasible,
-            data.label,
-            data.worst_device,
-            data.disk_mb,
-            data.peak_memory_mb,
-            strict=True,
-        )
-    ]
-    fig.add_trace(
-        go.Scatter(
-            x=data.latency_ms,
-            y=data.quality,
-            mode="lines+markers",
-            name="Pareto front",
-            line={"color": "#90a4ae", "dash": "dot", "shape": "hv"},
-            marker={
-                "color": data.disk_mb,
-                "colorscale": "Viridis",
-                "showscale": True,
-                "colorbar": {"title": {"text": "disk MB"}},
-                "size": [10 + 16 * m / mem_max for m in data.peak_memory_mb],
-                "symbol": ["circle" if f else "circle-open" for f in data.feasible],
-                "line": {"width": 1.5, "color": "#37474f"},
-            },
-            text=hover,
-            hovertemplate="%{text}<br>%{x:.2f} ms, quality %{y:.2f}<extra></extra>",
-        )
-    )
+    fig.add_trace(_front_trace(data))
     if data.chosen_trial in data.trial:
         i = data.trial.index(data.chosen_trial)
         fig.add_trace(
@@ -124,6 +91,44 @@ def front_figure(data: FrontPlotData) -> go.Figure:
     fig.update_xaxes(title_text="worst-device latency (ms)", rangemode="tozero")
     fig.update_yaxes(title_text="quality (aggregate, 0-100)")
     return _layout(fig, title="Pareto front: quality vs worst-device latency", height=480)
+
+
+def _front_trace(data: FrontPlotData) -> go.Scatter:
+    """The Pareto front as a step line of markers: colour = disk MB, size = peak memory, open = over budget."""
+    import plotly.graph_objects as go
+
+    mem_max = max(data.peak_memory_mb, default=1.0) or 1.0
+    hover = [
+        f"trial {t} ({'feasible' if f else 'over budget'})<br>{html.escape(lbl)}<br>"
+        f"worst device {html.escape(d)}<br>disk {disk:.2f} MB, peak memory {mem:.1f} MB"
+        for t, f, lbl, d, disk, mem in zip(
+            data.trial,
+            data.feasible,
+            data.label,
+            data.worst_device,
+            data.disk_mb,
+            data.peak_memory_mb,
+            strict=True,
+        )
+    ]
+    return go.Scatter(
+        x=data.latency_ms,
+        y=data.quality,
+        mode="lines+markers",
+        name="Pareto front",
+        line={"color": "#90a4ae", "dash": "dot", "shape": "hv"},
+        marker={
+            "color": data.disk_mb,
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": "disk MB"}},
+            "size": [10 + 16 * m / mem_max for m in data.peak_memory_mb],
+            "symbol": ["circle" if f else "circle-open" for f in data.feasible],
+            "line": {"width": 1.5, "color": "#37474f"},
+        },
+        text=hover,
+        hovertemplate="%{text}<br>%{x:.2f} ms, quality %{y:.2f}<extra></extra>",
+    )
 
 
 def hypervolume_figure(data: HypervolumePlotData) -> go.Figure:

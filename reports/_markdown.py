@@ -33,8 +33,19 @@ def markdown(run: Run, *, compare: Run | None = None) -> str:
         cmp = compare_runs(run, compare)
         parts += [f"## Comparison: {_esc(cmp.name_a)} vs {_esc(cmp.name_b)}", ""]
         parts += _table(["figure", cmp.name_a, cmp.name_b, "change (B - A)"], [r.cells() for r in cmp.rows])
+    parts += _chosen_section(run)
+    parts += _front_section(run)
+    parts += _heads_section(run)
+    parts += _compression_section(run)
+    parts += ["## Config", "", _code(run.meta.get("command", "")), ""]
+    parts += _table(["setting", "value"], [(k, v) for k, v in run.config.items() if k != "space"])
+    return "\n".join(parts)
+
+
+def _chosen_section(run: Run) -> list[str]:
+    """The chosen model's architecture and its latency, memory and disk on every device."""
     dev = device_plot_data(run)
-    parts += [
+    parts = [
         f"## Chosen model (trial {run.card['trial']}, {_esc(run.card['quant'])})",
         "",
         _code(run.card["arch"]),
@@ -49,14 +60,14 @@ def markdown(run: Run, *, compare: Run | None = None) -> str:
             )
         ],
     )
-    parts += [
-        f"Budget: {run.budget_ms:g} ms on the slowest device.",
-        "",
-        f"## Pareto front ({len(run.front)})",
-        "",
-    ]
+    return parts + [f"Budget: {run.budget_ms:g} ms on the slowest device.", ""]
+
+
+def _front_section(run: Run) -> list[str]:
+    """The Pareto front, one row per candidate, fastest first."""
+    parts = [f"## Pareto front ({len(run.front)})", ""]
     front = run.front.sort_values("worst_latency_ms").to_dict("records")
-    parts += _table(
+    return parts + _table(
         ["trial", "quality", "worst latency", "worst device", "feasible", "disk", "quant"],
         [
             (
@@ -71,8 +82,12 @@ def markdown(run: Run, *, compare: Run | None = None) -> str:
             for r in front
         ],
     )
+
+
+def _heads_section(run: Run) -> list[str]:
+    """Each head's own cost on the layer table's device, and the ops that fall back off the Neural Engine."""
     layers = layer_table(run)
-    parts += [f"## Per-head cost on {_esc(layers.device)}", ""]
+    parts = [f"## Per-head cost on {_esc(layers.device)}", ""]
     parts += _table(
         ["head", "latency", "share", "params", "disk"],
         [
@@ -83,26 +98,28 @@ def markdown(run: Run, *, compare: Run | None = None) -> str:
     fallbacks = [row[0] for row, fb in zip(layers.rows, layers.fallback, strict=True) if fb]
     if fallbacks:
         parts += [f"Neural Engine fallbacks: {', '.join(_code(n) for n in fallbacks)}", ""]
+    return parts
+
+
+def _compression_section(run: Run) -> list[str]:
+    """The compression steps (scheme, pruning, size, quality), or nothing when the run has none."""
     steps = compression_rows(run)
-    if steps:
-        parts += ["## Compression", ""]
-        parts += _table(
-            ["scheme", "pruned", "params", "disk", "quality", "change"],
-            [
-                (
-                    s.scheme,
-                    f"{s.prune:.0%}",
-                    fmt_params(s.params),
-                    fmt_mb(s.disk_mb),
-                    fmt_quality(s.quality),
-                    "—" if s.quality_change is None else f"{s.quality_change:+.2f}",
-                )
-                for s in steps
-            ],
-        )
-    parts += ["## Config", "", _code(run.meta.get("command", "")), ""]
-    parts += _table(["setting", "value"], [(k, v) for k, v in run.config.items() if k != "space"])
-    return "\n".join(parts)
+    if not steps:
+        return []
+    return ["## Compression", ""] + _table(
+        ["scheme", "pruned", "params", "disk", "quality", "change"],
+        [
+            (
+                s.scheme,
+                f"{s.prune:.0%}",
+                fmt_params(s.params),
+                fmt_mb(s.disk_mb),
+                fmt_quality(s.quality),
+                "—" if s.quality_change is None else f"{s.quality_change:+.2f}",
+            )
+            for s in steps
+        ],
+    )
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

@@ -15,6 +15,7 @@ failure, out of memory) is recorded as FAIL with its reason and the study goes o
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -345,6 +346,50 @@ def objective_values(row: dict[str, Any], objectives: tuple[str, ...]) -> list[f
     return [float(row[OBJECTIVE_COLUMNS[o]]) for o in objectives]
 
 
+def _run_trial(
+    trial: optuna.Trial,
+    *,
+    study: Any,
+    scorer: Any,
+    space: Any,
+    limits: Limits,
+    objectives: tuple[str, ...],
+    trials: int,
+    deadline: float | None,
+) -> list[float]:
+    """``run_trials``' objective: wait for a slot, then sample, score and record one candidate.
+
+    Records the worker's identity, every column of the score's row and its constraints on ``trial``; a trial
+    that finds no slot (``trials`` finished, or ``deadline`` passed) is pruned with a ``skipped`` reason, and
+    one whose scoring fails records its ``fail_reason`` and re-raises.
+    """
+    import optuna
+
+    from search._workers import identity
+
+    # who runs it: host, pid, then boot, pid namespace, start time, token
+    for key, value in identity().items():
+        trial.set_user_attr(key, value)
+    if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
+        late = deadline is not None and time.time() >= deadline
+        why = "the timeout passed" if late else f"the study already has {trials} finished trials"
+        trial.set_user_attr("skipped", f"not run: {why}")
+        raise optuna.TrialPruned()
+    candidate = space.sample(trial)
+    try:
+        score = scorer.score(candidate)
+    except Exception as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        raise
+    row = score.row()
+    for key, value in row.items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("seconds", score.seconds)
+    for key, value in limits.constraints(row).items():
+        trial.set_constraint(key, value)
+    return objective_values(row, objectives)
+
+
 def run_trials(
     study: Any,
     scorer: Any,
@@ -362,35 +407,19 @@ def run_trials(
     study ends with exactly ``trials`` finished trials: a trial that would overshoot waits for the running
     ones, and is pruned (``skipped`` attribute) if they all finish.
     """
-    import optuna
     from optuna.trial import TrialState
 
-    from search._workers import identity
-
     deadline = None if timeout_s is None else time.time() + timeout_s
-
-    def objective(trial: optuna.Trial) -> list[float]:
-        # who runs it: host, pid, then boot, pid namespace, start time, token
-        for key, value in identity().items():
-            trial.set_user_attr(key, value)
-        if not _wait_for_slot(study, trials, before=trial.number, deadline=deadline):
-            late = deadline is not None and time.time() >= deadline
-            why = "the timeout passed" if late else f"the study already has {trials} finished trials"
-            trial.set_user_attr("skipped", f"not run: {why}")
-            raise optuna.TrialPruned()
-        candidate = space.sample(trial)
-        try:
-            score = scorer.score(candidate)
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
-            raise
-        row = score.row()
-        for key, value in row.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("seconds", score.seconds)
-        for key, value in limits.constraints(row).items():
-            trial.set_constraint(key, value)
-        return objective_values(row, objectives)
+    objective = functools.partial(
+        _run_trial,
+        study=study,
+        scorer=scorer,
+        space=space,
+        limits=limits,
+        objectives=objectives,
+        trials=trials,
+        deadline=deadline,
+    )
 
     def wait_or_stop(study: Any, trial: Any) -> None:  # before the next trial: wait while others run
         if not _wait_for_slot(study, trials, before=None, deadline=deadline):

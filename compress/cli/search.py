@@ -82,6 +82,7 @@ def search_cmd(
     ] = None,
 ) -> None:
     """Search for the best multi-task model that meets the latency budget on every target device."""
+    # long: a linear command: one typer option per SearchConfig setting, then one call to search.run_search
     import dataclasses
 
     from search import SearchConfig, run_search
