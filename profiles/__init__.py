@@ -12,13 +12,14 @@ from profiles._calibrate import CalibrationResult, calibrate, load_measurements
 from profiles._cost import Cost, disk_mb, estimate, estimate_graph, weights_mb
 from profiles._describe import describe_profile, summary_row
 from profiles._errors import CompressError, ConfigError, DataError, DataWarning, ProfileError, RunError
-from profiles._graph import Graph, Node, extract_graph
+from profiles._graph import Graph, extract_graph
 from profiles._host import measure_host
 from profiles._measure import measure_coreml, measure_latencies, measure_latency
 from profiles._quant import PALETTE_BITS, SCHEMES, WEIGHT_THRESHOLD, QuantScheme, parse_quant
 from profiles._refresh import refresh_host
 from profiles._registry import DEVICES, host_profile_path, list_profiles, load_profile
 from profiles._schema import OP_CLASSES, ComputeUnit, DeviceProfile, Sourced, UnitCosts, dump_profile
+from profiles._trace import Node
 
 __all__ = [
     "DEVICES",

@@ -8,8 +8,8 @@ Steps (``compress profile measure`` adds 24 search-space nets; the README gives 
    ``_nets.micro_benchmarks``), random MobileNetV3-style multi-task nets (``_nets.random_mbv3``) and random
    MobileNet-like CNNs of other shapes (``_nets.random_cnn``, from a seed no validation uses);
 3. op times in context: every op of every benchmark is timed as it runs inside its net
-   (:func:`profiles._graph.time_layers`), minimum over round-robin passes, so caches are as warm or cold as
-   in a real inference and a burst of load from other processes hits one pass, not every sample;
+   (:func:`profiles._layer_timing.time_layers`), minimum over round-robin passes, so caches are as warm or
+   cold as in a real inference and a burst of load from other processes hits one pass, not every sample;
 4. whole-net times: the nets (not the single layers) timed together with interleaved rounds
    (:func:`measure_latencies`, 20 rounds of 25 ms, as ``benchmarks/host_fidelity.py`` times candidates; with
    5 rounds of 15 ms the same nets read 7-15% slower than that benchmark timed them minutes later);
@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from profiles._errors import ProfileError
-from profiles._graph import Graph, time_layers, unaligned
+from profiles._graph import Graph, unaligned
+from profiles._layer_timing import time_layers
 from profiles._measure import measure_latencies, torch_threads
 from profiles._nets import micro_benchmarks, random_cnn, random_mbv3
 from profiles._registry import host_profile_path
@@ -237,7 +238,7 @@ def fit_host(
 ) -> tuple[UnitCosts, np.ndarray, np.ndarray]:
     """Fit host costs: per-class costs on in-context node times, framework overhead on whole-net times.
 
-    ``node_ms[i]`` holds the measured ms of each node of ``graphs[i]`` (:func:`profiles._graph.time_layers`),
+    ``node_ms[i]`` holds the measured ms of each node of ``graphs[i]`` (:func:`profiles._layer_timing.time_layers`),
     ``total_ms[i]`` its whole-forward latency; ``glue_mask`` selects the benchmarks whose whole-net times fit
     the framework overhead (default: all). ``channel_block``: the CPU's SIMD width in fp32 channels. Returns
     (costs, in-sample and leave-one-out predictions of the totals); each leave-one-out prediction comes from
