@@ -27,7 +27,8 @@ from search.outputs import write_outputs
 from search.redaction import redact
 from search.rundir import FORMAT, RUN_JSON, write_json
 from search.space import SearchSpace, load_space
-from search.study import Limits, check_storage
+from search.storage import check_storage
+from search.study import Limits
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
 
@@ -203,7 +204,8 @@ def _open(
 ) -> tuple[Any, Any]:
     """The study (sampler seeded per worker rank) and the scorer, as every worker process builds them."""
     from search.scorer import Scorer
-    from search.study import create_study, make_sampler, seed_population
+    from search.storage import create_study
+    from search.study import make_sampler, seed_population
 
     sampler = make_sampler(cfg.sampler, seed=cfg.seed + 1000 * rank, population_size=cfg.population_size)
     study = create_study(

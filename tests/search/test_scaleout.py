@@ -24,7 +24,8 @@ import pandas as pd
 import pytest
 
 from search import load_space, run_search
-from search.study import create_study, fail_dead_trials, make_sampler
+from search.storage import create_study, fail_dead_trials
+from search.study import make_sampler
 
 ROOT = Path(__file__).resolve().parents[2]
 PROC = Path(__file__).with_name("search_proc.py")
@@ -96,7 +97,7 @@ def _running_recorded(db: Path) -> bool:
 def _load(url: str, name: str):
     import optuna
 
-    from search.study import _engine_url
+    from search.storage import _engine_url
 
     return optuna.load_study(study_name=name, storage=_engine_url(url))
 
@@ -225,7 +226,7 @@ def test_postgres_driver_is_a_declared_dependency():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(d.startswith("psycopg2-binary") for d in meta["postgres"])
     assert any(d.startswith("psycopg2-binary") for d in meta["dev"])
-    from search.study import _engine_url
+    from search.storage import _engine_url
 
     url = _engine_url("postgresql://u:p@db:5432/optuna")
     assert url.endswith("://u:p@db:5432/optuna") and url.startswith("postgresql")
@@ -282,6 +283,6 @@ def test_two_workers_on_one_postgres_study(base, tmp_path):
     finally:
         import optuna
 
-        from search.study import _engine_url
+        from search.storage import _engine_url
 
         optuna.delete_study(study_name=name, storage=_engine_url(POSTGRES_URL))

@@ -12,7 +12,8 @@ from compress.cli import main
 from compress.errors import ConfigError, RunError
 from search import load_space, run_search
 from search.redaction import redact
-from search.study import create_study, fail_dead_trials, make_sampler
+from search.storage import create_study, fail_dead_trials
+from search.study import make_sampler
 
 
 @pytest.fixture(scope="module")

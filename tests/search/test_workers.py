@@ -44,7 +44,8 @@ def test_a_reused_pid_is_not_the_trials_worker():
 
 
 def test_trial_killed_before_it_recorded_its_worker(tmp_path):
-    from search.study import create_study, fail_dead_trials, make_sampler
+    from search.storage import create_study, fail_dead_trials
+    from search.study import make_sampler
 
     study = create_study(
         storage=f"sqlite:///{tmp_path / 'study.db'}",
