@@ -14,6 +14,8 @@ Each standalone training takes ~1-5 min on 2 CPU cores; rows are appended to RUN
 finish. A rerun re-scores every candidate with the run's supernet (seconds) and trains only architectures not
 yet trained with the same steps and seed; ``--reuse FILE`` also takes standalone results from another run's
 CSV (the standalone training does not depend on the supernet: fresh weights, same architecture, same recipe).
+``--supernet FILE --out CSV`` scores the same candidates with another supernet (one trained before a change),
+so a change is judged on identical candidates and standalone results.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="standalone training steps per candidate")
     ap.add_argument("--searched", type=int, default=6, help="searched trials besides the six shapes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--supernet", type=Path, help="score with this supernet file instead of the run's")
+    ap.add_argument("--out", type=Path, help="the CSV to write (default: RUN/ranking_fidelity.csv)")
     ap.add_argument(
         "--reuse",
         type=Path,
@@ -105,12 +109,16 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     scorer, cfg = run["scorer"], run["config"]
+    if args.supernet is not None:  # the same candidates, scored by another supernet (before/after a change)
+        from compress.training import load_supernet
+
+        scorer.supernet = load_supernet(args.supernet).eval()
     space = load_space(None, num_classes=run["supernet"].space.num_classes)
     shapes = baseline_candidates(space)
     cands = {name: shapes[name] for name in SHAPES if name in shapes}
     for _, row in _searched(run["trials"], args.searched).iterrows():
         cands[f"trial-{int(row['trial'])}"] = candidate_from_row(row)
-    out = Path(args.run) / "ranking_fidelity.csv"
+    out = args.out or Path(args.run) / "ranking_fidelity.csv"
     trained_before = _standalone_results([out, *args.reuse], steps=args.steps, seed=args.seed)
     rows: list[dict] = []
     t0 = time.perf_counter()
