@@ -206,8 +206,8 @@ def rotate_heads(space: Any, spec: Any, step: int) -> Any:
 
     The largest and smallest subnets of every joint step go through this, so each head module (one per task
     and branch) is trained about equally often. Left at their extreme branches, those two fed the extreme
-    heads three times as often as the middle ones, which then scored low for the capacity they had: the
-    hand-scaled MobileNetV3 shapes branch there, and the search learned to avoid them for the wrong reason.
+    heads three times as often as the middle ones, so a subnet branching at a middle stage (as the hand-scaled
+    MobileNetV3 shapes do) scored low for the capacity it had.
     """
     choices = {h.task: list(h.branches) for h in space.heads}
     heads = tuple(
