@@ -91,12 +91,37 @@ def _bootstrap_tau(a: np.ndarray, b: np.ndarray, *, seed: int, n: int = 2000) ->
     return float(lo), float(hi)
 
 
+def _repeatability(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) -> None:
+    """Kendall's tau between this seed's standalone results and another seed's on the same architectures: how
+    well standalone training ranks the candidates against itself, the ceiling of any predictor's tau."""
+    seeds: set[int] = set()
+    for f in files:
+        if Path(f).is_file():
+            seeds |= {int(x) for x in pd.read_csv(f, usecols=["seed"])["seed"]}
+    for other in sorted(seeds - {seed}):
+        found = _standalone_results(files, steps=steps, seed=other)
+        both = df[df["arch"].isin(list(found))]
+        if len(both) < 5:
+            continue
+        again = [found[a][0] for a in both["arch"]]
+        print(
+            f"standalone repeatability, seed {seed} vs seed {other} over the {len(both)} candidates trained with "
+            f"both: Kendall tau {kendalltau(both['standalone'], again).statistic:.3f} (the ceiling for the "
+            f"search's tau; the search's on these: {kendalltau(both['search_score'], both['standalone']).statistic:.3f})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished `compress search` run directory")
     ap.add_argument("--steps", type=int, default=300, help="standalone training steps per candidate")
     ap.add_argument("--searched", type=int, default=6, help="searched trials besides the six shapes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--within-budget",
+        action="store_true",
+        help="only candidates whose A11 point latency meets the budget",
+    )
     ap.add_argument("--supernet", type=Path, help="score with this supernet file instead of the run's")
     ap.add_argument("--out", type=Path, help="the CSV to write (default: RUN/ranking_fidelity.csv)")
     ap.add_argument(
@@ -120,11 +145,16 @@ def main() -> None:
         cands[f"trial-{int(row['trial'])}"] = candidate_from_row(row)
     out = args.out or Path(args.run) / "ranking_fidelity.csv"
     trained_before = _standalone_results([out, *args.reuse], steps=args.steps, seed=args.seed)
+    earlier = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["steps", "seed"])
+    other_runs = earlier[(earlier["steps"] != args.steps) | (earlier["seed"] != args.seed)]  # kept in the CSV
     rows: list[dict] = []
     t0 = time.perf_counter()
     for name, cand in cands.items():
         score = scorer.score(cand)
         arch = cand.describe()
+        a11 = score.costs["a11"].latency_ms if "a11" in score.costs else score.worst_latency_ms
+        if args.within_budget and a11 > cfg["budget_ms"]:
+            continue
         if arch in trained_before:
             standalone, train_s = trained_before[arch]
         else:
@@ -134,7 +164,7 @@ def main() -> None:
             {
                 "name": name,
                 "arch": arch,
-                "a11_ms": score.costs["a11"].latency_ms if "a11" in score.costs else score.worst_latency_ms,
+                "a11_ms": a11,
                 "search_score": score.quality.aggregate,
                 "standalone": standalone,
                 "steps": args.steps,
@@ -143,7 +173,7 @@ def main() -> None:
                 "reused": arch in trained_before,
             }
         )
-        pd.DataFrame(rows).to_csv(out, index=False)
+        pd.concat([other_runs, pd.DataFrame(rows)], ignore_index=True).to_csv(out, index=False)
         r = rows[-1]
         print(
             f"{name:<22} a11 {r['a11_ms']:6.2f} ms  search {r['search_score']:6.2f}  standalone {r['standalone']:6.2f}"
@@ -163,6 +193,7 @@ def main() -> None:
         f"Kendall tau {tau:.3f} (90% bootstrap interval over candidates {lo:.2f} to {hi:.2f})   Spearman {rho:.3f}"
         f"   (target tau >= 0.7: {'met' if tau >= 0.7 else 'MISSED'})"
     )
+    _repeatability(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
     for col, label in (("search_score", "search-scored"), ("standalone", "standalone-trained")):
         v = df[col]
         lat_rho = spearmanr(df["a11_ms"], v).statistic
