@@ -22,6 +22,6 @@ def test_report_of_a_real_run(tiny_run):
     for device, figures in card["devices"].items():
         assert device in html
         assert f"{figures['latency_ms']:.2f}" in html
-    assert f"{card['quality']['aggregate']:.1f}" in html
+    assert f"quality {card['quality']['aggregate']:.2f}" in html  # as the headline prints it (two decimals)
     run = load_run(run_dir)
     assert len(run.front) == len(front) and run.budget_ms == 10.0
