@@ -2,8 +2,9 @@
 
 ``chunked_map(fn, items, *args)`` yields ``fn(*args, chunk)`` for consecutive slices of ``items`` (a sequence:
 a ``range`` of indices, a list of records), in order: in forked worker processes where the platform forks
-(Linux) and there is more than one chunk and one core, else in this process. ``fn`` must be a module-level function whose result depends only on its arguments,
-so both ways give the same result; an exception in a worker reaches the caller as it was raised.
+(Linux) and there is more than one chunk and one core, else in this process. ``fn`` must be a module-level
+function whose result depends only on its arguments, so both ways give the same result; an exception in a
+worker reaches the caller as it was raised.
 """
 
 from __future__ import annotations

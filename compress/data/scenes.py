@@ -247,7 +247,8 @@ def _write_split(out: Path, split: str, count: int, cfg: SceneConfig, progress: 
         for chunk in chunked_map(_draw_chunk, range(count), cfg, split, out):
             for image, anns, caps in chunk:
                 images.append(image)
-                annotations.extend(a | {"id": len(annotations) + 1} for a in anns)
+                for ann in anns:  # ids in image order, as one process numbered them
+                    annotations.append(ann | {"id": len(annotations) + 1})
                 captions.append(caps)
             bar.update(len(images))
     info = {"description": "compress built-in procedural scenes", "scene_config": asdict(cfg)}
