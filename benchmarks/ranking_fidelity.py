@@ -93,7 +93,8 @@ def _bootstrap_tau(a: np.ndarray, b: np.ndarray, *, seed: int, n: int = 2000) ->
 
 def _repeatability(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) -> None:
     """Kendall's tau between this seed's standalone results and another seed's on the same architectures: how
-    well standalone training ranks the candidates against itself, the ceiling of any predictor's tau."""
+    well standalone training ranks the candidates against itself, roughly the ceiling of any predictor's tau
+    against one seed's results."""
     seeds: set[int] = set()
     for f in files:
         if Path(f).is_file():
@@ -106,7 +107,7 @@ def _repeatability(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int
         again = [found[a][0] for a in both["arch"]]
         print(
             f"standalone repeatability, seed {seed} vs seed {other} over the {len(both)} candidates trained with "
-            f"both: Kendall tau {kendalltau(both['standalone'], again).statistic:.3f} (the ceiling for the "
+            f"both: Kendall tau {kendalltau(both['standalone'], again).statistic:.3f} (roughly the ceiling for the "
             f"search's tau; the search's on these: {kendalltau(both['search_score'], both['standalone']).statistic:.3f})"
         )
 
