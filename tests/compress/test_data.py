@@ -79,6 +79,13 @@ def test_parallel_generation_writes_the_same_bytes(tmp_path: Path, monkeypatch: 
         b, _ = load_data(f"coco:{pooled}", resolution=32, cache_dir=tmp_path / "cb", progress=False)
     for name in ("images", "tags", "boxes", "box_labels", "saliency"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+    # a worker's DataError reaches the caller as raised (the CLI turns it into its one-line error)
+    bad = pooled / "train" / f"{2 * pool_mod.CHUNK:06d}.png"
+    bad.write_bytes(b"not a png")
+    monkeypatch.setattr(pool_mod.os, "cpu_count", lambda: 2)
+    with pytest.raises(DataError, match=f"image {2 * pool_mod.CHUNK + 1}: field 'file_name': cannot read"), \
+            pytest.warns(DataWarning, match="alpha channel"):  # fmt: skip
+        load_data(f"coco:{pooled}", resolution=32, cache_dir=tmp_path / "cc", progress=False)
 
 
 def test_generator_layout_and_categories(scenes: Path) -> None:
