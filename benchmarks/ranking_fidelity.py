@@ -133,6 +133,11 @@ def main() -> None:
         help="other runs' ranking_fidelity.csv: standalone results",
     )
     args = ap.parse_args()
+    if not (Path(args.run) / "run.json").is_file():
+        ap.error(f"--run {args.run} is not a finished `compress search` run directory (no run.json)")
+    for f in [args.supernet, *args.reuse]:
+        if f is not None and not f.is_file():
+            ap.error(f"no file {f}; give an existing supernet or ranking_fidelity.csv")
     run = load_run(args.run)
     scorer, cfg = run["scorer"], run["config"]
     if args.supernet is not None:  # the same candidates, scored by another supernet (before/after a change)
