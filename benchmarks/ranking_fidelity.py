@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,17 +65,29 @@ def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
     return t.loc[sorted(picks[:n])]
 
 
-def _standalone_results(files: list[Path], *, steps: int, seed: int) -> dict[str, tuple[float, float]]:
-    """Standalone test quality and training seconds by architecture, from earlier CSVs of this benchmark."""
-    found: dict[str, tuple[float, float]] = {}
+def _standalone_results(files: list[Path], *, steps: int, seed: int) -> dict[str, dict]:
+    """Standalone results by architecture (``standalone``, ``train_s`` and the per-task ``standalone.*``
+    columns where the CSV has them), from earlier CSVs of this benchmark."""
+    found: dict[str, dict] = {}
     for f in files:
         if not Path(f).is_file():
             continue
         df = pd.read_csv(f)
         df = df[(df["steps"] == steps) & (df["seed"] == seed)]
+        cols = ["standalone", "train_s", *[c for c in df.columns if c.startswith("standalone.")]]
         for _, r in df.iterrows():
-            found.setdefault(str(r["arch"]), (float(r["standalone"]), float(r["train_s"])))
+            found.setdefault(str(r["arch"]), {c: r[c] for c in cols if pd.notna(r[c])})
     return found
+
+
+def _all_seeds(files: list[Path], *, steps: int) -> pd.DataFrame:
+    """Every standalone result with ``steps`` steps in ``files``: one row per (architecture, seed)."""
+    frames = [pd.read_csv(f) for f in files if Path(f).is_file()]
+    if not frames:
+        return pd.DataFrame(columns=["arch", "seed", "standalone"])
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df["steps"] == steps].drop_duplicates(["arch", "seed"])
+    return df[["arch", "seed", "standalone"]]
 
 
 def _bootstrap_tau(a: np.ndarray, b: np.ndarray, *, seed: int, n: int = 2000) -> tuple[float, float]:
@@ -95,21 +108,44 @@ def _repeatability(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int
     """Kendall's tau between this seed's standalone results and another seed's on the same architectures: how
     well standalone training ranks the candidates against itself, roughly the ceiling of any predictor's tau
     against one seed's results."""
-    seeds: set[int] = set()
-    for f in files:
-        if Path(f).is_file():
-            seeds |= {int(x) for x in pd.read_csv(f, usecols=["seed"])["seed"]}
+    seeds = {int(x) for x in _all_seeds(files, steps=steps)["seed"]}
     for other in sorted(seeds - {seed}):
         found = _standalone_results(files, steps=steps, seed=other)
         both = df[df["arch"].isin(list(found))]
         if len(both) < 5:
             continue
-        again = [found[a][0] for a in both["arch"]]
+        again = [found[a]["standalone"] for a in both["arch"]]
         print(
             f"standalone repeatability, seed {seed} vs seed {other} over the {len(both)} candidates trained with "
             f"both: Kendall tau {kendalltau(both['standalone'], again).statistic:.3f} (roughly the ceiling for the "
             f"search's tau; the search's on these: {kendalltau(both['search_score'], both['standalone']).statistic:.3f})"
         )
+
+
+def _seed_mean(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) -> None:
+    """Kendall's tau against the mean over every seed trained so far, on the candidates trained with two or
+    more: one seed's training moves a candidate by a point or two (its own tau against another seed is the
+    repeatability line), which is as much as close candidates differ, so the mean is the better reference."""
+    runs = _all_seeds(files, steps=steps)
+    runs = runs[runs["arch"].isin(list(df["arch"]))]
+    per = runs.groupby("arch")["standalone"].agg(["mean", "count"])
+    per = per[per["count"] >= 2]
+    if len(per) < 5:
+        return
+    both = df.drop_duplicates("arch").set_index("arch").loc[per.index]
+    a, b = both["search_score"].to_numpy(), per["mean"].to_numpy()
+    tau = kendalltau(a, b).statistic
+    lo, hi = _bootstrap_tau(a, b, seed=seed)
+    seeds = sorted({int(s) for s in runs["seed"]})
+    print(
+        f"against the mean of seeds {', '.join(map(str, seeds))} ({per['count'].min()}-{per['count'].max()} per "
+        f"candidate, {len(per)} candidates): Kendall tau {tau:.3f} (90% bootstrap interval {lo:.2f} to {hi:.2f})"
+        f"   Spearman {spearmanr(a, b).statistic:.3f}   (target tau >= 0.7: {'met' if tau >= 0.7 else 'MISSED'})"
+    )
+
+
+def _task_columns(prefix: str, quality: Any) -> dict[str, float]:
+    return {f"{prefix}.{t}.{k}": float(v) for t, m in quality.tasks.items() for k, v in m.items()}
 
 
 def main() -> None:
@@ -162,21 +198,25 @@ def main() -> None:
         if args.within_budget and a11 > cfg["budget_ms"]:
             continue
         if arch in trained_before:
-            standalone, train_s = trained_before[arch]
+            standalone = trained_before[arch]
         else:
             trained = trained_quality(scorer, cand, steps=args.steps, seed=args.seed, init="scratch")
-            standalone, train_s = trained.test.aggregate, round(trained.seconds, 1)
+            standalone = {
+                "standalone": trained.test.aggregate,
+                "train_s": round(trained.seconds, 1),
+                **_task_columns("standalone", trained.test),
+            }
         rows.append(
             {
                 "name": name,
                 "arch": arch,
                 "a11_ms": a11,
                 "search_score": score.quality.aggregate,
-                "standalone": standalone,
+                **standalone,
                 "steps": args.steps,
                 "seed": args.seed,
-                "train_s": train_s,
                 "reused": arch in trained_before,
+                **_task_columns("search", score.quality),
             }
         )
         pd.concat([other_runs, pd.DataFrame(rows)], ignore_index=True).to_csv(out, index=False)
@@ -200,6 +240,7 @@ def main() -> None:
         f"   (target tau >= 0.7: {'met' if tau >= 0.7 else 'MISSED'})"
     )
     _repeatability(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
+    _seed_mean(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
     for col, label in (("search_score", "search-scored"), ("standalone", "standalone-trained")):
         v = df[col]
         lat_rho = spearmanr(df["a11_ms"], v).statistic
