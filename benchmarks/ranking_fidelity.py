@@ -144,6 +144,16 @@ def _seed_mean(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) ->
     )
 
 
+def merge_rows(earlier: pd.DataFrame, rows: list[dict], *, steps: int, seed: int) -> pd.DataFrame:
+    """The CSV to write: this run's ``rows``, and every earlier row they do not replace (another seed or step
+    count, or a candidate this run has not reached yet), so a run stopped halfway loses nothing trained before."""
+    if earlier.empty:
+        return pd.DataFrame(rows)
+    done = {r["arch"] for r in rows}
+    replaced = (earlier["steps"] == steps) & (earlier["seed"] == seed) & earlier["arch"].isin(done)
+    return pd.concat([earlier[~replaced], pd.DataFrame(rows)], ignore_index=True)
+
+
 def _task_columns(prefix: str, quality: Any) -> dict[str, float]:
     return {f"{prefix}.{t}.{k}": float(v) for t, m in quality.tasks.items() for k, v in m.items()}
 
@@ -188,7 +198,6 @@ def main() -> None:
     out = args.out or Path(args.run) / "ranking_fidelity.csv"
     trained_before = _standalone_results([out, *args.reuse], steps=args.steps, seed=args.seed)
     earlier = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["steps", "seed"])
-    other_runs = earlier[(earlier["steps"] != args.steps) | (earlier["seed"] != args.seed)]  # kept in the CSV
     rows: list[dict] = []
     t0 = time.perf_counter()
     for name, cand in cands.items():
@@ -219,7 +228,7 @@ def main() -> None:
                 **_task_columns("search", score.quality),
             }
         )
-        pd.concat([other_runs, pd.DataFrame(rows)], ignore_index=True).to_csv(out, index=False)
+        merge_rows(earlier, rows, steps=args.steps, seed=args.seed).to_csv(out, index=False)
         r = rows[-1]
         print(
             f"{name:<22} a11 {r['a11_ms']:6.2f} ms  search {r['search_score']:6.2f}  standalone {r['standalone']:6.2f}"

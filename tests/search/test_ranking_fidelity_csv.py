@@ -1,0 +1,52 @@
+"""benchmarks/ranking_fidelity.py keeps every standalone result it was given: a rerun stopped halfway must not
+drop rows of candidates it has not reached yet (each took minutes of training)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("ranking_fidelity")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _row(arch: str, seed: int, value: float, steps: int = 300) -> dict:
+    return {"name": arch, "arch": arch, "standalone": value, "steps": steps, "seed": seed}
+
+
+def test_a_rerun_stopped_halfway_keeps_the_rows_it_has_not_reached() -> None:
+    earlier = pd.DataFrame(
+        [
+            _row("a", 1, 50.0),
+            _row("b", 1, 51.0),
+            _row("c", 1, 52.0),
+            _row("a", 0, 49.0),
+            _row("a", 1, 1.0, 40),
+        ]
+    )
+    merged = _module().merge_rows(earlier, [_row("a", 1, 50.5)], steps=300, seed=1)
+    got = {(r.arch, r.seed, r.steps): r.standalone for r in merged.itertuples()}
+    assert got == {
+        ("a", 1, 300): 50.5,  # rewritten by this run, once
+        ("b", 1, 300): 51.0,  # not reached yet: kept
+        ("c", 1, 300): 52.0,
+        ("a", 0, 300): 49.0,  # another seed
+        ("a", 1, 40): 1.0,  # another step count
+    }
+
+
+def test_a_first_run_writes_its_rows() -> None:
+    merged = _module().merge_rows(
+        pd.DataFrame(columns=["steps", "seed"]), [_row("a", 0, 50.0)], steps=300, seed=0
+    )
+    assert list(merged["arch"]) == ["a"]
