@@ -154,6 +154,40 @@ def merge_rows(earlier: pd.DataFrame, rows: list[dict], *, steps: int, seed: int
     return pd.concat([earlier[~replaced], pd.DataFrame(rows)], ignore_index=True)
 
 
+def _capacity_reference(df: pd.DataFrame) -> None:
+    """The bar the supernet's score must clear: a ranking that knows nothing but each candidate's size.
+
+    Standalone quality is fitted, on the hand-scaled shapes only, to log(parameters) and log(resolution)
+    (non-negative coefficients: more capacity and more pixels never predict less), once alone and once beside
+    the search's score (also non-negative); the searched trials are held out and ranked by the fit. A search
+    score that is worth its supernet ranks the held-out trials better than the size-only fit does."""
+    from scipy.optimize import lsq_linear
+
+    shapes, held = df[df["name"].isin(SHAPES)], df[~df["name"].isin(SHAPES)]
+    if len(shapes) < 4 or len(held) < 5 or "params" not in df:
+        return
+    y_held = held["standalone"].to_numpy()
+    print(
+        f"held out ({len(held)} searched trials; fitted on the {len(shapes)} hand-scaled shapes): search score "
+        f"tau {kendalltau(held['search_score'], y_held).statistic:.3f}"
+    )
+    for label, cols in (
+        ("size alone (log params, log resolution)", []),
+        ("search score + size", ["search_score"]),
+    ):
+
+        def design(d: pd.DataFrame, cols: list[str] = cols) -> np.ndarray:
+            size = [np.log(d["params"].to_numpy(float)), np.log(d["resolution"].to_numpy(float))]
+            return np.column_stack([*(d[c].to_numpy(float) for c in cols), *size, np.ones(len(d))])
+
+        x = design(shapes)
+        lower = np.r_[np.zeros(x.shape[1] - 1), -np.inf]
+        fit = lsq_linear(x, shapes["standalone"].to_numpy(float), bounds=(lower, np.inf))
+        pred = design(held) @ fit.x
+        coef = ", ".join(f"{v:.2f}" for v in fit.x[:-1])
+        print(f"  {label:<40} tau {kendalltau(pred, y_held).statistic:.3f}   coefficients {coef}")
+
+
 def _task_columns(prefix: str, quality: Any) -> dict[str, float]:
     return {f"{prefix}.{t}.{k}": float(v) for t, m in quality.tasks.items() for k, v in m.items()}
 
@@ -220,6 +254,8 @@ def main() -> None:
                 "name": name,
                 "arch": arch,
                 "a11_ms": a11,
+                "params": score.params,
+                "resolution": cand.spec.resolution,
                 "search_score": score.quality.aggregate,
                 **standalone,
                 "steps": args.steps,
@@ -250,6 +286,7 @@ def main() -> None:
     )
     _repeatability(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
     _seed_mean(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
+    _capacity_reference(df)
     for col, label in (("search_score", "search-scored"), ("standalone", "standalone-trained")):
         v = df[col]
         lat_rho = spearmanr(df["a11_ms"], v).statistic
