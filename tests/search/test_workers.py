@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from search._workers import identity, is_dead_here
 
 
@@ -43,12 +45,13 @@ def test_a_reused_pid_is_not_the_trials_worker():
     assert not is_dead_here(_other(parent, started=None))  # unknown start time: a live pid counts as alive
 
 
-def test_trial_killed_before_it_recorded_its_worker(tmp_path):
+@pytest.mark.parametrize("storage", ["sqlite:///{}/study.db", "{}/study.journal"])
+def test_trial_killed_before_it_recorded_its_worker(tmp_path, storage):
     from search.storage import create_study, fail_dead_trials
     from search.study import make_sampler
 
     study = create_study(
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        storage=storage.format(tmp_path),
         study_name="s",
         objectives=("quality", "latency"),
         sampler=make_sampler("random", seed=0),
