@@ -30,6 +30,10 @@ def test_dashboard_shows_named_objectives_and_each_constraint_once(tiny_run, tin
     path = tiny_search_config.run_dir / "study.journal"
     assert tiny_search_config.storage_url == str(path.resolve())  # a new run's study: its journal file
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    # what the README's ``optuna-dashboard runs/NAME/study.journal`` does with the path (no public API for it)
+    from optuna_dashboard._storage_url import guess_storage_from_url
+
+    assert isinstance(guess_storage_from_url(str(path)), optuna.storages.JournalStorage)
     app = dashboard.wsgi(storage)
     line, studies = _get(app, "/api/studies")
     assert line.startswith("200"), line
