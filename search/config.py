@@ -11,6 +11,7 @@ import pandas as pd
 
 from compress.errors import ConfigError
 from compress.training import TrainConfig
+from search.storage import local_storage
 from search.study import OBJECTIVES, SAMPLERS, Limits
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "max_workers"]
@@ -102,7 +103,8 @@ class SearchConfig:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+        """``--storage``, or the run directory's own study (``search.storage.local_storage``)."""
+        return self.storage or local_storage(self.run_dir)
 
     @property
     def name(self) -> str:

@@ -214,7 +214,7 @@ def _open(
         objectives=cfg.objectives,
         sampler=sampler,
         config=cfg.study_config(space, identity),
-        exclusive=rank == 0 and cfg.storage is None,  # the run dir's SQLite, its lock held, no worker yet
+        exclusive=rank == 0 and cfg.storage is None,  # the run dir's own study, its lock held, no worker yet
     )
     if rank == 0 and cfg.sampler != "random":
         seed_population(study, space, cfg.population_size, seed=cfg.seed)

@@ -5,7 +5,7 @@
     runs/<name>/
       run.json            config, versions, seeds, storage URL (redacted), data spec and splits, devices, budget
       supernet.safetensors
-      study.db            the Optuna study (SQLite by default)
+      study.journal       the Optuna study (JournalStorage file; study.db, SQLite, in runs made before)
       trials.csv          every finished trial: candidate columns, per-device figures, quality per task
       front.csv           the feasible Pareto front (also front.parquet when pyarrow is present)
       hypervolume.csv     hypervolume after each trial

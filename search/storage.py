@@ -1,9 +1,12 @@
-"""The study's storage: SQLite in the run directory by default, or any Optuna storage URL (PostgreSQL for many
-machines: the same command on each, same ``--storage`` and ``--study-name``); creating or resuming the study
-(a study made with other settings is refused); and failing the trials of dead workers: a trial left RUNNING by
-a process that died (SIGKILL, power loss) is marked FAIL with its reason when the study is next opened (same
-host: the process is gone; RDB storages also get a heartbeat, so trials of dead remote workers fail after the
-grace period)."""
+"""The study's storage: by default an Optuna journal file in the run directory (``study.journal``, Optuna's
+recommended storage for several processes on one machine: ``--workers N``), or the run directory's SQLite
+``study.db`` for a run made before the journal (so it resumes where it stopped), or any Optuna storage URL
+(PostgreSQL for many machines: the same command on each, same ``--storage`` and ``--study-name``); opening,
+creating or resuming the study (a study made with other settings is refused); and failing the trials of dead
+workers: a trial left RUNNING by a process that died (SIGKILL, power loss) is marked FAIL with its reason when
+the study is next opened (same host: the process is gone; RDB storages also get a heartbeat, so trials of dead
+remote workers fail after the grace period; Optuna's journal storage has no heartbeat, and needs none: all
+its workers are local processes)."""
 
 from __future__ import annotations
 
@@ -21,9 +24,41 @@ from search.rundir import OBJECTIVE_COLUMNS
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["HEARTBEAT_S", "check_storage", "create_study", "fail_dead_trials"]
+__all__ = [
+    "HEARTBEAT_S",
+    "STUDY_DB",
+    "STUDY_JOURNAL",
+    "check_storage",
+    "create_study",
+    "fail_dead_trials",
+    "is_journal",
+    "load_study",
+    "local_storage",
+]
 
 HEARTBEAT_S, GRACE_S = 30, 120  # RDB storages: a trial without a heartbeat for GRACE_S fails
+STUDY_JOURNAL, STUDY_DB = "study.journal", "study.db"  # in the run directory; study.db: runs made before
+
+
+def local_storage(run_dir: str | Path) -> str:
+    """The storage of a run without ``--storage``: the path of the run directory's journal file, or the
+    ``sqlite:///`` URL of its ``study.db`` when the run was made before (so resuming it keeps its trials)."""
+    run_dir = Path(run_dir).resolve()
+    if (run_dir / STUDY_DB).exists():
+        return f"sqlite:///{run_dir / STUDY_DB}"
+    return str(run_dir / STUDY_JOURNAL)
+
+
+def is_journal(url: str) -> bool:
+    """Whether ``url`` is the path of an Optuna journal file (``local_storage``), not a database URL."""
+    return "://" not in url and url.endswith(".journal")
+
+
+def load_study(url: str, study_name: str) -> optuna.Study:
+    """Open an existing study read-write without checking its settings (reports, tests, tools)."""
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=_storage(url))
 
 
 def _db_error(exc: BaseException) -> str:
@@ -52,6 +87,8 @@ def _storage(url: str) -> Any:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if is_journal(url):
+        return _journal(url)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         engine_kwargs: dict[str, Any] | None = None
         if url.startswith("postgresql"):  # fail in seconds, not minutes, when the server is unreachable
@@ -78,6 +115,36 @@ def _storage(url: str) -> Any:
             except Exception as exc:
                 raise RunError(f"cannot open the storage {redact(url)}: {_db_error(exc)}") from None
     return url
+
+
+def _journal(path: str) -> Any:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    except OSError as exc:
+        raise RunError(f"cannot open the study journal {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a line that does not parse (the file was edited or is not a journal)
+        raise RunError(
+            f"cannot read the study journal {path}: {exc}; restore it or choose another --out"
+        ) from None
+
+
+def _repair_journal(path: str) -> None:
+    """Undo what a process killed while writing the journal left: its lock (Optuna waits 30 s before it takes
+    a stale one over) and a last line without its newline (the next write would run into it). Only for the
+    run directory's sole process (``exclusive``): any other writer's lock or line is in use."""
+    file = Path(path)
+    Path(path + ".lock").unlink(missing_ok=True)  # optuna.storages.journal's lock file: PATH + ".lock"
+    try:
+        with open(file, "r+b") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
 
 
 def _sqlite_folder(url: str) -> None:
@@ -115,12 +182,15 @@ def create_study(
 ) -> optuna.Study:
     """Create or load the study; a study made with another configuration is refused (naming the keys).
 
-    ``exclusive``: the caller is the only process on this storage (the run directory's own SQLite, its lock
-    held, no worker started yet), so a RUNNING trial that never recorded its worker is dead at once.
+    ``exclusive``: the caller is the only process on this storage (the run directory's own journal or SQLite,
+    its lock held, no worker started yet), so a RUNNING trial that never recorded its worker is dead at once,
+    and a journal's stale lock and torn last line are cleared.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if exclusive and is_journal(storage):
+        _repair_journal(storage)
     directions: list[Literal["maximize", "minimize"]] = [
         "maximize" if o == "quality" else "minimize" for o in objectives
     ]
@@ -161,7 +231,7 @@ def fail_dead_trials(study: Any, *, exclusive: bool = False) -> list[int]:
 
     Dead: a process of this machine (same host, boot and pid namespace; see ``search._workers``) that no
     longer exists, marked with its reason; or any worker whose heartbeat stopped for over ``GRACE_S``
-    (RDB storages, Optuna's public ``fail_stale_trials``); or a trial that never recorded its worker (killed
+    (RDB storages, Optuna's public ``fail_stale_trials``; a journal has no heartbeat, and only local workers); or a trial that never recorded its worker (killed
     between Optuna's ``ask`` and its first heartbeat, which no heartbeat check ever catches) once it is
     ``GRACE_S`` old, or at once when ``exclusive``.
     """

@@ -43,8 +43,8 @@ def search_cmd(
         typer.Option(
             envvar="COMPRESS_STORAGE",
             show_envvar=True,
-            help="Optuna storage URL (default: SQLite in the run dir); keeps a password off the command "
-            "line when set in the environment.",
+            help="Optuna storage URL (default: the run dir's study.journal, Optuna's JournalStorage file; "
+            "study.db in runs made before); keeps a password off the command line when set in the environment.",
         ),
     ] = None,
     study_name: Annotated[str | None, typer.Option(help="Study name (default: the run dir's name).")] = None,

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -40,32 +39,26 @@ def _compress() -> str:
     return exe
 
 
-def _complete(run: Path) -> dict[int, tuple[float, ...]]:
-    """Finished trials in the study: number -> objective values (read-only, straight from SQLite)."""
-    db = run / "study.db"
-    if not db.exists():
-        return {}
+def _trials(run: Path) -> list:
+    """The study's trials as a new reader sees them (empty while the study does not exist yet)."""
+    from search.storage import STUDY_JOURNAL, load_study
+
+    if not (run / STUDY_JOURNAL).exists():
+        return []
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-            rows = con.execute(
-                "SELECT t.number, v.objective, v.value FROM trials t JOIN trial_values v "
-                "ON v.trial_id = t.trial_id WHERE t.state = 'COMPLETE' ORDER BY t.number, v.objective"
-            ).fetchall()
-    except sqlite3.OperationalError:  # no tables yet
-        return {}
-    out: dict[int, list[float]] = {}
-    for number, _, value in rows:
-        out.setdefault(number, []).append(value)
-    return {k: tuple(v) for k, v in out.items()}
+        return load_study(str((run / STUDY_JOURNAL).resolve()), run.name).get_trials(deepcopy=False)
+    except KeyError:  # no study yet
+        return []
+
+
+def _complete(run: Path) -> dict[int, tuple[float, ...]]:
+    """Finished trials in the study: number -> objective values."""
+    return {t.number: tuple(t.values) for t in _trials(run) if t.state.name == "COMPLETE"}
 
 
 def _rows(run: Path) -> int:
     """Trials of any state in the study (a new row: a trial has started)."""
-    try:
-        with sqlite3.connect(f"file:{run / 'study.db'}?mode=ro", uri=True, timeout=30) as con:
-            return con.execute("SELECT count(*) FROM trials").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return len(_trials(run))
 
 
 def _newer(path: Path, since: float) -> bool:
@@ -146,9 +139,9 @@ def _check_files(run: Path) -> None:
                 assert list(f.keys())
         elif name.endswith(".onnx"):
             onnx.checker.check_model(onnx.load(str(path)))
-        elif name.endswith(".db"):
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-                assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        elif name.endswith(".journal"):  # every line one JSON record (Optuna's journal), the last one ended
+            text = path.read_text(encoding="utf-8")
+            assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
         elif name.endswith(".mlpackage"):
             import coremltools as ct
 

@@ -1,4 +1,5 @@
-"""optuna-dashboard opens a run's study (through its WSGI app, as ``optuna-dashboard URL`` serves it)."""
+"""optuna-dashboard opens a run's study (through its WSGI app, as ``optuna-dashboard RUN/study.journal`` serves
+it: the CLI opens a journal file path with ``JournalStorage(JournalFileBackend(path))``)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,15 @@ def _get(app, path: str) -> tuple[str, dict]:
 def test_dashboard_shows_named_objectives_and_each_constraint_once(tiny_run, tiny_search_config):
     dashboard = pytest.importorskip("optuna_dashboard")
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
-    storage = optuna.storages.RDBStorage(tiny_search_config.storage_url)
+    path = tiny_search_config.run_dir / "study.journal"
+    assert tiny_search_config.storage_url == str(path.resolve())  # a new run's study: its journal file
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    # what the README's ``optuna-dashboard runs/NAME/study.journal`` does with the path (no public API for it)
+    from optuna_dashboard._storage_url import guess_storage_from_url
+
+    assert isinstance(guess_storage_from_url(str(path)), optuna.storages.JournalStorage)
     app = dashboard.wsgi(storage)
     line, studies = _get(app, "/api/studies")
     assert line.startswith("200"), line

@@ -67,59 +67,50 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
-def _states(db: Path, *, writer_dead: bool = False) -> dict[int, str]:
-    """Trial number -> state, read straight from the SQLite study (empty while it does not exist yet).
+def _trials_now(cfg) -> list:
+    """The study's trials as a new reader sees them now (empty while the study does not exist yet)."""
+    from search.storage import load_study
 
-    ``writer_dead``: the process that wrote it was killed, maybe inside a transaction; a read-write
-    connection rolls its hot journal back (a read-only one cannot, and would see the file as locked)."""
-    uri = f"file:{db}" if writer_dead else f"file:{db}?mode=ro"
     try:
-        with sqlite3.connect(uri, uri=True, timeout=5 if writer_dead else 1) as con:
-            return dict(con.execute("SELECT number, state FROM trials").fetchall())
-    except sqlite3.OperationalError:  # no file or no table yet, or locked for a moment
-        return {}
+        return load_study(cfg.storage_url, cfg.name).get_trials(deepcopy=False)
+    except KeyError:  # no study yet
+        return []
 
 
-def _running_recorded(db: Path) -> bool:
+def _states(cfg) -> dict[int, str]:
+    """Trial number -> state."""
+    return {t.number: t.state.name for t in _trials_now(cfg)}
+
+
+def _running_recorded(cfg) -> bool:
     """Whether the RUNNING trial has recorded its worker's pid (a kill before that is another case)."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return bool(
-                con.execute(
-                    "SELECT count(*) FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                    "WHERE t.state = 'RUNNING' AND a.key = 'pid'"
-                ).fetchone()[0]
-            )
-    except sqlite3.OperationalError:
-        return False
+    return any(t.state.name == "RUNNING" and "pid" in t.user_attrs for t in _trials_now(cfg))
 
 
 def _load(url: str, name: str):
-    import optuna
+    from search.storage import load_study
 
-    from search.storage import _engine_url
-
-    return optuna.load_study(study_name=name, storage=_engine_url(url))
+    return load_study(url, name)
 
 
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(base, tmp_path):
     cfg = _fresh(base, tmp_path / "run", trials=2)
-    db = cfg.run_dir / "study.db"
+    assert cfg.storage_url.endswith("study.journal")
     # Every trial sleeps 2 s while scoring, so the second trial is surely running when we look.
     proc = _start(cfg, tmp_path, env={"SEARCH_PROC_TRIAL_DELAY": "2"})
     deadline = time.time() + 180
     states: dict[int, str] = {}
     while time.time() < deadline and proc.poll() is None:
-        states = _states(db)
-        if "COMPLETE" in states.values() and "RUNNING" in states.values() and _running_recorded(db):
+        states = _states(cfg)
+        if "COMPLETE" in states.values() and "RUNNING" in states.values() and _running_recorded(cfg):
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
     assert "RUNNING" in states.values(), states
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    killed = [n for n, s in _states(db, writer_dead=True).items() if s == "RUNNING"]
+    killed = [n for n, s in _states(cfg).items() if s == "RUNNING"]
     assert len(killed) == 1
     before = {
         t.number: t.values for t in _load(cfg.storage_url, cfg.name).trials if t.state.name == "COMPLETE"
@@ -172,11 +163,12 @@ def test_local_workers_share_one_study(base, tmp_path, monkeypatch):
     from search.scorer import Scorer
 
     cfg = _fresh(base, tmp_path / "run", trials=4, workers=2)
+    assert cfg.storage_url.endswith("study.journal")  # Optuna's storage for several local processes
     score = Scorer.score
 
     def after_the_worker_started(self, candidate, **kw):  # this process only, not the spawned worker
         deadline = time.time() + 120
-        while time.time() < deadline and not _other_pids(cfg.run_dir / "study.db"):
+        while time.time() < deadline and not _other_pids(cfg):
             time.sleep(0.2)
         return score(self, candidate, **kw)
 
@@ -188,20 +180,33 @@ def test_local_workers_share_one_study(base, tmp_path, monkeypatch):
     pids = {t.user_attrs["pid"] for t in complete}
     assert os.getpid() in pids and len(pids) == 2, pids
     assert sorted(result.trials["trial"]) == sorted(t.number for t in complete)
+    assert result.trials["trial"].is_unique and not (cfg.run_dir / "study.db").exists()
 
 
-def _other_pids(db: Path) -> set[int]:
-    """Pids of other processes that have started a trial in the SQLite study."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            rows = con.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'pid'").fetchall()
-    except sqlite3.OperationalError:
-        return set()
-    return {int(v) for (v,) in rows} - {os.getpid()}
+def _other_pids(cfg) -> set[int]:
+    """Pids of other processes that have started a trial in the study."""
+    return {t.user_attrs["pid"] for t in _trials_now(cfg) if "pid" in t.user_attrs} - {os.getpid()}
+
+
+@pytest.mark.slow
+def test_run_made_before_the_journal_resumes_on_its_sqlite(base, tmp_path):
+    cfg = _fresh(base, tmp_path / "run", trials=1, budget_ms=1000.0)  # any candidate is feasible
+    db = f"sqlite:///{cfg.run_dir.resolve() / 'study.db'}"
+    run_search(dataclasses.replace(cfg, storage=db), progress=False)  # as the release before wrote it
+    before = {t.number: t.values for t in _load(db, cfg.name).trials if t.state.name == "COMPLETE"}
+    assert len(before) == 1 and cfg.storage_url == db  # no --storage: the run directory's study.db
+
+    result = run_search(dataclasses.replace(cfg, trials=2), progress=False)  # resumed without --storage
+
+    assert not (cfg.run_dir / "study.journal").exists()
+    complete = {t.number: t.values for t in _load(db, cfg.name).trials if t.state.name == "COMPLETE"}
+    assert len(complete) == 2 and all(complete[n] == v for n, v in before.items())
+    assert sorted(result.trials["trial"]) == sorted(complete)
 
 
 def test_dead_remote_worker_fails_after_its_heartbeat_stops(base, tmp_path):
-    cfg = _fresh(base, tmp_path / "run")
+    cfg = _fresh(base, tmp_path / "run")  # an RDB storage (a journal has no heartbeat: local workers only)
+    cfg = dataclasses.replace(cfg, storage=f"sqlite:///{cfg.run_dir.resolve() / 'study.db'}")
     space = load_space(cfg.space_file, num_classes=12)
     study = create_study(
         storage=cfg.storage_url,

@@ -30,7 +30,7 @@ def test_run_directory(finished, setup):
     run = setup.run_dir
     for name in (
         "run.json",
-        "study.db",
+        "study.journal",
         "supernet.safetensors",
         "trials.csv",
         "front.csv",
@@ -43,6 +43,7 @@ def test_run_directory(finished, setup):
         "chosen/model.mlpackage",
     ):
         assert (run / name).exists(), name
+    assert not (run / "study.db").exists()  # a new run keeps its study in Optuna's journal file
     meta = json.loads((run / "run.json").read_text())
     assert meta["format"] == 1 and meta["finished"] and meta["config"]["budget_ms"] == 10.0
     trials = pd.read_csv(run / "trials.csv")
@@ -107,6 +108,7 @@ def test_other_settings_are_refused(finished, setup):
 
 
 def test_dead_worker_trial_is_failed_with_reason(finished, setup):
+    assert setup.storage_url.endswith("study.journal")  # the journal, which has no heartbeat
     space = load_space(setup.space_file, num_classes=12)
     study = create_study(
         storage=setup.storage_url,
@@ -127,9 +129,9 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
 
 def _identity(cfg):
     """The supernet and data hashes the run's study was created with."""
-    import optuna
+    from search.storage import load_study
 
-    saved = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url).user_attrs["config"]
+    saved = load_study(cfg.storage_url, cfg.name).user_attrs["config"]
     return {k: saved[k] for k in ("supernet_sha256", "data_sha256")}
 
 
@@ -156,7 +158,7 @@ def test_infeasible_budget_keeps_the_study(setup, tmp_path):
     )
     with pytest.raises(RunError, match=r"no candidate meets the 0.001 ms budget.*closest: trial"):
         run_search(cfg, progress=False)
-    assert (tmp_path / "tight" / "study.db").is_file() and (tmp_path / "tight" / "trials.csv").is_file()
+    assert (tmp_path / "tight" / "study.journal").is_file() and (tmp_path / "tight" / "trials.csv").is_file()
 
 
 @pytest.mark.parametrize(
