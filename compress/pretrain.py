@@ -78,6 +78,7 @@ class PretrainConfig:
     seed: int = 0
     text: TextConfig = field(default_factory=TextConfig)
     amp: bool = False
+    grad_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -138,7 +139,7 @@ class TagProbe(nn.Module):
 
 
 def _key(space: Any, data_key: str, config: PretrainConfig) -> str:
-    recipe = {k: v for k, v in config.to_dict().items() if k != "amp"}
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("amp", "grad_checkpoint")}
     blob = json.dumps(
         {"format": FORMAT, "space": space.to_dict(), "data": data_key, "recipe": recipe}, sort_keys=True
     )
@@ -228,7 +229,7 @@ def pretrain_backbone(
     rank, world = dist_world()
     check_batch(len(train_data), config.batch_size, world, what="pretraining batch size")
     aux = _objective_module(captions, config, widths, space.num_classes)
-    device = place(net, world, amp=config.amp)
+    device = place(net, world, amp=config.amp, grad_checkpoint=config.grad_checkpoint)
     aux.to(device)
     history, seconds = _pretrain_steps(
         net,

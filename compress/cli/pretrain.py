@@ -31,6 +31,9 @@ def pretrain_cmd(
         typer.Option(help="Start from MobileNetV3-Large weights: a timm or torchvision state_dict file."),
     ] = None,
     amp: Annotated[bool, typer.Option(help="Mixed precision (GPU only).")] = False,
+    grad_checkpoint: Annotated[
+        bool, typer.Option(help="Recompute activations in the backward pass (less memory, ~1 more forward).")
+    ] = False,
 ) -> None:
     """Pretrain the backbone (sandwich rule), train the heads on it frozen, and score zero-shot tagging.
 
@@ -47,9 +50,15 @@ def pretrain_cmd(
         lr=lr,
         seed=seed,
         amp=amp,
+        grad_checkpoint=grad_checkpoint,
     )
     train = TrainConfig(
-        steps=steps + head_steps, batch_size=batch_size, resolution=resolution, seed=seed, amp=amp
+        steps=steps + head_steps,
+        batch_size=batch_size,
+        resolution=resolution,
+        seed=seed,
+        amp=amp,
+        grad_checkpoint=grad_checkpoint,
     )
     summary = pretrain(data=data, out=out, config=config, train=train, init=init)
     if os.environ.get("RANK", "0") == "0":

@@ -13,6 +13,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from compress.errors import ConfigError
 from compress.model.elastic import ElasticConvBNAct, ElasticInvertedResidual, elastic_head
@@ -50,6 +51,11 @@ class Supernet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.stem = ElasticConvBNAct(3, space.stem, 3, stride=2, act=space.stem_act)
+        # Gradient checkpointing (``compress.training.place``): in training with gradients on, each block's
+        # activations are recomputed in the backward pass instead of kept, so a large batch fits GPU memory at
+        # about one more forward pass of compute. The recomputation updates BN running statistics once more;
+        # they are not used (every extracted subnet is BN-recalibrated).
+        self.grad_checkpoint = False
         self.stages = nn.ModuleList()
         prev: tuple[int, ...] = (space.stem,)
         for st in space.stages:
@@ -94,9 +100,11 @@ class Supernet(nn.Module):
         count = spec.built_stages if stages is None else stages
         for stage, blocks in zip(spec.stages[:count], self.stages, strict=False):
             for j in range(stage.depth):
-                x = cast(nn.ModuleList, blocks)[j](
-                    x, expanded_channels(in_ch, stage.expand[j]), stage.width, stage.kernel
-                )
+                block, args = cast(nn.ModuleList, blocks)[j], (expanded_channels(in_ch, stage.expand[j]),)
+                if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                    x = checkpoint(block, x, *args, stage.width, stage.kernel, use_reentrant=False)
+                else:
+                    x = block(x, *args, stage.width, stage.kernel)
                 in_ch = stage.width
             features.append(x)
         return features

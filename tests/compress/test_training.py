@@ -158,3 +158,42 @@ def test_joint_phase_trains_every_head_module_about_equally(tiny, tmp_path, monk
         counts = [used[f"{h.task}_{b}"] for b in h.branches]
         assert counts == [2 * steps // len(h.branches)] * len(h.branches), (h.task, counts)
     assert all(s.stages == space.largest().stages for s in [training.rotate_heads(space, space.largest(), 1)])
+
+
+def _saved_tensors_and_grads(space, *, checkpointing: bool) -> tuple[int, list[torch.Tensor]]:
+    from compress.model import Supernet
+
+    torch.manual_seed(0)
+    net = Supernet(space).train()
+    net.grad_checkpoint = checkpointing
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += 1
+        return t
+
+    x = torch.rand(2, 3, 64, 64)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(x, space.largest())
+    sum(v.float().mean() for v in out.values()).backward()
+    return saved, [p.grad.clone() for p in net.stem.parameters() if p.grad is not None]
+
+
+def test_gradient_checkpointing_keeps_fewer_activations_and_the_same_gradients(tiny):
+    _, space = tiny
+    plain_saved, plain_grads = _saved_tensors_and_grads(space, checkpointing=False)
+    ckpt_saved, ckpt_grads = _saved_tensors_and_grads(space, checkpointing=True)
+    assert ckpt_saved < plain_saved / 2  # only each block's input is kept, not its intermediates
+    assert len(ckpt_grads) == len(plain_grads) > 0
+    for a, b in zip(ckpt_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_grad_checkpoint_recipe_switches_it_on_without_changing_the_supernet_identity(tiny, tmp_path):
+    train, space = tiny
+    out = tmp_path / "supernet.safetensors"
+    result = train_supernet(space, train, out, config=_config(steps=2, grad_checkpoint=True), progress=False)
+    assert result.supernet.grad_checkpoint
+    again = train_supernet(space, train, out, config=_config(steps=2), progress=False)
+    assert again.reused  # a memory setting, not a recipe: the same supernet
