@@ -50,3 +50,38 @@ def test_torchrun_two_processes_train_one_supernet(cache, tmp_path):
     flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
     assert flat.abs().sum().item() == pytest.approx(abs0, rel=1e-9)
     assert not (tmp_path / "supernet.safetensors.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_pretrain_one_backbone_and_text_encoder(tmp_path):
+    """Contrastive pretraining under torchrun: each rank embeds its half of every batch, the averaged gradients
+    keep backbone and text encoder identical on both ranks, and rank 0 writes the run directory's files."""
+    from ddp_train import tiny_space
+
+    from compress.data import generate_scenes
+    from compress.pretrain import PretrainConfig, pretrain_backbone
+    from compress.text import load_image_text
+
+    coco = generate_scenes(
+        tmp_path / "coco", SceneConfig(num_train=24, num_val=8, image_size=64, seed=3), progress=False
+    )
+    load_data(
+        f"coco:{coco}", resolution=64, cache_dir=tmp_path / "cache", progress=False
+    )  # ranks only read it
+    out = tmp_path / "run"
+    done = _torchrun(
+        str(HELPER.with_name("ddp_pretrain.py")), str(coco), str(tmp_path / "cache"), str(out), "3"
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    record = json.loads((out / "ranks.json").read_text())
+    assert record["world"] == 2 and record["steps"] == 3
+    rank0, rank1 = record["sums"]
+    assert rank1 == pytest.approx(rank0, rel=1e-9, abs=1e-9)
+    assert (out / "text_encoder.json").is_file() and load_image_text(out) is not None
+    # rank 0's file: the same backbone, reused as it is by a single process with the same recipe
+    train, _ = load_data(f"coco:{coco}", resolution=64, cache_dir=tmp_path / "cache", progress=False)
+    config = PretrainConfig(steps=3, batch_size=8, resolution=64, warmup_steps=1)  # ddp_pretrain.py's
+    again = pretrain_backbone(tiny_space(train.num_classes), train, out, config=config, progress=False)
+    assert again.reused
+    flat = torch.cat([p.detach().double().flatten() for p in again.supernet.parameters()])
+    assert flat.abs().sum().item() == pytest.approx(rank0[1], rel=1e-9)
