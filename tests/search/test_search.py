@@ -43,6 +43,11 @@ def test_run_directory(finished, setup):
         "chosen/model.mlpackage",
     ):
         assert (run / name).exists(), name
+    import onnx
+
+    # without pretraining the artifacts are plain: no image embedding output, no prompt embeddings
+    assert "image_embedding" not in {o.name for o in onnx.load(str(run / "chosen/model.onnx")).graph.output}
+    assert not (run / "chosen/text_embeddings.safetensors").exists()
     meta = json.loads((run / "run.json").read_text())
     assert meta["format"] == 1 and meta["finished"] and meta["config"]["budget_ms"] == 10.0
     trials = pd.read_csv(run / "trials.csv")
