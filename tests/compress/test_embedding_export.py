@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from compress.compression import PruneSpec, prune, simulate
 from compress.data import SceneConfig, generate_scenes, load_data
 from compress.errors import ConfigError, RunError
-from compress.export import export_coreml, export_onnx, output_keys
+from compress.export import export_coreml, export_onnx, output_keys, read_coreml_weights
 from compress.model import default_space, extract, load_model, save_model
 from compress.pretrain import (
     TEXT_EMBEDDINGS,
@@ -176,6 +176,13 @@ def test_coreml_package_names_and_describes_the_embedding(run, small, tmp_path: 
         list(outputs)[-1] == "image_embedding" and "unit-norm image embedding" in outputs["image_embedding"]
     )
     assert json.loads(mlmodel.user_defined_metadata["compress.image_embedding"])["dim"] == 128
+    stored = read_coreml_weights(package)  # the projection is compressed like every other layer
+    assert stored["model_embedding_linear_weight_to_fp16"].storage == "affine"
+    images = _images(val, net.spec.resolution)
+    w8a8 = export_coreml(
+        net, tmp_path / "w8a8", scheme="w8a8", calibration=images
+    )  # activation quantizers too
+    assert any("embedding" in name for name in read_coreml_weights(w8a8))
     bare = export_coreml(plain, tmp_path / "plain", scheme="fp16")
     names = [o.name for o in ct.models.MLModel(str(bare), skip_model_load=True).get_spec().description.output]
     assert "image_embedding" not in names
@@ -226,3 +233,16 @@ def test_a_checkpoint_with_a_broken_embedding_is_a_run_error(small, tmp_path: Pa
     save_file(state, str(path), metadata=meta)
     with pytest.raises(RunError, match="does not match its ArchSpec"):
         load_model(path)
+
+
+def test_cli_export_rebuilds_the_embedding_from_the_checkpoint(small, tmp_path: Path, capsys) -> None:
+    from compress.cli import main
+
+    _, net = small
+    ckpt = save_model(net, tmp_path / "model.safetensors")
+    code = main(["export", str(ckpt), "--scheme", "pal4", "--out", str(tmp_path / "out"), "--onnx"])
+    assert code == 0, capsys.readouterr().err
+    x = torch.rand(2, 3, net.spec.resolution, net.spec.resolution)
+    got = _onnx_outputs(tmp_path / "out" / "model.onnx", x)["image_embedding"]
+    with torch.no_grad():  # `compress export` writes the float model to ONNX
+        np.testing.assert_allclose(got, net(x)["image_embedding"].numpy(), rtol=1e-4, atol=1e-5)
