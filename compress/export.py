@@ -14,7 +14,9 @@ and converted, and the weight compression is applied by coremltools with the sam
   simulation did (``RunError`` if not).
 
 The package has one image input ``image`` (RGB, pixel values scaled by 1/255 so the model's own
-normalisation applies), one output per head output (``tags``, ``det_heatmap``, ``det_box``, ``saliency``) and
+normalisation applies), one output per head output (``tags``, ``det_heatmap``, ``det_box``, ``saliency``),
+``image_embedding`` [1, D] when the model has one (``MultiTaskNet.attach_embedding``: the unit-norm image
+embedding of an image-text pretrained backbone, for search by text and zero-shot tagging on device), and
 metadata: ``compress.arch_spec`` (ArchSpec JSON), ``compress.scheme`` and anything passed in ``metadata``
 (e.g. predicted per-device latency), JSON-encoded unless it is a string. Running the package needs macOS;
 on Linux conversion and compression work and the model is not loaded.
@@ -52,6 +54,8 @@ __all__ = [
 ]
 
 OUTPUT_KEYS = ("tags", "det_heatmap", "det_box", "saliency")
+EMBEDDING_KEY = "image_embedding"
+"""The optional image-embedding output; always exported after the head outputs."""
 INPUT_NAME = "image"
 _WRAPPED = "model"
 """Attribute name of the wrapped model: Core ML const names start with ``model_``."""
@@ -80,7 +84,8 @@ def _resolution(model: nn.Module, resolution: int | None) -> int:
 
 
 def output_keys(model: nn.Module, *, resolution: int | None = None) -> tuple[str, ...]:
-    """The model's head output keys in export order; ConfigError for a model without the expected heads."""
+    """The model's output keys in export order (heads, then ``image_embedding`` if the model has it);
+    ConfigError for a model without the expected heads."""
     res = _resolution(model, resolution)
     was_training = model.training
     with torch.no_grad():
@@ -91,6 +96,8 @@ def output_keys(model: nn.Module, *, resolution: int | None = None) -> tuple[str
             f"export needs a model whose forward returns a dict of head outputs ({', '.join(OUTPUT_KEYS)}), "
             f"but it returned {type(out).__name__}"
         )
+    embedding = EMBEDDING_KEY in out
+    out = {k: v for k, v in out.items() if k != EMBEDDING_KEY}
     unknown = sorted(set(out) - set(OUTPUT_KEYS))
     if unknown or not out:
         raise ConfigError(
@@ -106,7 +113,7 @@ def output_keys(model: nn.Module, *, resolution: int | None = None) -> tuple[str
                 f"model outputs {sorted(out)} but its spec's heads "
                 f"({', '.join(h.task for h in spec.heads)}) need {sorted(want)}"
             )
-    return tuple(k for k in OUTPUT_KEYS if k in out)
+    return tuple(k for k in OUTPUT_KEYS if k in out) + ((EMBEDDING_KEY,) if embedding else ())
 
 
 def _quiet_coremltools() -> None:
@@ -189,6 +196,9 @@ OUTPUT_DESCRIPTIONS = {
     "det_heatmap": "detection centre heatmap per class (probabilities in [0, 1]) on the output grid",
     "det_box": "detection box size and offset at each grid cell (left, top, right, bottom distances)",
     "saliency": "saliency mask probabilities in [0, 1] at the output grid",
+    EMBEDDING_KEY: "unit-norm image embedding [B, D] from the image-text pretrained backbone; zero-shot tag "
+    "scores are image_embedding @ text.T with the prompt embeddings of text_embeddings.safetensors "
+    "(rows named in text_embeddings.json)",
 }
 """What each head output holds, written into the Core ML and ONNX files for app developers."""
 
@@ -219,6 +229,17 @@ def describe_artifact(
     spec = getattr(model, "spec", None)
     if spec is not None and hasattr(spec, "to_json"):
         meta["compress.arch_spec"] = spec.to_json()
+    embedding = getattr(model, "embedding", None)
+    if EMBEDDING_KEY in keys and embedding is not None:
+        meta["compress.image_embedding"] = json.dumps(
+            {
+                "output": EMBEDDING_KEY,
+                "stage": embedding.stage,
+                "dim": embedding.dim,
+                "text": "text_embeddings.safetensors",
+                "names": "text_embeddings.json",
+            }  # fmt: skip
+        )
     for key, value in (metadata or {}).items():
         meta[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return meta
@@ -373,7 +394,8 @@ def export_onnx(
     resolution: int | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as ONNX (input ``image`` float [B, 3, R, R] in [0, 1], one named output per head).
+    """Write ``model`` as ONNX (input ``image`` float [B, 3, R, R] in [0, 1], one named output per head, and
+    ``image_embedding`` [B, D] when the model has one).
 
     The batch dimension is dynamic; the file is checked with ``onnx.checker``. ``opset`` must be >= 17.
     ``metadata_props`` hold :func:`describe_artifact` (author, license, version, arch, classes, outputs).

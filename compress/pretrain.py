@@ -55,12 +55,18 @@ __all__ = [
     "joint_phase_pretraining",
     "pretrain",
     "pretrain_backbone",
+    "prompt_embeddings",
+    "save_prompt_embeddings",
     "start_supernet",
+    "with_image_embedding",
     "zero_shot_scores",
 ]
 
 OBJECTIVES = ("contrastive", "tags")
 FORMAT = "compress.PretrainedSupernet/1"
+TEXT_EMBEDDINGS = "text_embeddings.safetensors"
+TEXT_NAMES = "text_embeddings.json"
+TEXT_FORMAT = "compress.TextEmbeddings/1"
 
 
 @dataclass(frozen=True)
@@ -471,6 +477,72 @@ def zero_shot_scores(
     finally:
         model.train(was_training)
     return np.concatenate(scores)
+
+
+def with_image_embedding(model: Any, image_text: ImageText) -> Any:
+    """A copy of the static ``model`` (a ``MultiTaskNet``) with the ``image_embedding`` output attached.
+
+    The output is what ``image_text.embed_image`` computes for ``model``: the global average pool of its
+    embed stage (:func:`embed_stage`), the stage's image projection restricted to the model's width there,
+    L2 normalisation. Pruning keeps stage outputs, so it applies to pruned models too. ConfigError when the
+    text encoder has no projection for that stage or is narrower than the model there.
+    """
+    import copy
+
+    stage = embed_stage(model.spec)
+    if str(stage) not in image_text.image:
+        raise ConfigError(
+            f"the text encoder has no image projection for stage {stage}; it has {list(image_text.image)}"
+        )
+    weight = image_text.image[str(stage)].linear.weight.detach()
+    width = model.spec.stages[stage].width
+    if width > weight.shape[1]:
+        raise ConfigError(
+            f"stage {stage} is {width} channels wide but its image projection takes at most {weight.shape[1]}"
+        )
+    out = copy.deepcopy(model)
+    out.attach_embedding(stage, weight[:, :width].clone())
+    return out
+
+
+@torch.no_grad()
+def prompt_embeddings(
+    image_text: ImageText, categories: Sequence[str], *, prompt: str = PROMPT
+) -> torch.Tensor:
+    """The zero-shot classifier [C, D]: the unit-norm embedding of ``prompt`` for each category, in order."""
+    was_training = image_text.training
+    try:
+        return image_text.eval().embed_text([prompt.format(c) for c in categories]).float().cpu()
+    finally:
+        image_text.train(was_training)
+
+
+def save_prompt_embeddings(
+    image_text: ImageText, categories: Sequence[str], directory: str | Path, *, prompt: str = PROMPT
+) -> Path:
+    """Write the text side an app needs for zero-shot tagging without the text encoder; return its path.
+
+    ``TEXT_EMBEDDINGS`` (safetensors, tensor ``text`` [C, D], one unit-norm row per category) and
+    ``TEXT_NAMES`` (JSON: ``names`` in row order, the ``prompt``, the learned ``temperature``, and how to
+    score: ``image_embedding @ text.T`` gives cosine similarities [B, C]).
+    """
+    from safetensors.torch import save_file
+
+    from compress.atomic import write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    text = prompt_embeddings(image_text, categories, prompt=prompt).contiguous()
+    path = directory / TEXT_EMBEDDINGS
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"text": text}, str(tmp), metadata={"format": TEXT_FORMAT})
+    os.replace(tmp, path)
+    write_text(directory / TEXT_NAMES, json.dumps({
+        "format": TEXT_FORMAT, "names": [str(c) for c in categories], "prompt": prompt,
+        "dim": int(text.shape[1]), "temperature": float(1.0 / image_text.scale().detach()),
+        "usage": "scores [B, C] = image_embedding @ text.T (cosine similarities; rows in the order of names)",
+    }, indent=1))  # fmt: skip
+    return path
 
 
 def backbone_card(

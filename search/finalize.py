@@ -13,7 +13,11 @@ Steps:
    number of steps, with the same keep rule. Both are scored on the *test* split, which no decision reads.
 3. **Export.** ``model.safetensors`` (ArchSpec JSON + weights), ``model.mlpackage`` (coremltools applies the
    same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and ``card.json``. An export step
-   that fails is recorded in the card with its reason; nothing else is lost.
+   that fails is recorded in the card with its reason; nothing else is lost. When the backbone was
+   pretrained on captions (``--pretrain``), the three model files also emit ``image_embedding`` (the run's
+   image projection on the trained model's embed stage, ``compress.pretrain.with_image_embedding``) and
+   ``text_embeddings.safetensors`` + ``.json`` hold the category prompts' embeddings, so an app tags
+   zero-shot as ``image_embedding @ text.T`` without the text encoder.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from compress.data import Splits
 from compress.finetune import FinetuneRecipe, finetune, plan_steps
 from compress.metrics import Quality
 from compress.model import MultiTaskNet
+from compress.pretrain import TEXT_EMBEDDINGS
 from search.config import SearchConfig
 from search.rundir import (
     CARD,
@@ -273,7 +278,11 @@ def _export(
     costs = scorer.cost(model, cand.quant)
     slowest = max(costs, key=lambda d: costs[d].latency_ms)
     errors: dict[str, str] = {}
-    artifacts = _write_artifacts(cfg, chosen, trial, scorer, splits, costs, out, console, errors)
+    shipped, zero_shot = model, None
+    if cfg.pretrain:  # the image embedding and the prompts' text side; a failure leaves the model files plain
+        done = _safe("image_embedding", lambda: _with_text_side(cfg, model, splits, out), errors)
+        shipped, zero_shot = done if done is not None else (model, None)
+    artifacts = _write_artifacts(cfg, chosen, shipped, trial, scorer, splits, costs, out, console, errors)
     layers = costs[slowest].layers.copy()
     layers["head"] = [head_of(str(o)) for o in layers["output"]]
     write_csv(layers, out / LAYERS)
@@ -304,24 +313,25 @@ def _export(
         "errors": errors,
     }
     backbone = _backbone(cfg, cand, scorer, splits, errors)
-    if backbone is not None:
-        card["backbone"] = backbone
+    if backbone is not None or zero_shot is not None:
+        card["backbone"] = {**(backbone or {}), **(zero_shot or {})}
     write_json(out / CARD, card)
     publish_dir(out, final)
     return card
 
 
 def _write_artifacts(
-    cfg: SearchConfig, chosen: Trained, trial: int, scorer: Scorer, splits: Splits, costs: dict[str, Any],
-    out: Path, console: Any, errors: dict[str, str],
+    cfg: SearchConfig, chosen: Trained, model: MultiTaskNet, trial: int, scorer: Scorer, splits: Splits,
+    costs: dict[str, Any], out: Path, console: Any, errors: dict[str, str],
 ) -> dict[str, dict[str, float | None]]:  # fmt: skip
-    """``model.safetensors``, ``model.mlpackage`` and ``model.onnx`` in ``out``; their sizes on disk (the
-    package's beside the cost model's prediction). A failed export is recorded in ``errors``."""
+    """``model.safetensors``, ``model.mlpackage`` and ``model.onnx`` of ``model`` (the trained chosen model,
+    with its image embedding when it has one) in ``out``; their sizes on disk (the package's beside the cost
+    model's prediction). A failed export is recorded in ``errors``."""
     from compress.compression import simulate
     from compress.export import export_coreml, export_onnx, package_size_mb
     from compress.model import save_model
 
-    cand, model = chosen.candidate, chosen.model
+    cand = chosen.candidate
     calib = scorer.calibration(cand.spec.resolution)
     save_model(model, out / MODEL)
     meta = {
@@ -345,9 +355,36 @@ def _write_artifacts(
             "disk_mb_actual": package_size_mb(path),
             "disk_mb_predicted": predicted_disk if name == PACKAGE else None,
         }
-        for name, path in ((PACKAGE, ml), (ONNX, onnx), (MODEL, out / MODEL))
-        if path is not None
+        for name, path in (
+            (PACKAGE, ml),
+            (ONNX, onnx),
+            (MODEL, out / MODEL),
+            (TEXT_EMBEDDINGS, out / TEXT_EMBEDDINGS),
+        )
+        if path is not None and path.exists()
     }
+
+
+def _with_text_side(
+    cfg: SearchConfig, model: MultiTaskNet, splits: Splits, out: Path
+) -> tuple[MultiTaskNet, dict[str, Any]]:
+    """``model`` with the ``image_embedding`` output of the run's image projection, and the zero-shot
+    tagging mAP of that shipped embedding on test; writes the category prompts' embeddings
+    (``TEXT_EMBEDDINGS`` + ``TEXT_NAMES``) into ``out``."""
+    from compress.metrics import tagging_map
+    from compress.pretrain import save_prompt_embeddings, with_image_embedding, zero_shot_scores
+    from compress.text import load_image_text
+
+    image_text = load_image_text(cfg.run_dir)
+    embedded = with_image_embedding(model, image_text)
+    save_prompt_embeddings(image_text, list(splits.train.categories), out)
+    scores = zero_shot_scores(model, image_text, splits.test)
+    figure = {
+        "tagging_map_zero_shot_shipped": tagging_map(scores, splits.test.tags.numpy()),
+        "source_shipped": "measured: the delivered model (trained, pruned, float weights) through its "
+        f"image_embedding output and {TEXT_EMBEDDINGS}, {len(splits.test)} test images",
+    }
+    return embedded, figure
 
 
 def _device_figures(c: Any, cfg: SearchConfig) -> dict[str, Any]:

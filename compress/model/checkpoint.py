@@ -1,7 +1,12 @@
-"""Model checkpoints: the ArchSpec JSON plus a safetensors state dict in one file, never a pickle."""
+"""Model checkpoints: the ArchSpec JSON plus a safetensors state dict in one file, never a pickle.
+
+A model with an image-embedding output (``MultiTaskNet.attach_embedding``) also stores
+``image_embedding`` metadata (JSON: ``stage``, ``dim``); its weight is ``embedding.linear.weight``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +31,8 @@ def save_model(model: MultiTaskNet, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "arch_spec": model.spec.to_json()}
+    if model.embedding is not None:
+        meta["image_embedding"] = json.dumps({"stage": model.embedding.stage, "dim": model.embedding.dim})
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -68,15 +75,19 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     from safetensors.torch import load_file
 
     path = Path(path)
-    spec = _spec_from(_metadata(path), path)
+    meta = _metadata(path)
+    spec = _spec_from(meta, path)
     try:
         state = load_file(str(path), device=str(map_location))
     except Exception as exc:
         raise RunError(f"model file {str(path)!r} cannot be read: {exc}") from None
     model = MultiTaskNet(spec)
     try:
+        if "image_embedding" in meta:
+            stage = int(json.loads(meta["image_embedding"])["stage"])
+            model.attach_embedding(stage, state["embedding.linear.weight"])
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, ConfigError, KeyError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[:3]
         raise RunError(
             f"model file {str(path)!r} does not match its ArchSpec ({spec.describe()}): {' '.join(first)}"

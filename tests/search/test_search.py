@@ -44,6 +44,11 @@ def test_run_directory(finished, setup):
     ):
         assert (run / name).exists(), name
     assert not (run / "study.db").exists()  # a new run keeps its study in Optuna's journal file
+    import onnx
+
+    # without pretraining the artifacts are plain: no image embedding output, no prompt embeddings
+    assert "image_embedding" not in {o.name for o in onnx.load(str(run / "chosen/model.onnx")).graph.output}
+    assert not (run / "chosen/text_embeddings.safetensors").exists()
     meta = json.loads((run / "run.json").read_text())
     assert meta["format"] == 1 and meta["finished"] and meta["config"]["budget_ms"] == 10.0
     trials = pd.read_csv(run / "trials.csv")
