@@ -27,11 +27,17 @@ def export_cmd(
     data: Annotated[
         str, typer.Option(help="Calibration data for w8a8 activation ranges: 'builtin' or 'coco:PATH'.")
     ] = "builtin",
+    onnx_exporter: Annotated[
+        str,
+        typer.Option(
+            help="torchscript (fast) or dynamo (torch.export; needs the onnx-dynamo extra, opset 18)."
+        ),
+    ] = "torchscript",
 ) -> None:
     """Write OUT/model.mlpackage (ML Program, image input, one output per head) and print its size."""
     from compress.export import export_model
 
-    result = export_model(model, out, scheme=scheme, onnx=onnx, calibration=data)
+    result = export_model(model, out, scheme=scheme, onnx=onnx, calibration=data, onnx_exporter=onnx_exporter)
     typer.echo(f"{result.coreml}  {result.size_mb:.2f} MB  ({scheme})")
     if result.onnx is not None:
         typer.echo(f"{result.onnx}")

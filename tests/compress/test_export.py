@@ -297,3 +297,30 @@ def test_onnx_metadata_props(model: MultiTaskNet, tmp_path: Path) -> None:
     assert ArchSpec.from_json(props["compress.arch_spec"]) == model.spec and props["trial"] == "7"
     assert set(json.loads(props["outputs"])) == {o.name for o in proto.graph.output}
     assert proto.producer_name == "compress-toolkit"
+
+
+@pytest.mark.slow
+def test_dynamo_onnx_exporter_matches_torch_with_a_dynamic_batch(model: MultiTaskNet, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    path = export_onnx(model, tmp_path / "dynamo.onnx", exporter="dynamo", metadata={"trial": "3"})
+    proto = onnx.load(str(path))
+    assert {p.key: p.value for p in proto.metadata_props}["trial"] == "3"
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert names == ["tags", "det_heatmap", "det_box", "saliency"]
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64)
+        got = dict(zip(names, session.run(None, {"image": x.numpy()}), strict=True))
+        with torch.no_grad():
+            ref = model(x)
+        for key, value in ref.items():
+            np.testing.assert_allclose(got[key], value.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_unknown_onnx_exporter_is_a_config_error(model: MultiTaskNet, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown ONNX exporter 'jit'; choose one of: torchscript, dynamo"):
+        export_onnx(model, tmp_path / "m.onnx", exporter="jit")
