@@ -404,9 +404,9 @@ def export_onnx(
 
     ``exporter``: ``"torchscript"`` (default) or ``"dynamo"`` (torch.export + onnxscript: ``pip install
     'compress-toolkit[onnx-dynamo]'``; opset >= 18). Both give the same outputs on these models (tested with
-    onnxruntime), but the dynamo exporter took 26x as long here (49.7 s against 1.9 s for the largest subnet
-    of the default space, side by side), which a 10-minute search cannot spend; torch deprecated the
-    TorchScript exporter, so the dynamo one is ready for when torch removes it.
+    onnxruntime), but the dynamo exporter took 17x as long here (27.2 s against 1.6 s for the largest subnet
+    of the default space, side by side: ``benchmarks/onnx_export.py``), which a 10-minute search cannot
+    spend; torch deprecated the TorchScript exporter, so the dynamo one is ready for when torch removes it.
     """
     import onnx
 
