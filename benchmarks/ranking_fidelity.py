@@ -6,7 +6,11 @@ weights, BN recalibrated, the run's validation subset: exactly a trial's score) 
 after training the same architecture (pruned widths included) *from scratch* with the final-training recipe of
 ``compress search`` for ``--steps`` steps, the scheme simulated afterwards. Then Kendall's tau and Spearman's
 rho between (a) and (b) (target: tau >= 0.7), the spread of each, and for each the Spearman correlation of
-quality with predicted A11 latency and the quality-vs-latency slope (points per ms, least squares).
+quality with predicted A11 latency and the quality-vs-latency slope (points per ms, least squares). With other
+seeds trained (``--seed 1`` ...): standalone training's own tau across seeds, and the search's tau against the
+mean over seeds. Last, the size-only reference: standalone quality fitted to log(params) and log(resolution)
+on the hand-scaled shapes ranks the held-out searched trials; the search's score must beat it to be worth its
+supernet.
 
     python benchmarks/ranking_fidelity.py --run runs/search-10ms [--steps 300] [--searched 6] [--seed 0]
 
