@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -412,28 +412,26 @@ def export_onnx(
 
     if not isinstance(opset, int) or opset < 17:
         raise ConfigError(f"ONNX opset must be an int >= 17, but got {opset!r}")
-    if exporter not in ONNX_EXPORTERS:
-        raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(ONNX_EXPORTERS)}")
+    _check_exporter(exporter)
     res = _resolution(model, resolution)
     keys = output_keys(model, resolution=res)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     wrapped = _TupleOutputs(model, keys).eval()
-    dynamic = {INPUT_NAME: {0: "batch"}, **{k: {0: "batch"} for k in keys}}
+    if exporter == "dynamo":  # torch.export's graph, translated by onnxscript
+        how = _dynamo_options(opset)
+    else:
+        dynamic = {INPUT_NAME: {0: "batch"}, **{k: {0: "batch"} for k in keys}}
+        how = {"opset_version": opset, "dynamic_axes": dynamic, "dynamo": False}
     with torch.no_grad():
-        if exporter == "dynamo":
-            _export_dynamo(wrapped, res, keys, out, max(opset, 18))
-        else:
-            torch.onnx.export(
-                wrapped,
-                (torch.rand(1, 3, res, res),),
-                str(out),
-                input_names=[INPUT_NAME],
-                output_names=list(keys),
-                opset_version=opset,
-                dynamic_axes=dynamic,
-                dynamo=False,
-            )
+        torch.onnx.export(
+            wrapped,
+            (torch.rand(2, 3, res, res),),
+            str(out),
+            input_names=[INPUT_NAME],
+            output_names=list(keys),
+            **how,
+        )
     proto = onnx.load(str(out))
     meta = describe_artifact(model, "float", keys, metadata)
     proto.producer_name, proto.producer_version = DEFAULT_AUTHOR, meta["version"]
@@ -446,8 +444,13 @@ def export_onnx(
     return out
 
 
-def _export_dynamo(wrapped: nn.Module, res: int, keys: Sequence[str], out: Path, opset: int) -> None:
-    """``torch.onnx.export(dynamo=True)``: the graph from ``torch.export``, translated by onnxscript."""
+def _check_exporter(exporter: str) -> None:
+    if exporter not in ONNX_EXPORTERS:
+        raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(ONNX_EXPORTERS)}")
+
+
+def _dynamo_options(opset: int) -> dict[str, Any]:
+    """``torch.onnx.export`` options of the dynamo exporter (opset >= 18, a dynamic batch dimension)."""
     import importlib.util
 
     if importlib.util.find_spec("onnxscript") is None:
@@ -456,18 +459,13 @@ def _export_dynamo(wrapped: nn.Module, res: int, keys: Sequence[str], out: Path,
             "(or use the default exporter)"
         )
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
-        wrapped,
-        (torch.rand(2, 3, res, res),),
-        str(out),
-        input_names=[INPUT_NAME],
-        output_names=list(keys),
-        opset_version=opset,
-        dynamic_shapes=({0: batch},),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
+    return {
+        "opset_version": max(opset, 18),
+        "dynamic_shapes": ({0: batch},),
+        "dynamo": True,
+        "external_data": False,
+        "verbose": False,
+    }
 
 
 @dataclass(frozen=True)
@@ -503,6 +501,8 @@ def export_model(
     from compress.model import load_model
 
     qs = QuantScheme.parse(scheme)  # fail on a bad name before loading anything
+    if onnx:
+        _check_exporter(onnx_exporter)  # before converting anything
     net = load_model(model) if isinstance(model, str | os.PathLike) else model
     if qs.kind == "w8a8" and isinstance(calibration, str):
         from compress.data import load_data

@@ -324,3 +324,11 @@ def test_dynamo_onnx_exporter_matches_torch_with_a_dynamic_batch(model: MultiTas
 def test_unknown_onnx_exporter_is_a_config_error(model: MultiTaskNet, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown ONNX exporter 'jit'; choose one of: torchscript, dynamo"):
         export_onnx(model, tmp_path / "m.onnx", exporter="jit")
+
+
+def test_unknown_onnx_exporter_fails_before_any_conversion(model: MultiTaskNet, tmp_path: Path) -> None:
+    from compress.export import export_model
+
+    with pytest.raises(ConfigError, match="unknown ONNX exporter 'jit'"):
+        export_model(model, tmp_path / "out", onnx=True, onnx_exporter="jit")
+    assert not (tmp_path / "out" / "model.mlpackage").exists()
