@@ -456,12 +456,9 @@ def zero_shot_scores(
     """
     arch = spec if spec is not None else model.spec
     stage = embed_stage(arch)
-    if str(stage) not in image_text.image:
-        raise ConfigError(
-            f"the text encoder has no image projection for stage {stage}; it has {list(image_text.image)}"
-        )
+    _check_projection(image_text, stage)
     names = list(categories if categories is not None else data.categories)
-    text = image_text.embed_text([prompt.format(n) for n in names])
+    text = prompt_embeddings(image_text, names, prompt=prompt)
     was_training = model.training
     model.eval()
     scores = []
@@ -479,6 +476,13 @@ def zero_shot_scores(
     return np.concatenate(scores)
 
 
+def _check_projection(image_text: ImageText, stage: int) -> None:
+    if str(stage) not in image_text.image:
+        raise ConfigError(
+            f"the text encoder has no image projection for stage {stage}; it has {list(image_text.image)}"
+        )
+
+
 def with_image_embedding(model: Any, image_text: ImageText) -> Any:
     """A copy of the static ``model`` (a ``MultiTaskNet``) with the ``image_embedding`` output attached.
 
@@ -490,10 +494,7 @@ def with_image_embedding(model: Any, image_text: ImageText) -> Any:
     import copy
 
     stage = embed_stage(model.spec)
-    if str(stage) not in image_text.image:
-        raise ConfigError(
-            f"the text encoder has no image projection for stage {stage}; it has {list(image_text.image)}"
-        )
+    _check_projection(image_text, stage)
     weight = image_text.image[str(stage)].linear.weight.detach()
     width = model.spec.stages[stage].width
     if width > weight.shape[1]:
@@ -526,17 +527,15 @@ def save_prompt_embeddings(
     ``TEXT_NAMES`` (JSON: ``names`` in row order, the ``prompt``, the learned ``temperature``, and how to
     score: ``image_embedding @ text.T`` gives cosine similarities [B, C]).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from compress.atomic import write_text
+    from compress.atomic import write_bytes, write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     text = prompt_embeddings(image_text, categories, prompt=prompt).contiguous()
     path = directory / TEXT_EMBEDDINGS
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"text": text}, str(tmp), metadata={"format": TEXT_FORMAT})
-    os.replace(tmp, path)
+    write_bytes(path, save({"text": text}, metadata={"format": TEXT_FORMAT}))
     write_text(directory / TEXT_NAMES, json.dumps({
         "format": TEXT_FORMAT, "names": [str(c) for c in categories], "prompt": prompt,
         "dim": int(text.shape[1]), "temperature": float(1.0 / image_text.scale().detach()),
