@@ -8,7 +8,10 @@ unit and overall, the median and worst |error| of predictions made by fits that 
 leave-one-network-out (every width, depth and scheme of a design left out together), leave-one-source-out
 (one publication / harness), leave-one-chip-out (what a spec-derived chip's prediction is worth) and, for
 reference only with ``--rows`` (slow: one refit per row), leave-one-row-out (a row's near-duplicates stay
-in). Target: leave-one-source-out median <= 20%. ``--write`` rewrites ``profiles/devices/*.toml`` with the
+in). Target: leave-one-source-out median <= 20%. A second table takes the sources one at a time: what
+leaving that source out costs its own rows (median signed error = how far its chips' level moves, median and
+worst |error|, and the median |error| left once that common factor is divided out = what the fit gets wrong in
+the rows' shape across networks), beside the same rows' leave-one-network-out error. ``--write`` rewrites ``profiles/devices/*.toml`` with the
 result. Also checks that the A11 profile never schedules a layer on the Neural Engine.
 """
 
@@ -68,6 +71,28 @@ def _table(df: pd.DataFrame, kinds: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _by_source(df: pd.DataFrame) -> pd.DataFrame:
+    """Per left-out source and unit: its rows' leave-one-source-out errors, split into level and shape."""
+    out = []
+    for (src, unit), g in df.groupby(["source", "unit"]):
+        ratio = g["source_ms"] / g["latency_ms"]
+        level = float(np.exp(np.median(np.log(ratio))))
+        out.append(
+            {
+                "left-out source": src,
+                "unit": unit,
+                "chips": " ".join(sorted(set(g["device"]))),
+                "rows": len(g),
+                "signed med": 100 * (level - 1),
+                "|err| med": g["source_pct"].abs().median(),
+                "|err| worst": g["source_pct"].abs().max(),
+                "shape |err| med": 100 * float(np.median(np.abs(ratio / level - 1))),
+                "network-out med": g["network_pct"].abs().median(),
+            }
+        )
+    return pd.DataFrame(out).sort_values("rows", ascending=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -89,6 +114,10 @@ def main() -> None:
     kinds = list(folds)
     print(_table(df, kinds).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print()
+    if {"source", "network"} <= set(kinds):
+        print("per left-out source (errors of its own rows, %; shape = after dividing out its median ratio):")
+        print(_by_source(df).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        print()
     reasons = res.excluded["reason"].value_counts()
     print(f"apple calibration: {len(df)} Core ML rows on {df['device'].nunique()} chips in the fit, "
           f"{len(res.excluded)} rows left out ({seconds:.0f} s):")  # fmt: skip
