@@ -19,7 +19,26 @@ and a table of excluded rows with the reason for each. What is kept, and why (th
   2 ms there, the Neural Engine runs them in ~0.1-0.2 ms (Xcode rows), and no other tool on A13 identifies
   that app overhead; so is every other iOS app-timed ``.all`` row of a chip that no other tool measured
   (A12). S3's CPU-only and GPU-only rows stay (the overhead is a few % of 5-200 ms), with the
-  whole-millisecond rounding in their noise.
+  whole-millisecond rounding in their noise. An app overhead for S3 could only come from S3 itself (no other
+  tool measured A13's Neural Engine through Core ML alone), so leaving S3 out would leave every such row
+  without it.
+
+Tried and not kept, judged by the grouped held-out errors of ``benchmarks/apple_calibration.py`` (leave-one-
+source / network / chip-out median, 42.0 / 32.2 / 39.1% with the rows above):
+
+- ncnn's 32 fp32 rows on M1 and M3 (S11: AlexNet, EfficientNet-B0, MobileNetV1/V2/V3-Large, ResNet-18/50,
+  VGG-16) as CPU / GPU evidence, with one log term per runtime and unit (the tool-term mechanism: identified
+  on M1 beside S12's Core ML rows; every tool term's prior widened to sd 0.7, bound +-1.5 for the 1-thread
+  CPU; M3 got chip terms from these rows): 39.8 / 39.8 / 37.6% on the Core ML rows. S3's A13 rows stayed
+  -52% / -46% when S3 was left out: ncnn orders networks differently from Core ML (VGG-16 / ResNet-50: 4.7x on
+  ncnn's M1 GPU, 1.9x in S3's A13 GPU rows), so its rows do not carry the shape S3 loses, and network-out grew
+  by 7.6 points.
+- S3's and S12's GPU rows priced at the fp32 rate (a neural-network model's GPU path accumulates in fp32
+  unless told otherwise; hollance/neural-engine docs/16-bit.md): 47.8 / 32.7 / 43.0%.
+- RepViT-M0.9 ... M2.3 (S20, A14, Xcode 14) as reference models (sizes within 2% of the paper's): 49.5 / 33.6
+  / 47.6%. The cost model prices the large variants 27-37% too slow in-sample (every activation read from
+  DRAM: the Neural Engine's on-chip ratio sits at its lower bound 1), which pulls A14's term: three other A14
+  sources (MobileOne, EfficientFormer, S22) then come out about 30% too fast when they are left out.
 
 Tools fall in classes (:data:`TOOLS`); ``xcode`` (Xcode performance report, median) is the reference the
 profiles predict. Row noise ``sigma`` (log scale): 0.05 for an Xcode report, 0.08 ModelBench, 0.10 a paper's
