@@ -5,7 +5,9 @@
    out).
 2. One bounded fit for all chips (:mod:`profiles._applefit`): unit costs shared by every chip within their
    physical ranges, chips differing through their spec numbers, plus shrunk chip and tool terms.
-3. Grouped cross-validation, each fold a refit without the rows it predicts: leave-one-**network**-out
+3. Grouped cross-validation, each fold a refit without the rows it predicts (from two starts, the full fit
+   and the priors' centres, keeping the lower cost: the bounded fit has local minima, and a held-out
+   prediction must not depend on where the optimiser started): leave-one-**network**-out
    (every width, depth and scheme of one design), leave-one-**source**-out (one publication / harness),
    leave-one-**chip**-out (what a spec-derived chip's prediction is worth) and leave-one-row-out (for
    reference only: a row's near-duplicates stay in).
@@ -93,7 +95,7 @@ def _crossval(model: Model, full: dict, kind: str, log: Any) -> np.ndarray:
     for j, g in enumerate(values):
         test = np.flatnonzero(groups == g)
         train = np.flatnonzero(groups != g)
-        f = fit(model, train, start=full)
+        f = min((fit(model, train, start=full), fit(model, train)), key=lambda f: f.cost)
         out[test] = predict(model, f.theta, test) * tool_factor(model, f.theta, test)
         if log and (j + 1) % 20 == 0:
             log(f"  leave-one-{kind}-out: {j + 1}/{len(values)} folds")
