@@ -72,7 +72,9 @@ PARAMS: tuple[Param, ...] = (
     _p("ane", "eff_pw", 0.02, 1.0, 0.35, "fraction of the spec peak (<= 1)"),
     _p("ane", "eff_dw", 0.002, 1.0, 0.05, "fraction of the spec peak (<= 1)"),
     _p("ane", "mem", 0.05, 1.0, 0.7, "fraction of the memory bandwidth (<= 1)"),
-    _p("ane", "onchip", 1.0, 32.0, 4.0, "activation reads from on-chip SRAM, x DRAM bandwidth (1-32)"),
+    _p("ane", "onchip", 1.0, 32.0, 4.0,
+       "activation streaming at A14's 11 TOPS, x its DRAM bandwidth (1-32); other chips: x their peak / A14's "
+       "(ONCHIP_SCALED)"),
     _p("ane", "layer_us", 0.3, 2.2, 1.0,
        "per compute layer, µs at A14's clock: <= 2.2 so that MobileNetV3-Small's 54 compute and 25 other "
        "layers plus a 20 µs launch fit in its 0.13 ms on A16 (1.55x A14's clock)"),
@@ -148,6 +150,7 @@ class Model:
     plans: list[list[tuple[int, list[tuple[int, str]], float, tuple[str, ...]]]]  # per row
     keys: list[tuple[str, ...]]  # parameter keys: ("unit", unit, knob) | ("chip", device, unit) | ("tool", t)
     clocks: dict[tuple[str, str], float] = field(default_factory=dict)  # (device, unit) -> clock()
+    onchip: dict[tuple[str, str], float] = field(default_factory=dict)  # (device, unit) -> onchip_scale()
     cache: dict = field(default_factory=dict, compare=False)
 
 
@@ -223,7 +226,8 @@ def build_model(rows: Any, specs: dict[str, DeviceProfile]) -> Model:
     tools = sorted({t for ts in by_chip.values() if len(ts) > 1 for t in ts} - {"xcode"})
     keys += [("tool", t) for t in tools]
     clocks = {(p.device, p.unit): clock(specs[p.device], p.unit) for p in parts}
-    return Model(rows, parts, plans, keys, clocks)
+    onchip = {(p.device, p.unit): onchip_scale(specs[p.device], p.unit) for p in parts}
+    return Model(rows, parts, plans, keys, clocks, onchip)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -247,8 +251,27 @@ def clock(spec: DeviceProfile, unit: str) -> float:
     return u.peak("fp16") / u.cores.value / CLOCK_REF[unit]
 
 
+#: Units that stream activations at a bandwidth following their own peak rate (clock x width), not the chip's
+#: DRAM: a chip's on-chip ratio is the fitted one (at the reference: A14's Neural Engine) times its
+#: (peak / DRAM bandwidth) over the reference's, so A13's 8-core Neural Engine streams at about half of A14's
+#: rate on the same DRAM (ratio x0.55) and M1's (A14's engine) at A14's rate on twice the DRAM (x0.5). Chosen
+#: by the grouped held-out errors of ``benchmarks/apple_calibration.py`` (Neural Engine rows, leave-one-
+#: source-out 25.7% -> 15.7%: A16 / A17 Pro derived from A14 +37% -> +12%); the GPU and CPU keep DRAM-bound
+#: activations (no cross-chip evidence on them but S3).
+ONCHIP_REF = {"ane": 11000.0 / 34.1}
+ONCHIP_SCALED: tuple[str, ...] = ("ane",)
+
+
+def onchip_scale(spec: DeviceProfile, unit: str) -> float:
+    """(peak / DRAM bandwidth) of the chip's unit over that of :data:`ONCHIP_REF` (1 where not scaled)."""
+    if unit not in ONCHIP_SCALED:
+        return 1.0
+    u = spec.units[unit]
+    return u.peak("fp16") / u.bandwidth_gbs.value / ONCHIP_REF[unit]
+
+
 def unit_tables(
-    theta: dict, device: str, unit: str, clk: float = 1.0
+    theta: dict, device: str, unit: str, clk: float = 1.0, oscale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float, float]:
     """(efficiency, mem_efficiency, overhead ms per class, inference ms, int8 speed-up, on-chip ratio,
     chip factor) of a chip's unit."""
@@ -261,12 +284,14 @@ def unit_tables(
     ovh = np.full(K, v["elt_us"] * 1e-3 / clk)
     ovh[[_IDX[x] for x in _LAYER]] = v["layer_us"] * 1e-3 / clk
     ovh[_IDX["reshape"]] = 0.0
-    return eff, mem, ovh, v["inference_us"] * 1e-3, v.get("int8", 1.0), v["onchip"], c
+    return eff, mem, ovh, v["inference_us"] * 1e-3, v.get("int8", 1.0), v["onchip"] * oscale, c
 
 
 def profile_costs(theta: dict, spec: DeviceProfile, unit: str, basis: str, note: str) -> UnitCosts:
     """The :class:`UnitCosts` that make ``_cost`` predict exactly what the fit predicts."""
-    eff, mem, ovh, inf, int8, onchip, chip = unit_tables(theta, spec.name, unit, clock(spec, unit))
+    eff, mem, ovh, inf, int8, onchip, chip = unit_tables(
+        theta, spec.name, unit, clock(spec, unit), onchip_scale(spec, unit)
+    )
 
     def table(values: np.ndarray, scale: float = 1.0) -> dict[str, float]:
         d = {c: float(f"{values[_IDX[c]] * scale:.6g}") for c in OP_CLASSES}
@@ -322,7 +347,7 @@ def _arrays(model: Model) -> dict[str, Any]:
 
 def _plan_ms(model: Model, theta: dict) -> tuple[np.ndarray, dict[str, Any]]:
     a = _arrays(model)
-    tabs = [unit_tables(theta, d, u, model.clocks[(d, u)]) for d, u in a["pairs"]]
+    tabs = [unit_tables(theta, d, u, model.clocks[(d, u)], model.onchip[(d, u)]) for d, u in a["pairs"]]
     eff, mem, ovh = (np.stack([t[i] for t in tabs]) for i in range(3))
     inf, i8, onchip, chip = (np.array([t[i] for t in tabs]) for i in (3, 4, 5, 6))
     du, cls = a["node_du"], a["cls"]

@@ -8,7 +8,7 @@ Per layer ``i`` on compute unit ``u`` (all arrays over the graph's nodes, so a r
 
 with ``c`` the node's op class; a unit whose costs set ``overlap`` reads memory while it computes (the
 larger of the two terms per layer, or over all the layers it runs: :func:`_part_times`), and its
-``time_scale`` (a fitted chip term) multiplies its layer times; ``onchip_ratio`` (>= 1) is how much faster than DRAM a unit reads
+``time_scale`` (a fitted chip term) multiplies its layer times; ``onchip_ratio`` is how much faster than DRAM a unit reads
 activations that its on-chip memory (Neural Engine SRAM, GPU / CPU caches) holds. Units that fuse (Core ML) give folded batch norms and activations that
 follow a compute op zero cost. Scheduling follows Core ML's ``all`` compute units: one primary unit runs
 every layer it supports; layers it cannot run (Neural Engine fallbacks, or everything when ``fp32`` bars
