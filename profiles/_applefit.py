@@ -256,7 +256,7 @@ def clock(spec: DeviceProfile, unit: str) -> float:
 #: (peak / DRAM bandwidth) over the reference's, so A13's 8-core Neural Engine streams at about half of A14's
 #: rate on the same DRAM (ratio x0.55) and M1's (A14's engine) at A14's rate on twice the DRAM (x0.5). Chosen
 #: by the grouped held-out errors of ``benchmarks/apple_calibration.py`` (Neural Engine rows, leave-one-
-#: source-out 25.7% -> 15.7%: A16 / A17 Pro derived from A14 +37% -> +12%); the GPU and CPU keep DRAM-bound
+#: source-out 27.4% -> 15.7%: A16 / A17 Pro derived from A14 +37% -> +12%); the GPU and CPU keep DRAM-bound
 #: activations (no cross-chip evidence on them but S3).
 ONCHIP_REF = {"ane": 11000.0 / 34.1}
 ONCHIP_SCALED: tuple[str, ...] = ("ane",)
