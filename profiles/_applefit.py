@@ -257,7 +257,9 @@ def clock(spec: DeviceProfile, unit: str) -> float:
 #: rate on the same DRAM (ratio x0.55) and M1's (A14's engine) at A14's rate on twice the DRAM (x0.5). Chosen
 #: by the grouped held-out errors of ``benchmarks/apple_calibration.py`` (Neural Engine rows, leave-one-
 #: source-out 27.4% -> 15.7%: A16 / A17 Pro derived from A14 +37% -> +12%); the GPU and CPU keep DRAM-bound
-#: activations (no cross-chip evidence on them but S3).
+#: activations (no cross-chip evidence on them but S3). Weights stay DRAM-bound: reading them at the engine's
+#: rate too gave 12.4% (18.1% capped at the DRAM bandwidth) but needs them held in the system cache between
+#: predictions, which nothing in shared/reference states.
 ONCHIP_REF = {"ane": 11000.0 / 34.1}
 ONCHIP_SCALED: tuple[str, ...] = ("ane",)
 
