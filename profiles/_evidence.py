@@ -24,7 +24,8 @@ and a table of excluded rows with the reason for each. What is kept, and why (th
   without it.
 
 Tried and not kept, judged by the grouped held-out errors of ``benchmarks/apple_calibration.py`` (leave-one-
-source / network / chip-out median, 42.0 / 32.2 / 39.1% with the rows above):
+source / network / chip-out median, 42.0 / 32.2 / 39.1% with the rows above; all figures in this list from
+folds fitted from one start, before the two-start folds of ``profiles._shipped``):
 
 - ncnn's 32 fp32 rows on M1 and M3 (S11: AlexNet, EfficientNet-B0, MobileNetV1/V2/V3-Large, ResNet-18/50,
   VGG-16) as CPU / GPU evidence, with one log term per runtime and unit (the tool-term mechanism: identified
