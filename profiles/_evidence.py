@@ -16,7 +16,7 @@ and a table of excluded rows with the reason for each. What is kept, and why (th
 - A chip that is a device class of this toolkit (M1 Max, M2 Max, M1 Pro, A18 Pro are not).
 - A model that is a reference model (:mod:`profiles.reference_models`) at a stated input size.
 - S3's ``.all`` rows (app loop on A13, preprocessing inside the model) are left out: the smallest nets read
-  2 ms there, the Neural Engine runs them in ~0.1-0.2 ms (Xcode rows), and no other tool on A13 identifies
+  1-2 ms there, the Neural Engine runs them in ~0.1-0.2 ms (Xcode rows), and no other tool on A13 identifies
   that app overhead; so is every other iOS app-timed ``.all`` row of a chip that no other tool measured
   (A12). S3's CPU-only and GPU-only rows stay (the overhead is a few % of 5-200 ms), with the
   whole-millisecond rounding in their noise. An app overhead for S3 could only come from S3 itself (no other
