@@ -29,7 +29,8 @@ def supernet_for(run: str | None) -> tuple[Any, str]:
 
 def load_run(run: str | Path) -> dict[str, Any]:
     """A finished run directory: its run.json config, supernet, trials, baselines, card and a Scorer built
-    with the settings its search scored with (same data, validation subset, seed and devices)."""
+    with the settings its search scored with (same data, validation subset, seed, devices and quality
+    model)."""
     import json
 
     import pandas as pd
@@ -49,6 +50,10 @@ def load_run(run: str | Path) -> dict[str, Any]:
         seed=cfg["seed"],
         confidence=cfg.get("confidence", 0.9),  # runs before 2026-11-30 did not record it: the default
     )
+    if (run / "quality_model.json").is_file():  # the trials were ranked by predicted trained quality
+        from search.quality import QualityModel
+
+        scorer.quality_model = QualityModel.from_dict(json.loads((run / "quality_model.json").read_text()))
     card_path = run / "chosen" / "card.json"
     return {
         "dir": run,
@@ -64,17 +69,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
 
 def trained_quality(scorer: Any, cand: Any, *, steps: int, seed: int, init: str, label: str = "") -> Any:
     """``cand`` trained ``steps`` steps with the final-training recipe of ``compress search`` and scored on
-    the test split (``search.finalize.train_and_score``). ``init``: ``"supernet"`` (inherited weights, as
-    the run's final training starts) or ``"scratch"`` (same architecture, pruned widths included, fresh
-    weights). Returns ``search.finalize.Trained``."""
-    from compress.data import load_splits
-    from compress.finetune import reinitialize
-    from search.finalize import train_and_score
+    the test split (``search.finalize.train_candidate``). Returns ``search.finalize.Trained``."""
+    from search.finalize import train_candidate
 
-    model = scorer.build(cand, quantize=False)
-    if init == "scratch":
-        reinitialize(model, seed=seed)
-    elif init != "supernet":
-        raise ValueError(f"init must be 'supernet' or 'scratch', but got {init!r}")
-    splits = load_splits(scorer.data, resolution=cand.spec.resolution, progress=False)
-    return train_and_score(scorer, cand, model, splits, steps=steps, seed=seed, label=label, progress=False)
+    return train_candidate(scorer, cand, steps=steps, seed=seed, init=init, label=label)

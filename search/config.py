@@ -54,6 +54,8 @@ class SearchConfig:
     cache_dir: Path | None = None
     init: Path | None = None
     pretrain: bool = False
+    #: ``auto`` (the shipped calibration when it matches the data), ``none``, or a ``calibrate-quality`` file
+    quality_calibration: str = "auto"
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0):
@@ -126,6 +128,7 @@ class SearchConfig:
             "data": self.data,
             "space": space.to_dict(),
             "eval_images": self.eval_images,
+            "quality_calibration": self.quality_calibration,
         }
 
 

@@ -57,7 +57,7 @@ from search.rundir import (
 from search.scorer import Scorer
 from search.space import Candidate
 
-__all__ = ["FINAL_RESERVE_S", "Trained", "finalize", "train_and_score"]
+__all__ = ["FINAL_RESERVE_S", "Trained", "finalize", "train_and_score", "train_candidate"]
 
 # Seconds the steps after training take (scoring on val and test, Core ML and ONNX export, the compression
 # table): kept out of the training allowance so the run ends near its time goal.
@@ -132,6 +132,35 @@ def train_and_score(
     final = cast(MultiTaskNet, tuned) if kept else model
     test = score(final, splits.test) if kept else test_inh
     return Trained(cand, final, kept, val_inh, val_tuned, test, test_inh, seconds)
+
+
+def train_candidate(
+    scorer: Scorer,
+    cand: Candidate,
+    *,
+    steps: int,
+    seed: int,
+    init: str,
+    label: str = "",
+    progress: bool = False,
+) -> Trained:
+    """``cand`` trained ``steps`` steps with the final-training recipe and scored (``train_and_score``).
+    ``init``: ``"supernet"`` (inherited weights, as the final training starts) or ``"scratch"`` (same
+    architecture, pruned widths included, fresh weights: ``compress.finetune.reinitialize``)."""
+    from compress.data import load_splits
+    from compress.finetune import reinitialize
+
+    model = scorer.build(cand, quantize=False)
+    if init == "scratch":
+        reinitialize(model, seed=seed)
+    elif init != "supernet":
+        raise ValueError(f"init must be 'supernet' or 'scratch', but got {init!r}")
+    splits = load_splits(
+        scorer.data, resolution=cand.spec.resolution, cache_dir=scorer.cache_dir, progress=False
+    )
+    return train_and_score(
+        scorer, cand, model, splits, steps=steps, seed=seed, label=label, progress=progress
+    )
 
 
 def _plan(

@@ -69,14 +69,15 @@ def choose_rescored(rows: pd.DataFrame, scorer: Scorer, *, k: int) -> tuple[pd.S
 
     A search picks the best of many noisy scores on a validation subset; re-scoring the few leaders on every
     validation image before choosing shrinks that winner's curse (the test split is never read here).
-    Returns the chosen row (with ``quality_val_full``) and the re-scored leaders.
+    Returns the chosen row (with ``quality_val_full``: the quality the search ranks by — the quality model's
+    prediction where the run has one — on the whole split) and the re-scored leaders.
     """
     feasible = rows[rows["feasible"]] if "feasible" in rows else rows
     if feasible.empty:
         return None, []
     leaders = best_first(feasible).head(k).copy()
     leaders["quality_val_full"] = [
-        scorer.score(candidate_from_row(r), full_val=True).quality.aggregate for _, r in leaders.iterrows()
+        scorer.score(candidate_from_row(r), full_val=True).value for _, r in leaders.iterrows()
     ]
     best = best_first(leaders, "quality_val_full").iloc[0]
     keep = [c for c in ("trial", "name", "quality", "quality_val_full", "worst_latency_ms") if c in leaders]

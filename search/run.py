@@ -24,8 +24,16 @@ from compress.training import SUPERNET_FILE
 from search._identity import check_validation, content_hash, file_hash
 from search.config import DEFAULT_DEVICES, SearchConfig, SearchResult
 from search.outputs import write_outputs
+from search.quality import (
+    QualityCalibration,
+    QualityModel,
+    applicable,
+    calibration_hash,
+    fit_for_run,
+    resolve_calibration,
+)
 from search.redaction import redact
-from search.rundir import FORMAT, RUN_JSON, write_json
+from search.rundir import FORMAT, QUALITY_MODEL, RUN_JSON, write_json
 from search.space import SearchSpace, load_space
 from search.storage import check_storage
 from search.study import Limits
@@ -91,9 +99,10 @@ def _write_run_json(cfg: SearchConfig, space: Any, extra: dict[str, Any]) -> dic
             "train": cfg.train.to_dict(),
             "init": None if cfg.init is None else str(cfg.init),
             "pretrain": cfg.pretrain,
+            "quality_calibration": cfg.quality_calibration,
         },
         "versions": _versions(),
-        **{k: v for k, v in old.items() if k in ("supernet", "provenance", "splits")},
+        **{k: v for k, v in old.items() if k in ("supernet", "provenance", "splits", "quality_model")},
         **extra,
     }
     write_json(path, data)
@@ -190,6 +199,8 @@ def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None
     )
     supernet = load_supernet(cfg.run_dir / SUPERNET_FILE)
     study, scorer = _open(cfg, space, supernet, rank=rank, progress=False, identity=identity)
+    if (cfg.run_dir / QUALITY_MODEL).is_file():  # rank 0 fitted it before starting this worker
+        scorer.quality_model = QualityModel.from_dict(json.loads((cfg.run_dir / QUALITY_MODEL).read_text()))
     _trials(cfg, space, study, scorer)
 
 
@@ -267,9 +278,33 @@ def _search(
     started = time.monotonic()  # the time goal of the final training counts from here
     space = _check_before_work(cfg)
     space, trained, identity = _data_and_supernet(cfg, space, progress)
+    calibration, why = applicable(
+        resolve_calibration(cfg.quality_calibration), cfg.quality_calibration, data=cfg.data,
+        data_sha256=identity["data_sha256"],
+    )  # fmt: skip
+    identity["quality_calibration_sha256"] = calibration_hash(calibration)
     study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
+    _set_quality_model(cfg, space, scorer, calibration, why)
     _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks)
     return write_outputs(cfg, space, study, scorer, progress=progress, started=started)
+
+
+def _set_quality_model(
+    cfg: SearchConfig, space: SearchSpace, scorer: Any, calibration: QualityCalibration | None, why: str
+) -> None:
+    """Fit the run's quality model (``search.quality``) and give it to ``scorer``; written to the run directory
+    for the other workers and the report, and summarised in run.json."""
+    path = cfg.run_dir / QUALITY_MODEL
+    note: dict[str, Any] = {"scoring": why}
+    if calibration is None:
+        path.unlink(missing_ok=True)
+    else:
+        model = fit_for_run(calibration, scorer, space)
+        scorer.quality_model = model
+        write_json(path, {**model.to_dict(), "calibration": {"data": calibration.data, "steps": calibration.steps,
+                          "command": calibration.command, "created": calibration.created}})  # fmt: skip
+        note.update(model.to_dict())
+    _write_run_json(cfg, space, {"quality_model": note})
 
 
 def _check_before_work(cfg: SearchConfig) -> SearchSpace:
@@ -277,6 +312,7 @@ def _check_before_work(cfg: SearchConfig) -> SearchSpace:
     the ``--init`` weights, the storage, the run directory and its earlier settings. Returns the space."""
     _check_devices(cfg.devices)
     space = load_space(cfg.space_file)
+    resolve_calibration(cfg.quality_calibration)  # a missing or malformed file fails before any work
     if cfg.init is not None:
         from compress.model.mnv3_weights import read_mobilenetv3
 

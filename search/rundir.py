@@ -10,6 +10,7 @@
       front.csv           the feasible Pareto front (also front.parquet when pyarrow is present)
       hypervolume.csv     hypervolume after each trial
       baselines.csv       hand-scaled MobileNetV3 shapes, scored like the trials
+      quality_model.json  the quality model the trials were ranked with (``search.quality``), when one applied
       chosen/             model.safetensors, model.mlpackage, model.onnx, layers.csv, card.json
 
 Everything here is written to a temporary name and renamed (``compress.atomic``). A candidate is read back
@@ -44,6 +45,7 @@ __all__ = [
     "ONNX",
     "OUTPUT_TASK",
     "PACKAGE",
+    "QUALITY_MODEL",
     "RUN_JSON",
     "TRIALS",
     "best_first",
@@ -69,6 +71,7 @@ LAYERS = "layers.csv"
 MODEL = "model.safetensors"
 PACKAGE = "model.mlpackage"
 ONNX = "model.onnx"
+QUALITY_MODEL = "quality_model.json"
 
 OBJECTIVE_COLUMNS = {
     "quality": "quality",

@@ -34,6 +34,15 @@ class Score:
     params: int
     seconds: dict[str, float] = field(default_factory=dict)
     confidence: float | None = None  # the latency bound's level (``latency_ms_bound.<device>``); None: point
+    #: the quality model's prediction of the trained quality (``search.quality``); None: scored as inherited
+    predicted: float | None = None
+    flops: float | None = None
+    inherited_fp16: float | None = None  # the same candidate's inherited score without its scheme
+
+    @property
+    def value(self) -> float:
+        """The quality the search ranks by: the prediction where a quality model is set, else inherited."""
+        return self.predicted if self.predicted is not None else self.quality.aggregate
 
     @property
     def worst_device(self) -> str:
@@ -54,7 +63,8 @@ class Score:
     def row(self) -> dict[str, Any]:
         """The flat record written to trial attributes and CSV files (see the run-directory contract)."""
         row: dict[str, Any] = {
-            "quality": self.quality.aggregate,
+            "quality": self.value,
+            "quality_inherited": self.quality.aggregate,
             "worst_latency_ms": self.worst_latency_ms,
             "worst_device": self.worst_device,
             "worst_memory_mb": self.worst_memory_mb,
@@ -62,6 +72,10 @@ class Score:
             "weights_mb": max(c.weights_mb for c in self.costs.values()),
             "params": self.params,
         }
+        if self.flops is not None:
+            row["flops"] = self.flops
+        if self.inherited_fp16 is not None:
+            row["quality_inherited_fp16"] = self.inherited_fp16
         for device, cost in self.costs.items():
             row[f"latency_ms.{device}"] = cost.latency_ms
             if cost.latency_ms_p10 is not None:
@@ -85,7 +99,9 @@ class Scorer:
 
     ``eval_images`` caps the validation images used per trial (seeded subset; None = all);
     ``calib_images`` training images are used for BN recalibration and W8A8 calibration; ``confidence``
-    adds each device's latency bound at that level to the scores (``Cost.latency_ms_at``).
+    adds each device's latency bound at that level to the scores (``Cost.latency_ms_at``); ``quality_model``
+    (``search.quality.QualityModel``, set after the supernet is known) makes ``Score.predicted`` the quality
+    the search ranks by.
     """
 
     def __init__(
@@ -110,6 +126,7 @@ class Scorer:
         self.progress = progress
         self.seed = seed
         self.confidence = confidence
+        self.quality_model: Any = None
         self._val: dict[int, Any] = {}
         self._calib: dict[int, torch.Tensor] = {}
 
@@ -156,11 +173,15 @@ class Scorer:
 
     def cost(self, model: MultiTaskNet, quant: str) -> dict[str, Any]:
         """``profiles.Cost`` on every device (one graph extraction)."""
+        return self._cost(model, quant)[0]
+
+    def _cost(self, model: MultiTaskNet, quant: str) -> tuple[dict[str, Any], float]:
+        """``cost`` and the model's FLOPs, from one graph extraction."""
         from profiles import estimate_graph, extract_graph
 
         res = model.spec.resolution
         graph = extract_graph(model, (1, 3, res, res))
-        return {d: estimate_graph(graph, d, quant=quant) for d in self.devices}
+        return {d: estimate_graph(graph, d, quant=quant) for d in self.devices}, graph.flops
 
     def score(self, candidate: Candidate, *, full_val: bool = False) -> Score:
         """Build, evaluate and cost ``candidate``."""
@@ -172,7 +193,7 @@ class Scorer:
         float_model = self.build(candidate, quantize=False)
         times["build"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        costs = self.cost(float_model, candidate.quant)
+        costs, flops = self._cost(float_model, candidate.quant)
         times["cost"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         from compress.compression import simulate
@@ -185,7 +206,28 @@ class Scorer:
         val = self.full_val(candidate.spec.resolution) if full_val else self.val(candidate.spec.resolution)
         quality = evaluate(model, val)
         times["evaluate"] = time.perf_counter() - t0
-        return Score(candidate, quality, costs, count_parameters(float_model), times, self.confidence)
+        score = Score(candidate, quality, costs, count_parameters(float_model), times, self.confidence)
+        if self.quality_model is not None:
+            t0 = time.perf_counter()
+            self._predict(score, float_model, val, flops)
+            times["predict"] = time.perf_counter() - t0
+        return score
+
+    def _predict(self, score: Score, float_model: MultiTaskNet, val: MultiTaskDataset, flops: float) -> None:
+        """Set ``score.predicted``: the quality model on the candidate's FLOPs, its fp16 inherited score and
+        its scheme's inherited score (the fp16 score needs one more evaluation for a compressed scheme)."""
+        from compress.compression import simulate
+        from compress.evaluate import evaluate
+
+        inherited = score.quality.aggregate
+        if score.candidate.quant == "fp16":
+            fp16 = inherited
+        else:
+            calib = self.calibration(score.candidate.spec.resolution)
+            fp16 = evaluate(simulate(float_model, "fp16", calibration=calib).eval(), val).aggregate
+        score.flops = flops
+        score.inherited_fp16 = fp16
+        score.predicted = self.quality_model.predict(score.flops, fp16, inherited)
 
     def full_val(self, resolution: int) -> MultiTaskDataset:
         from compress.data import load_data

@@ -75,6 +75,7 @@ def _register() -> None:
         ("compress.cli.report", "report_cmd", "report"),
         ("compress.cli.export", "export_cmd", "export"),
         ("compress.cli.profile", "app", "profile"),
+        ("compress.cli.calibrate", "calibrate_quality_cmd", "calibrate-quality"),
     ):
         try:
             mod = importlib.import_module(module)

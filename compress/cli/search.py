@@ -80,6 +80,13 @@ def search_cmd(
             "then train the heads on it frozen.",
         ),
     ] = None,
+    quality_calibration: Annotated[
+        str | None,
+        typer.Option(
+            help="Rank trials by predicted trained quality, fitted on this `compress calibrate-quality` file; "
+            "'auto' (default): the shipped one when the data is the built-in set; 'none': the inherited score.",
+        ),
+    ] = None,
 ) -> None:
     """Search for the best multi-task model that meets the latency budget on every target device."""
     # long: a linear command: one typer option per SearchConfig setting, then one call to search.run_search
@@ -110,6 +117,7 @@ def search_cmd(
         "eval_images": None if eval_images == 0 else eval_images,
         "init": init,
         "pretrain": pretrain,
+        "quality_calibration": quality_calibration,
     }
     config = SearchConfig(
         **{k: v for k, v in given.items() if v is not None or k == "eval_images" and eval_images == 0}

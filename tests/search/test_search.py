@@ -133,11 +133,11 @@ def test_dead_worker_trial_is_failed_with_reason(finished, setup):
 
 
 def _identity(cfg):
-    """The supernet and data hashes the run's study was created with."""
+    """The supernet, data and quality-calibration hashes the run's study was created with."""
     from search.storage import load_study
 
     saved = load_study(cfg.storage_url, cfg.name).user_attrs["config"]
-    return {k: saved[k] for k in ("supernet_sha256", "data_sha256")}
+    return {k: saved[k] for k in ("supernet_sha256", "data_sha256", "quality_calibration_sha256")}
 
 
 def test_retrained_supernet_or_changed_data_is_another_study(finished, setup):

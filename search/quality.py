@@ -1,0 +1,317 @@
+"""Predicted trained quality: what a candidate scores after training, from its size and its inherited score.
+
+Why: at the default supernet budget the inherited score (supernet weights, BN recalibrated) ranks candidates
+by little beyond noise once their size is known. ``benchmarks/ranking_fidelity.py`` measured it: against
+training each candidate from scratch, the inherited score ranked 12 searched trials at Kendall tau 0.30,
+while a line through log(compute) fitted on six hand-scaled shapes ranked the same trials far better, and
+beside size the inherited score got weight 0. Training converts compute into quality; the supernet's shared
+weights do not show how much.
+
+So the search can score with a **quality model calibrated on a few standalone runs**: the hand-scaled
+MobileNetV3 shapes of :data:`SHAPES` are trained from scratch with the final-training recipe
+(``compress calibrate-quality``; their *validation* quality, so no decision reads the test split), and::
+
+    predicted = intercept + slope * ln(FLOPs) + weight * inherited_fp16 - (inherited_fp16 - inherited)
+
+is fitted by non-negative least squares (``slope >= 0``: more compute never predicts less; ``weight >= 0``:
+a better inherited score never predicts less) on the shapes, whose inherited scores come from the run's own
+supernet. The last term is the scheme's loss (palettization, int8), measured on the supernet for each
+candidate, since the fp16 shapes cannot show it; pruning acts through FLOPs. The standalone results do not
+depend on the supernet (fresh weights), so one calibration serves every run on the same data and recipe; the
+model itself is refitted per run. Its leave-one-shape-out error is recorded beside it.
+
+The calibration file (JSON) names the data set and its content hash, the recipe and steps, and each shape's
+result. For the built-in data set one is shipped (``search/calibration/builtin.json``, written by
+``compress calibrate-quality``); a run uses it when its data hash matches, and says so in run.json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compress.errors import ConfigError
+
+__all__ = [
+    "BUILTIN_CALIBRATION",
+    "SHAPES",
+    "QualityCalibration",
+    "QualityModel",
+    "ShapeResult",
+    "applicable",
+    "calibrate_quality",
+    "calibration_hash",
+    "fit_for_run",
+    "fit_quality_model",
+    "graph_flops",
+    "resolve_calibration",
+]
+
+#: hand-scaled MobileNetV3 shapes (``search.baselines`` names) trained standalone to calibrate the model:
+#: both families, widths x0.35-1.0, the two upper resolutions — a 6x spread of compute
+SHAPES = (
+    "mnv3-large-035-r128",
+    "mnv3-small-050-r128",
+    "mnv3-large-075-r128",
+    "mnv3-small-075-r160",
+    "mnv3-small-100-r160",
+    "mnv3-large-100-r160",
+)
+BUILTIN_CALIBRATION = Path(__file__).parent / "calibration" / "builtin.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ShapeResult:
+    """One shape trained standalone: validation quality after ``steps`` steps from scratch."""
+
+    name: str
+    arch: str
+    flops: float
+    seed: int
+    quality: float  # aggregate validation quality after training
+    seconds: float
+
+
+@dataclass(frozen=True)
+class QualityCalibration:
+    """Standalone results of the calibration shapes on one data set, with what they depend on."""
+
+    data: str
+    data_sha256: str
+    steps: int
+    recipe: dict[str, Any]
+    shapes: tuple[ShapeResult, ...]
+    created: str = ""
+    command: str = ""
+
+    def save(self, path: str | Path) -> None:
+        from compress.atomic import write_text
+
+        body = {"format": FORMAT, **asdict(self), "shapes": [asdict(s) for s in self.shapes]}
+        write_text(Path(path), json.dumps(body, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> QualityCalibration:
+        path = Path(path)
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read the quality calibration {path}: {exc}; write one with `compress calibrate-quality`"
+            ) from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise ConfigError(
+                f"{path} is not a quality calibration of format {FORMAT}; write one with `compress calibrate-quality`"
+            )
+        try:
+            shapes = tuple(ShapeResult(**s) for s in body["shapes"])
+            keys = ("data", "data_sha256", "steps", "recipe", "created", "command")
+            return cls(**{k: body[k] for k in keys if k in body}, shapes=shapes)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"the quality calibration {path} is malformed ({exc}); rewrite it") from None
+
+
+@dataclass(frozen=True)
+class QualityModel:
+    """``predicted = intercept + slope ln(FLOPs) + weight inherited_fp16 - scheme loss`` and its held-out error."""
+
+    slope: float
+    weight: float
+    intercept: float
+    loo_mae: float  # mean |error| predicting each shape from the others (quality points)
+    loo_max: float
+    shapes: int
+    inherited: dict[str, float] = field(default_factory=dict)  # the shapes' inherited scores it was fitted on
+
+    def predict(self, flops: float, inherited_fp16: float, inherited: float) -> float:
+        return (
+            self.intercept
+            + self.slope * math.log(flops)
+            + self.weight * inherited_fp16
+            - (inherited_fp16 - inherited)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formula": "intercept + slope*ln(FLOPs) + weight*inherited_fp16 - (inherited_fp16 - inherited)",
+            **asdict(self),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QualityModel:
+        return cls(**{k: v for k, v in d.items() if k != "formula"})
+
+
+def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient but the last (the intercept) non-negative."""
+    from scipy.optimize import lsq_linear
+
+    lower = np.r_[np.zeros(x.shape[1] - 1), -np.inf]
+    return np.asarray(lsq_linear(x, y, bounds=(lower, np.inf)).x)
+
+
+def fit_quality_model(calibration: QualityCalibration, inherited: dict[str, float]) -> QualityModel:
+    """The model fitted on the calibration shapes, ``inherited`` giving each shape's fp16 inherited score under
+    the run's supernet; ConfigError with fewer than four shapes."""
+    rows = [s for s in calibration.shapes if s.name in inherited]
+    if len(rows) < 4:
+        raise ConfigError(
+            f"the quality calibration has {len(rows)} usable shapes; at least 4 are needed "
+            "(rerun `compress calibrate-quality`)"
+        )
+    x = np.array([[math.log(s.flops), inherited[s.name], 1.0] for s in rows])
+    y = np.array([s.quality for s in rows])
+    coef = _nnls(x, y)
+    errors = []
+    for i in range(len(rows)):
+        keep = np.arange(len(rows)) != i
+        errors.append(abs(float(x[i] @ _nnls(x[keep], y[keep])) - y[i]))
+    return QualityModel(
+        slope=float(coef[0]),
+        weight=float(coef[1]),
+        intercept=float(coef[2]),
+        loo_mae=float(np.mean(errors)),
+        loo_max=float(np.max(errors)),
+        shapes=len(rows),
+        inherited={s.name: float(inherited[s.name]) for s in rows},
+    )
+
+
+def graph_flops(model: Any) -> float:
+    """Multiply-adds x 2 of ``model`` at its own resolution (``profiles`` graph)."""
+    from profiles import extract_graph
+
+    res = model.spec.resolution
+    return extract_graph(model, (1, 3, res, res)).flops
+
+
+def calibrate_quality(
+    data: str,
+    *,
+    steps: int = 300,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> QualityCalibration:
+    """Train every shape of :data:`SHAPES` from scratch for ``steps`` steps with the final-training recipe
+    (``search.finalize.train_candidate``) and record its validation quality."""
+    from compress.data import load_splits
+    from compress.finetune import FinetuneRecipe
+    from compress.model import Supernet, default_space
+    from compress.progress import Bar
+    from compress.training import TrainConfig
+    from search._identity import content_hash
+    from search.baselines import baseline_candidates
+    from search.finalize import RECIPE, train_candidate
+    from search.scorer import Scorer
+    from search.space import load_space
+
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, but got {steps}")
+    res = TrainConfig().resolution
+    splits = load_splits(data, resolution=res, cache_dir=cache_dir, progress=progress)
+    data_hash = content_hash(splits.train, splits.val)
+    classes = splits.train.num_classes
+    del splits
+    space = load_space(None, num_classes=classes)
+    shapes = baseline_candidates(space)
+    # an untrained supernet: only its architecture is used (the shapes start from fresh weights)
+    scorer = Scorer(Supernet(default_space(num_classes=classes)), data=data, devices=[], cache_dir=cache_dir)
+    results = []
+    with Bar("calibration shapes", total=len(SHAPES), enabled=progress, transient=False) as bar:
+        for name in SHAPES:
+            cand = shapes[name]
+            trained = train_candidate(scorer, cand, steps=steps, seed=seed, init="scratch", label=name)
+            results.append(
+                ShapeResult(
+                    name=name,
+                    arch=cand.describe(),
+                    flops=graph_flops(trained.model),
+                    seed=seed,
+                    quality=float(trained.val_trained.aggregate),
+                    seconds=round(trained.seconds, 1),
+                )
+            )
+            bar.update(advance=1, info=f"{name}: {results[-1].quality:.1f}")
+    recipe: FinetuneRecipe = RECIPE
+    return QualityCalibration(
+        data=data,
+        data_sha256=data_hash,
+        steps=steps,
+        recipe=asdict(recipe),
+        shapes=tuple(results),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        command=command,
+    )
+
+
+def resolve_calibration(setting: str) -> QualityCalibration | None:
+    """The calibration ``--quality-calibration`` names: ``auto`` (the shipped one for ``builtin``, checked
+    against the run's data later), ``none``, or a file (ConfigError when unreadable)."""
+    if setting == "none":
+        return None
+    if setting == "auto":
+        return QualityCalibration.load(BUILTIN_CALIBRATION) if BUILTIN_CALIBRATION.is_file() else None
+    path = Path(setting)
+    if not path.is_file():
+        raise ConfigError(
+            f"--quality-calibration {setting}: no such file; write one with `compress calibrate-quality --out "
+            f"{setting}`, or pass 'auto' or 'none'"
+        )
+    return QualityCalibration.load(path)
+
+
+def applicable(
+    calibration: QualityCalibration | None, setting: str, *, data: str, data_sha256: str
+) -> tuple[QualityCalibration | None, str]:
+    """The calibration to use on this run's data and a sentence saying why (or why not). A file the user named
+    that was calibrated on other data is a ConfigError; ``auto`` falls back to the inherited score."""
+    if calibration is None:
+        why = "--quality-calibration none" if setting == "none" else "no calibration for this data set"
+        return None, f"scored as inherited ({why}; `compress calibrate-quality` writes one)"
+    if calibration.data_sha256 != data_sha256:
+        if setting != "auto":
+            raise ConfigError(
+                f"--quality-calibration {setting} was calibrated on {calibration.data!r} (data sha256 "
+                f"{calibration.data_sha256}), not on this run's {data!r} ({data_sha256}); rerun "
+                f"`compress calibrate-quality --data {data}`"
+            )
+        return None, (
+            f"scored as inherited (the shipped calibration is for {calibration.data!r} data {calibration.data_sha256}, "
+            f"this run's data is {data_sha256}; `compress calibrate-quality` writes one)"
+        )
+    return calibration, (
+        f"predicted trained quality: {len(calibration.shapes)} shapes trained {calibration.steps} steps from "
+        f"scratch on {calibration.data!r}"
+    )
+
+
+def calibration_hash(calibration: QualityCalibration | None) -> str:
+    """A short hash of what the calibration holds ("none" without one): part of the study's identity."""
+    import hashlib
+
+    if calibration is None:
+        return "none"
+    body = json.dumps([calibration.data_sha256, calibration.steps, [asdict(s) for s in calibration.shapes]])
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def fit_for_run(calibration: QualityCalibration, scorer: Any, space: Any) -> QualityModel:
+    """The run's quality model: the calibration shapes scored (fp16, inherited) by ``scorer``'s supernet, which
+    was trained on the whole default space (a space file only narrows the choices)."""
+    from search.baselines import baseline_candidates
+    from search.space import load_space
+
+    shapes = baseline_candidates(load_space(None, num_classes=space.arch.num_classes))
+    inherited = {
+        s.name: scorer.score(shapes[s.name]).quality.aggregate for s in calibration.shapes if s.name in shapes
+    }
+    return fit_quality_model(calibration, inherited)

@@ -1,0 +1,152 @@
+"""The search's quality model (search.quality): fitted within its physical bounds, validated by leaving each
+calibration shape out, stored without pickle, refused when it belongs to other data, and used by a real search
+to rank its trials."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from compress.errors import ConfigError
+from search.quality import (
+    SHAPES,
+    QualityCalibration,
+    QualityModel,
+    ShapeResult,
+    applicable,
+    calibration_hash,
+    fit_quality_model,
+    resolve_calibration,
+)
+
+
+def _calibration(quality, *, data_sha256="abc", flops=None) -> QualityCalibration:
+    flops = flops or [40e6, 55e6, 115e6, 155e6, 200e6, 240e6]
+    shapes = tuple(
+        ShapeResult(name=n, arch=n, flops=f, seed=0, quality=q, seconds=1.0)
+        for n, f, q in zip(SHAPES, flops, quality, strict=True)
+    )
+    return QualityCalibration(data="builtin", data_sha256=data_sha256, steps=300, recipe={}, shapes=shapes)
+
+
+def test_the_fit_recovers_a_compute_law_and_its_held_out_error_is_that_of_the_left_out_shapes() -> None:
+    flops = [40e6, 55e6, 115e6, 155e6, 200e6, 240e6]
+    truth = [10 + 5 * math.log(f / 1e6) for f in flops]
+    inherited = dict(zip(SHAPES, [44.0, 45.0, 44.5, 47.0, 46.0, 45.5], strict=True))  # no information
+    model = fit_quality_model(_calibration(truth, flops=flops), inherited)
+    assert model.slope == pytest.approx(5.0, rel=1e-3)
+    assert model.weight == pytest.approx(0.0, abs=1e-3)
+    assert model.loo_mae < 1e-3 and model.shapes == 6
+    # the scheme's loss is subtracted point for point
+    assert model.predict(100e6, 45.0, 44.0) == pytest.approx(model.predict(100e6, 45.0, 45.0) - 1.0)
+
+
+def test_more_compute_never_predicts_less_even_when_the_shapes_say_so() -> None:
+    falling = [
+        60.0,
+        58.0,
+        55.0,
+        54.0,
+        52.0,
+        50.0,
+    ]  # quality falling with compute: the slope stays at its bound
+    inherited = dict(zip(SHAPES, [44.0, 45.0, 44.5, 47.0, 46.0, 45.5], strict=True))
+    model = fit_quality_model(_calibration(falling), inherited)
+    assert model.slope == pytest.approx(0.0, abs=1e-9) and model.weight >= 0.0
+    assert model.loo_mae > 0  # and the held-out error says how badly it fits
+
+
+def test_too_few_shapes_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="at least 4"):
+        fit_quality_model(_calibration([50.0] * 6), {SHAPES[0]: 44.0, SHAPES[1]: 45.0})
+
+
+def test_the_calibration_round_trips_as_json_and_a_bad_file_is_one_clear_error(tmp_path) -> None:
+    cal = _calibration([50.0, 51.0, 55.0, 57.0, 58.0, 60.0])
+    cal.save(tmp_path / "cal.json")
+    assert QualityCalibration.load(tmp_path / "cal.json") == cal
+    assert calibration_hash(QualityCalibration.load(tmp_path / "cal.json")) == calibration_hash(cal)
+    (tmp_path / "bad.json").write_text('{"format": 1, "shapes": [{"name": "x"}]}')
+    with pytest.raises(ConfigError, match="malformed"):
+        QualityCalibration.load(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="calibrate-quality"):
+        resolve_calibration(str(tmp_path / "missing.json"))
+    assert resolve_calibration("none") is None
+
+
+def test_a_calibration_of_other_data_is_refused_when_named_and_skipped_when_automatic() -> None:
+    cal = _calibration([50.0] * 6, data_sha256="abc")
+    assert applicable(cal, "cal.json", data="builtin", data_sha256="abc")[0] is cal
+    with pytest.raises(ConfigError, match="not on this run's"):
+        applicable(cal, "cal.json", data="coco:x", data_sha256="def")
+    used, why = applicable(cal, "auto", data="coco:x", data_sha256="def")
+    assert used is None and "inherited" in why
+
+
+def test_the_model_round_trips_through_its_dict() -> None:
+    model = QualityModel(slope=5.0, weight=0.1, intercept=-10.0, loo_mae=1.0, loo_max=2.0, shapes=6)
+    assert QualityModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+
+
+@pytest.mark.slow
+def test_a_search_with_a_calibration_ranks_its_trials_by_the_prediction(tiny_search_config, tmp_path) -> None:
+    import dataclasses
+
+    from compress.data import load_splits
+    from search import run_search
+    from search._identity import content_hash
+
+    cfg = tiny_search_config
+    splits = load_splits(cfg.data, resolution=cfg.train.resolution, cache_dir=cfg.cache_dir, progress=False)
+    cal = _calibration(
+        [40.0, 42.0, 47.0, 50.0, 52.0, 53.0], data_sha256=content_hash(splits.train, splits.val)
+    )
+    cal.save(tmp_path / "cal.json")
+    cfg = dataclasses.replace(cfg, out=tmp_path / "run", quality_calibration=str(tmp_path / "cal.json"))
+    result = run_search(cfg, progress=False)
+    model = json.loads((result.run_dir / "quality_model.json").read_text())
+    assert model["slope"] > 0 and model["shapes"] == 6
+    trials = pd.read_csv(result.run_dir / "trials.csv")
+    assert {"quality_inherited", "quality_inherited_fp16", "flops"} <= set(trials.columns)
+    assert len(trials) == 3
+    for _, row in trials.iterrows():  # the formula on each trial's own figures, its scheme's loss subtracted
+        fp16, inherited = row["quality_inherited_fp16"], row["quality_inherited"]
+        expect = model["intercept"] + model["slope"] * math.log(row["flops"]) + model["weight"] * fp16
+        assert row["quality"] == pytest.approx(expect - (fp16 - inherited), rel=1e-6)
+        if row["quant"] == "fp16":
+            assert fp16 == inherited
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["quality_model"]["scoring"].startswith("predicted trained quality")
+    assert run["config"]["quality_calibration"] == str(tmp_path / "cal.json")
+
+
+@pytest.mark.slow
+def test_the_shipped_calibration_belongs_to_todays_builtin_data_and_its_smallest_shape_reproduces() -> None:
+    """search/calibration/builtin.json was written by `compress calibrate-quality`: it must still describe the
+    built-in data (a changed generator makes every default run fall back to the inherited score), and
+    retraining its smallest shape the same way must give the quality it records (CPU kernels may differ a
+    little between machines, hence the tolerance)."""
+    from compress.data import load_splits
+    from compress.model import Supernet, default_space
+    from compress.training import TrainConfig
+    from search._identity import content_hash
+    from search.baselines import baseline_candidates
+    from search.finalize import train_candidate
+    from search.quality import BUILTIN_CALIBRATION
+    from search.scorer import Scorer
+    from search.space import load_space
+
+    cal = QualityCalibration.load(BUILTIN_CALIBRATION)
+    assert [s.name for s in cal.shapes] == list(SHAPES) and cal.data == "builtin"
+    splits = load_splits("builtin", resolution=TrainConfig().resolution, progress=False)
+    assert cal.data_sha256 == content_hash(splits.train, splits.val), "rerun `compress calibrate-quality`"
+    smallest = min(cal.shapes, key=lambda s: s.flops)
+    classes = splits.train.num_classes
+    cand = baseline_candidates(load_space(None, num_classes=classes))[smallest.name]
+    assert cand.describe() == smallest.arch
+    scorer = Scorer(Supernet(default_space(num_classes=classes)), data="builtin", devices=[])
+    trained = train_candidate(scorer, cand, steps=cal.steps, seed=smallest.seed, init="scratch")
+    assert trained.val_trained.aggregate == pytest.approx(smallest.quality, abs=1.5)
