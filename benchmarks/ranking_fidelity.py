@@ -1,8 +1,10 @@
 """Ranking fidelity: do the search's scores rank candidates as training them for real does?
 
 For >= 10 candidates spread over the space — six hand-scaled MobileNetV3 shapes and searched trials of the run,
-pruned and quantized ones among them — prints (a) the quality the search scored them with (inherited supernet
-weights, BN recalibrated, the run's validation subset: exactly a trial's score) and (b) their test quality
+pruned and quantized ones among them — prints (a) the quality the search ranked them by (exactly a trial's
+score: the run's quality model, ``search.quality``, predicting trained quality from FLOPs and the inherited
+score, where the run has one; else the inherited score: supernet weights, BN recalibrated, the run's
+validation subset) and (b) their test quality
 after training the same architecture (pruned widths included) *from scratch* with the final-training recipe of
 ``compress search`` for ``--steps`` steps, the scheme simulated afterwards. Then Kendall's tau and Spearman's
 rho between (a) and (b) (target: tau >= 0.7), the spread of each, and for each the Spearman correlation of
@@ -10,9 +12,11 @@ quality with predicted A11 latency and the quality-vs-latency slope (points per 
 seeds trained (``--seed 1`` ...): standalone training's own tau across seeds, and the search's tau against the
 mean over seeds. Last, the size-only reference: standalone quality fitted to log(params) and log(resolution)
 on the hand-scaled shapes ranks the held-out searched trials; the search's score must beat it to be worth its
-supernet.
+supernet. With a quality model, whose calibration trained the six shapes (on validation), the figure that
+counts is the one on the searched trials it never saw, printed beside the inherited score's on the same.
 
     python benchmarks/ranking_fidelity.py --run runs/search-10ms [--steps 300] [--searched 6] [--seed 0]
+        [--quality-calibration FILE]   # refit a quality model on this run's supernet (runs made without one)
 
 Each standalone training takes ~1-5 min on 2 CPU cores; rows are appended to RUN/ranking_fidelity.csv as they
 finish. A rerun re-scores every candidate with the run's supernet (seconds) and trains only architectures not
@@ -35,17 +39,9 @@ from _common import load_run, trained_quality
 from scipy.stats import kendalltau, linregress, spearmanr
 
 from search.baselines import baseline_candidates
+from search.quality import SHAPES, QualityCalibration, fit_for_run
 from search.rundir import candidate_from_row
 from search.space import load_space
-
-SHAPES = (
-    "mnv3-large-035-r128",
-    "mnv3-small-050-r128",
-    "mnv3-large-075-r128",
-    "mnv3-small-075-r160",
-    "mnv3-small-100-r160",
-    "mnv3-large-100-r160",
-)
 
 
 def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -126,7 +122,7 @@ def _repeatability(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int
         )
 
 
-def _seed_mean(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) -> None:
+def _seed_mean(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int, label: str = "") -> None:
     """Kendall's tau against the mean over every seed trained so far, on the candidates trained with two or
     more: one seed's training moves a candidate by a point or two (its own tau against another seed is the
     repeatability line), which is as much as close candidates differ, so the mean is the better reference."""
@@ -142,10 +138,30 @@ def _seed_mean(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) ->
     lo, hi = _bootstrap_tau(a, b, seed=seed)
     seeds = sorted({int(s) for s in runs["seed"]})
     print(
-        f"against the mean of seeds {', '.join(map(str, seeds))} ({per['count'].min()}-{per['count'].max()} per "
+        f"{label}against the mean of seeds {', '.join(map(str, seeds))} ({per['count'].min()}-{per['count'].max()} per "
         f"candidate, {len(per)} candidates): Kendall tau {tau:.3f} (90% bootstrap interval {lo:.2f} to {hi:.2f})"
         f"   Spearman {spearmanr(a, b).statistic:.3f}   (target tau >= 0.7: {'met' if tau >= 0.7 else 'MISSED'})"
     )
+
+
+def _held_out(df: pd.DataFrame, files: list[Path], *, steps: int, seed: int) -> None:
+    """The quality model's tau on the candidates it was not calibrated on (the searched trials), beside the
+    inherited score's on the same: the shapes' own standalone results fitted it, so they do not count."""
+    held = df[~df["name"].isin(SHAPES)]
+    if len(held) < 5:
+        return
+    a, b = held["search_score"].to_numpy(), held["standalone"].to_numpy()
+    lo, hi = _bootstrap_tau(a, b, seed=seed)
+    tau = kendalltau(a, b).statistic
+    print(
+        f"held out from the calibration ({len(held)} searched trials, pruned and quantized): Kendall tau {tau:.3f} "
+        f"(90% bootstrap interval {lo:.2f} to {hi:.2f})   Spearman {spearmanr(a, b).statistic:.3f}   "
+        f"(target tau >= 0.7: {'met' if tau >= 0.7 else 'MISSED'});  the inherited score on the same: tau "
+        f"{kendalltau(held['inherited'], b).statistic:.3f}"
+    )
+    _seed_mean(held, files, steps=steps, seed=seed, label="  held out, ")
+    inh = held.assign(search_score=held["inherited"])
+    _seed_mean(inh, files, steps=steps, seed=seed, label="  the inherited score held out, ")
 
 
 def merge_rows(earlier: pd.DataFrame, rows: list[dict], *, steps: int, seed: int) -> pd.DataFrame:
@@ -208,6 +224,12 @@ def main() -> None:
         help="only candidates whose A11 point latency meets the budget",
     )
     ap.add_argument("--supernet", type=Path, help="score with this supernet file instead of the run's")
+    ap.add_argument(
+        "--quality-calibration",
+        type=Path,
+        help="score with a quality model fitted on this `compress calibrate-quality` file (default: the run's "
+        "own quality_model.json, if it has one)",
+    )
     ap.add_argument("--out", type=Path, help="the CSV to write (default: RUN/ranking_fidelity.csv)")
     ap.add_argument(
         "--reuse",
@@ -219,7 +241,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (Path(args.run) / "run.json").is_file():
         ap.error(f"--run {args.run} is not a finished `compress search` run directory (no run.json)")
-    for f in [args.supernet, *args.reuse]:
+    for f in [args.supernet, args.quality_calibration, *args.reuse]:
         if f is not None and not f.is_file():
             ap.error(f"no file {f}; give an existing supernet or ranking_fidelity.csv")
     run = load_run(args.run)
@@ -229,6 +251,20 @@ def main() -> None:
 
         scorer.supernet = load_supernet(args.supernet).eval()
     space = load_space(None, num_classes=run["supernet"].space.num_classes)
+    if args.quality_calibration is not None or (
+        args.supernet is not None and scorer.quality_model is not None
+    ):
+        if args.quality_calibration is None:
+            ap.error("--supernet on a run with a quality model needs --quality-calibration to refit it")
+        scorer.quality_model = None
+        scorer.quality_model = fit_for_run(QualityCalibration.load(args.quality_calibration), scorer, space)
+    qm = scorer.quality_model
+    if qm is not None:
+        print(
+            f"search score: predicted trained quality = {qm.intercept:.2f} + {qm.slope:.2f} ln(FLOPs) + "
+            f"{qm.weight:.2f} inherited_fp16 - scheme loss (fitted on {qm.shapes} shapes; leave-one-shape-out "
+            f"|error| {qm.loo_mae:.2f} mean, {qm.loo_max:.2f} worst)"
+        )
     shapes = baseline_candidates(space)
     cands = {name: shapes[name] for name in SHAPES if name in shapes}
     for _, row in _searched(run["trials"], args.searched).iterrows():
@@ -260,7 +296,8 @@ def main() -> None:
                 "a11_ms": a11,
                 "params": score.params,
                 "resolution": cand.spec.resolution,
-                "search_score": score.quality.aggregate,
+                "search_score": score.value,
+                "inherited": score.quality.aggregate,
                 **standalone,
                 "steps": args.steps,
                 "seed": args.seed,
@@ -290,6 +327,8 @@ def main() -> None:
     )
     _repeatability(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
     _seed_mean(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
+    if qm is not None:
+        _held_out(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
     _capacity_reference(df)
     for col, label in (("search_score", "search-scored"), ("standalone", "standalone-trained")):
         v = df[col]

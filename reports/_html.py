@@ -150,6 +150,7 @@ def _front_section(run: Run, figures: _Figures) -> str:
         f"Pareto front ({len(rows)} candidates; chosen trial {data.chosen_trial} highlighted)",
         figures.html(_figures.front_figure(data), "pareto-plot"),
         *([para(f"Budget use: {run.card['budget']['verdict']}.")] if run.card.get("budget") else []),
+        para(run.quality_note),
         para(
             "Colour: disk size; marker size: peak memory on the worst device; hollow markers: over budget. "
             "Click a column heading to sort.",

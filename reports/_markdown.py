@@ -65,7 +65,7 @@ def _chosen_section(run: Run) -> list[str]:
 
 def _front_section(run: Run) -> list[str]:
     """The Pareto front, one row per candidate, fastest first."""
-    parts = [f"## Pareto front ({len(run.front)})", ""]
+    parts = [f"## Pareto front ({len(run.front)})", "", _esc(run.quality_note), ""]
     front = run.front.sort_values("worst_latency_ms").to_dict("records")
     return parts + _table(
         ["trial", "quality", "worst latency", "worst device", "feasible", "disk", "quant"],

@@ -100,6 +100,19 @@ class Run:
         return max(devices, key=lambda d: float(devices[d]["latency_ms"]))
 
     @property
+    def quality_note(self) -> str:
+        """What the trials' quality column holds: the quality model's prediction of the trained quality (with
+        its held-out error), or the inherited score (runs without a calibration, and runs made before)."""
+        qm = self.meta.get("quality_model") or {}
+        if "slope" in qm:
+            return (
+                f"Trial quality: {qm['scoring']}; the model is refitted on this run's supernet (leave-one-shape-out "
+                f"|error| {qm['loo_mae']:.1f} mean, {qm['loo_max']:.1f} worst, quality points)."
+            )
+        why = qm.get("scoring", "scored as inherited")
+        return f"Trial quality: {why}: supernet weights, BN recalibrated, on the validation subset."
+
+    @property
     def provenance(self) -> dict[str, dict[str, Any]]:
         """Per device: where its predicted figures come from (``source``, ``error_pct``)."""
         prov = {d: dict(v) for d, v in (self.meta.get("provenance") or {}).items()}
