@@ -127,8 +127,11 @@ def test_a_search_with_a_calibration_ranks_its_trials_by_the_prediction(tiny_sea
 def test_the_shipped_calibration_belongs_to_todays_builtin_data_and_its_smallest_shape_reproduces() -> None:
     """search/calibration/builtin.json was written by `compress calibrate-quality`: it must still describe the
     built-in data (a changed generator makes every default run fall back to the inherited score), and
-    retraining its smallest shape the same way must give the quality it records (CPU kernels may differ a
-    little between machines, hence the tolerance)."""
+    retraining its smallest shape the same way must give the quality it records. It was written on 2 threads;
+    another CPU's kernels round differently and 300 steps amplify that, so the tolerance is the spread between
+    two seeds of one shape (up to ~3 points in benchmarks/ranking_fidelity.py), not zero."""
+    import torch
+
     from compress.data import load_splits
     from compress.model import Supernet, default_space
     from compress.training import TrainConfig
@@ -148,5 +151,10 @@ def test_the_shipped_calibration_belongs_to_todays_builtin_data_and_its_smallest
     cand = baseline_candidates(load_space(None, num_classes=classes))[smallest.name]
     assert cand.describe() == smallest.arch
     scorer = Scorer(Supernet(default_space(num_classes=classes)), data="builtin", devices=[])
-    trained = train_candidate(scorer, cand, steps=cal.steps, seed=smallest.seed, init="scratch")
-    assert trained.val_trained.aggregate == pytest.approx(smallest.quality, abs=1.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trained = train_candidate(scorer, cand, steps=cal.steps, seed=smallest.seed, init="scratch")
+    finally:
+        torch.set_num_threads(threads)
+    assert trained.val_trained.aggregate == pytest.approx(smallest.quality, abs=3.0)
