@@ -27,6 +27,7 @@ result. For the built-in data set one is shipped (``search/calibration/builtin.j
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -146,7 +147,9 @@ class QualityModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QualityModel:
-        return cls(**{k: v for k, v in d.items() if k != "formula"})
+        """The model from ``to_dict``'s output (or quality_model.json, which adds its calibration's summary)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:

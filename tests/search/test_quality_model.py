@@ -89,6 +89,8 @@ def test_a_calibration_of_other_data_is_refused_when_named_and_skipped_when_auto
 def test_the_model_round_trips_through_its_dict() -> None:
     model = QualityModel(slope=5.0, weight=0.1, intercept=-10.0, loo_mae=1.0, loo_max=2.0, shapes=6)
     assert QualityModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+    # quality_model.json adds its calibration's summary; the workers read the model back from it
+    assert QualityModel.from_dict({**model.to_dict(), "calibration": {"steps": 300}}) == model
 
 
 @pytest.mark.slow
@@ -109,6 +111,7 @@ def test_a_search_with_a_calibration_ranks_its_trials_by_the_prediction(tiny_sea
     result = run_search(cfg, progress=False)
     model = json.loads((result.run_dir / "quality_model.json").read_text())
     assert model["slope"] > 0 and model["shapes"] == 6
+    assert QualityModel.from_dict(model).slope == model["slope"]  # what a --workers process reads
     trials = pd.read_csv(result.run_dir / "trials.csv")
     assert {"quality_inherited", "quality_inherited_fp16", "flops"} <= set(trials.columns)
     assert len(trials) == 3
