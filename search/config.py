@@ -128,7 +128,6 @@ class SearchConfig:
             "data": self.data,
             "space": space.to_dict(),
             "eval_images": self.eval_images,
-            "quality_calibration": self.quality_calibration,
         }
 
 

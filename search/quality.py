@@ -297,12 +297,10 @@ def applicable(
     )
 
 
-def calibration_hash(calibration: QualityCalibration | None) -> str:
-    """A short hash of what the calibration holds ("none" without one): part of the study's identity."""
+def calibration_hash(calibration: QualityCalibration) -> str:
+    """A short hash of what the calibration holds: part of the study's identity."""
     import hashlib
 
-    if calibration is None:
-        return "none"
     body = json.dumps([calibration.data_sha256, calibration.steps, [asdict(s) for s in calibration.shapes]])
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 

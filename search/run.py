@@ -282,7 +282,10 @@ def _search(
         resolve_calibration(cfg.quality_calibration), cfg.quality_calibration, data=cfg.data,
         data_sha256=identity["data_sha256"],
     )  # fmt: skip
-    identity["quality_calibration_sha256"] = calibration_hash(calibration)
+    if (
+        calibration is not None
+    ):  # absent otherwise, so studies made before quality models continue as they were
+        identity["quality_calibration_sha256"] = calibration_hash(calibration)
     study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
     _set_quality_model(cfg, space, scorer, calibration, why)
     _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks)

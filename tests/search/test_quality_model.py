@@ -121,6 +121,10 @@ def test_a_search_with_a_calibration_ranks_its_trials_by_the_prediction(tiny_sea
         assert row["quality"] == pytest.approx(expect - (fp16 - inherited), rel=1e-6)
         if row["quant"] == "fp16":
             assert fp16 == inherited
+    from search.storage import load_study
+
+    saved = load_study(cfg.storage_url, cfg.name).user_attrs["config"]
+    assert saved["quality_calibration_sha256"] == calibration_hash(cal)  # another calibration: another study
     run = json.loads((result.run_dir / "run.json").read_text())
     assert run["quality_model"]["scoring"].startswith("predicted trained quality")
     assert run["config"]["quality_calibration"] == str(tmp_path / "cal.json")
