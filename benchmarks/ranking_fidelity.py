@@ -223,6 +223,11 @@ def main() -> None:
         action="store_true",
         help="only candidates whose A11 point latency meets the budget",
     )
+    ap.add_argument(
+        "--searched-only",
+        action="store_true",
+        help="leave the six shapes out (another seed for the held-out figures needs only the searched trials)",
+    )
     ap.add_argument("--supernet", type=Path, help="score with this supernet file instead of the run's")
     ap.add_argument(
         "--quality-calibration",
@@ -266,7 +271,7 @@ def main() -> None:
             f"|error| {qm.loo_mae:.2f} mean, {qm.loo_max:.2f} worst)"
         )
     shapes = baseline_candidates(space)
-    cands = {name: shapes[name] for name in SHAPES if name in shapes}
+    cands = {} if args.searched_only else {name: shapes[name] for name in SHAPES if name in shapes}
     for _, row in _searched(run["trials"], args.searched).iterrows():
         cands[f"trial-{int(row['trial'])}"] = candidate_from_row(row)
     out = args.out or Path(args.run) / "ranking_fidelity.csv"
