@@ -59,6 +59,9 @@ def _clear_killed_writes(run_dir: Path) -> None:
 
     for tmp in run_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+    for tmp in run_dir.glob(".tmp??????"):  # safetensors' own temporary file (Rust tempfile), killed mid-save
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
     clear_leftovers(run_dir / "chosen")
 
 
