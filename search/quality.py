@@ -114,9 +114,16 @@ class QualityCalibration:
         try:
             shapes = tuple(ShapeResult(**s) for s in body["shapes"])
             keys = ("data", "data_sha256", "steps", "recipe", "created", "command")
-            return cls(**{k: body[k] for k in keys if k in body}, shapes=shapes)
+            cal = cls(**{k: body[k] for k in keys if k in body}, shapes=shapes)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"the quality calibration {path} is malformed ({exc}); rewrite it") from None
+        known = [s for s in cal.shapes if s.name in SHAPES]
+        if len(known) < 4:  # the fit needs them; say so now, not after the supernet's minutes of training
+            raise ConfigError(
+                f"the quality calibration {path} has {len(known)} of the shapes {', '.join(SHAPES)}; at least 4 "
+                "are needed (rerun `compress calibrate-quality`)"
+            )
+        return cal
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ def test_the_calibration_round_trips_as_json_and_a_bad_file_is_one_clear_error(t
         QualityCalibration.load(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="calibrate-quality"):
         resolve_calibration(str(tmp_path / "missing.json"))
+    few = QualityCalibration(**{**cal.__dict__, "shapes": cal.shapes[:3]})
+    few.save(tmp_path / "few.json")
+    with pytest.raises(ConfigError, match="at least 4"):  # refused when read, before any training
+        resolve_calibration(str(tmp_path / "few.json"))
     assert resolve_calibration("none") is None
 
 
