@@ -75,10 +75,20 @@ def save_state(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 def is_pickle(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` starts like a torch pickle (a zip archive or a raw pickle stream)."""
+    """Whether ``path`` starts like a torch pickle (a zip archive or a raw pickle stream, protocol 2-5).
+
+    A safetensors file starts with its header's length (8 bytes, little-endian) and then the header's ``{``;
+    that length is a multiple of 8, so its first byte is 0x80 for 1 file in 32, which must not read as a
+    pickle's PROTO opcode (0x80)."""
+    path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        if int.from_bytes(head[:8], "little") <= path.stat().st_size - 8:
+            return False  # a safetensors layout
+    return head.startswith(b"PK\x03\x04") or (
+        head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    )
 
 
 def load_state(path: str | os.PathLike[str], *, what: str = "state file", fix: str = "delete it") -> Any:
