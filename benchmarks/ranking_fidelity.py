@@ -45,23 +45,37 @@ from search.space import load_space
 
 
 def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
-    """``n`` finished trials spread over predicted latency, at least two pruned and two quantized below fp16."""
+    """``n`` finished trials spread evenly over log predicted latency, at least two pruned and two quantized
+    below fp16.
+
+    Spread over latency's values, not over the trials' order: a search steered toward the budget leaves most of
+    its trials in a narrow band there, and picking every k-th of them gives near-equal candidates (the band's
+    own figure is printed separately with ``--within-budget``)."""
     t = trials.sort_values("worst_latency_ms").reset_index(drop=True)
-    pruned = t["prune"].astype(str).map(lambda p: any(float(x) > 0 for x in p.split(",")))
-    quantized = t["quant"] != "fp16"
+    log_ms = np.log(t["worst_latency_ms"].to_numpy(dtype=float))
+    targets = np.linspace(log_ms.min(), log_ms.max(), n)
+    pruned = t["prune"].astype(str).map(lambda p: any(float(x) > 0 for x in p.split(","))).to_numpy()
+    quantized = (t["quant"] != "fp16").to_numpy()
     picks: list[int] = []
+
+    def nearest(target: float, mask: np.ndarray) -> None:
+        free = [i for i in np.flatnonzero(mask) if i not in picks]
+        if free:
+            picks.append(int(min(free, key=lambda i: abs(log_ms[i] - target))))
+
     for mask in (pruned & quantized, pruned, quantized):
-        for i in np.linspace(0, len(t) - 1, 2).round().astype(int):
-            idx = t.index[mask]
-            if len(idx):
-                j = int(idx[np.abs(idx - i).argmin()])
-                if j not in picks:
-                    picks.append(j)
-    for i in np.linspace(0, len(t) - 1, n).round().astype(int):
+        for target in (targets[0], targets[-1]):
+            if sum(mask[i] for i in picks) < 2:
+                nearest(target, mask)
+    for target in targets:
         if len(picks) >= n:
             break
-        if int(i) not in picks:
-            picks.append(int(i))
+        if not any(abs(log_ms[i] - target) < 0.5 * (targets[1] - targets[0]) for i in picks):
+            nearest(target, np.ones(len(t), dtype=bool))
+    for target in targets:  # targets with no trial near them: fill from wherever the trials are
+        if len(picks) >= n:
+            break
+        nearest(target, np.ones(len(t), dtype=bool))
     return t.loc[sorted(picks[:n])]
 
 

@@ -50,3 +50,28 @@ def test_a_first_run_writes_its_rows() -> None:
         pd.DataFrame(columns=["steps", "seed"]), [_row("a", 0, 50.0)], steps=300, seed=0
     )
     assert list(merged["arch"]) == ["a"]
+
+
+def test_searched_trials_spread_over_latency_values_not_over_the_trials_order() -> None:
+    """A search steered toward the budget leaves most trials in a narrow band there; the benchmark's candidates
+    must still reach the few far from it (every k-th trial by latency order would give near-equal ones)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    near = rng.uniform(4.0, 9.0, 40)  # the band the search concentrated on
+    far = np.array([14.0, 16.0, 18.0, 28.0, 35.0])
+    ms = np.concatenate([near, far])
+    trials = pd.DataFrame(
+        {
+            "trial": range(len(ms)),
+            "worst_latency_ms": ms,
+            "prune": ["0,0,0.25,0" if i % 3 == 0 else "0,0,0,0" for i in range(len(ms))],
+            "quant": ["pal4" if i % 2 else "fp16" for i in range(len(ms))],
+        }
+    )
+    picked = _module()._searched(trials, 12)
+    assert len(picked) == 12 and picked["trial"].is_unique
+    assert (picked["worst_latency_ms"] > 10).sum() >= 4  # 4 of the 5 far trials (their log range is half)
+    assert picked["worst_latency_ms"].min() == ms.min() and picked["worst_latency_ms"].max() == ms.max()
+    pruned = picked["prune"].map(lambda p: any(float(x) > 0 for x in p.split(",")))
+    assert pruned.sum() >= 2 and (picked["quant"] != "fp16").sum() >= 2
