@@ -6,7 +6,9 @@ are memoised by candidate (the same candidate always gets the same score), so sa
 identical numbers. Hypervolume of the feasible set
 (reference point: quality 0, latency = budget; Optuna's WFG) is printed at 16, 32, 48, 64, 128 and 256
 trials. The default sampler of ``compress search`` is whichever reaches the highest median hypervolume at the
-default trial count (48); target: its median at 64 trials >= random search's at 256 (4x the trials).
+default trial count (48); target: its median at 64 trials >= random search's at 256 (4x the trials). With
+``--run`` of a run that had a quality model (``search.quality``), quality is what that run's trials were ranked
+by: the model's predicted trained quality.
 NSGA-II and TPE start as ``compress search`` starts them, from a size-stratified first population
 (``search.study.seed_population``); random search is uniform.
 
@@ -60,7 +62,7 @@ def run(sampler_name: str, seed: int, n: int, space, scorer, limits, cache) -> l
 
 
 def main() -> None:
-    from _common import supernet_for
+    from _common import run_quality_model, supernet_for
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None)
@@ -81,6 +83,17 @@ def main() -> None:
         devices=list(limits.devices),
         eval_images=args.eval_images,
         confidence=limits.confidence,
+    )
+    if args.run:  # score as the run's search scored: predicted trained quality, where it had a quality model
+        scorer.quality_model = run_quality_model(args.run)
+    print(
+        "quality objective: "
+        + (
+            "the run's quality model (predicted trained quality)"
+            if scorer.quality_model
+            else "inherited score"
+        ),
+        flush=True,
     )
     cache: dict = {}
     table: dict[str, dict[int, list[float]]] = {}
