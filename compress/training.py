@@ -255,8 +255,11 @@ def train_supernet(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = config_hash(space, data_key, config)
+    ckpt = out.with_name(out.name + ".ckpt")
     reused = _reuse(out, key)
     if reused is not None:
+        if _checkpoint(ckpt, key):  # this training's resumable state, left by a kill between save and removal
+            ckpt.unlink(missing_ok=True)
         return reused
     rank, world = dist_world()
     check_batch(len(train_data), config.batch_size, world)
@@ -267,7 +270,6 @@ def train_supernet(
     heads = [p for n, p in net.named_parameters() if n.startswith("heads")]
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, history = 0, []
-    ckpt = out.with_name(out.name + ".ckpt")
     sample_rng = random.Random(config.seed)
     data_rng = torch.Generator().manual_seed(config.seed)
     state = _checkpoint(ckpt, key)

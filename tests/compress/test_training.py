@@ -50,6 +50,24 @@ def test_train_saves_and_reuses(tiny, tmp_path):
         assert torch.allclose(loaded(x, spec)["tags"], result.supernet.eval()(x, spec)["tags"], atol=1e-5)
 
 
+def test_reuse_clears_its_own_leftover_checkpoint_and_keeps_another_recipes(tiny, tmp_path):
+    """A kill between saving the finished supernet and removing its checkpoint leaves the checkpoint; the next
+    run reuses the supernet and clears it. A checkpoint of another recipe is someone's unfinished training."""
+    from compress.training import _save_atomic, config_hash
+
+    train, space = tiny
+    out = tmp_path / "supernet.safetensors"
+    ckpt = tmp_path / "supernet.safetensors.ckpt"
+    result = train_supernet(space, train, out, config=_config(), progress=False)
+    _save_atomic({"config_hash": result.config_hash, "step": 4}, ckpt)
+    assert train_supernet(space, train, out, config=_config(), progress=False).reused
+    assert not ckpt.exists()
+    other = config_hash(space, "", _config(lr=1e-3))
+    _save_atomic({"config_hash": other, "step": 2}, ckpt)
+    assert train_supernet(space, train, out, config=_config(), progress=False).reused
+    assert load_state(ckpt)["config_hash"] == other
+
+
 def test_changed_recipe_retrains(tiny, tmp_path):
     train, space = tiny
     out = tmp_path / "supernet.safetensors"
