@@ -49,8 +49,8 @@ def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
     below fp16.
 
     Spread over latency's values, not over the trials' order: a search steered toward the budget leaves most of
-    its trials in a narrow band there, and picking every k-th of them gives near-equal candidates (the band's
-    own figure is printed separately with ``--within-budget``)."""
+    its trials in a narrow band there, and picking every k-th of them gives near-equal candidates (the
+    candidates within the budget alone: ``--within-budget``)."""
     t = trials.sort_values("worst_latency_ms").reset_index(drop=True)
     log_ms = np.log(t["worst_latency_ms"].to_numpy(dtype=float))
     targets = np.linspace(log_ms.min(), log_ms.max(), n)
