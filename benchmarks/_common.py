@@ -27,18 +27,6 @@ def supernet_for(run: str | None) -> tuple[Any, str]:
     return result.supernet, "builtin"
 
 
-def run_quality_model(run: str | Path) -> Any:
-    """The quality model a run's trials were ranked by (``RUN/quality_model.json``), or None for a run scored
-    by the inherited score."""
-    import json
-
-    from search.quality import QualityModel
-    from search.rundir import QUALITY_MODEL
-
-    path = Path(run) / QUALITY_MODEL
-    return QualityModel.from_dict(json.loads(path.read_text())) if path.is_file() else None
-
-
 def load_run(run: str | Path) -> dict[str, Any]:
     """A finished run directory: its run.json config, supernet, trials, baselines, card and a Scorer built
     with the settings its search scored with (same data, validation subset, seed, devices and quality
@@ -48,6 +36,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
     import pandas as pd
 
     from compress.training import load_supernet
+    from search.quality import QualityModel
     from search.scorer import Scorer
 
     run = Path(run)
@@ -62,7 +51,7 @@ def load_run(run: str | Path) -> dict[str, Any]:
         seed=cfg["seed"],
         confidence=cfg.get("confidence", 0.9),  # runs before 2026-11-30 did not record it: the default
     )
-    scorer.quality_model = run_quality_model(run)
+    scorer.quality_model = QualityModel.of_run(run)
     card_path = run / "chosen" / "card.json"
     return {
         "dir": run,

@@ -25,6 +25,7 @@ import optuna
 
 from search import SearchConfig, SearchSpace
 from search.frames import hypervolume_history, trials_frame
+from search.quality import QualityModel
 from search.scorer import Scorer
 from search.study import (
     make_sampler,
@@ -62,7 +63,7 @@ def run(sampler_name: str, seed: int, n: int, space, scorer, limits, cache) -> l
 
 
 def main() -> None:
-    from _common import run_quality_model, supernet_for
+    from _common import supernet_for
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None)
@@ -85,7 +86,7 @@ def main() -> None:
         confidence=limits.confidence,
     )
     if args.run:  # score as the run's search scored: predicted trained quality, where it had a quality model
-        scorer.quality_model = run_quality_model(args.run)
+        scorer.quality_model = QualityModel.of_run(args.run)
     print(
         "quality objective: "
         + (

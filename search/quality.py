@@ -158,6 +158,15 @@ class QualityModel:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    @classmethod
+    def of_run(cls, run_dir: str | Path) -> QualityModel | None:
+        """The model a run's trials were ranked by (its quality_model.json), or None for a run scored by the
+        inherited score."""
+        from search.rundir import QUALITY_MODEL
+
+        path = Path(run_dir) / QUALITY_MODEL
+        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares with every coefficient but the last (the intercept) non-negative."""

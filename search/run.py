@@ -199,8 +199,7 @@ def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None
     )
     supernet = load_supernet(cfg.run_dir / SUPERNET_FILE)
     study, scorer = _open(cfg, space, supernet, rank=rank, progress=False, identity=identity)
-    if (cfg.run_dir / QUALITY_MODEL).is_file():  # rank 0 fitted it before starting this worker
-        scorer.quality_model = QualityModel.from_dict(json.loads((cfg.run_dir / QUALITY_MODEL).read_text()))
+    scorer.quality_model = QualityModel.of_run(cfg.run_dir)  # rank 0 fitted it before starting this worker
     _trials(cfg, space, study, scorer)
 
 
@@ -282,9 +281,8 @@ def _search(
         resolve_calibration(cfg.quality_calibration), cfg.quality_calibration, data=cfg.data,
         data_sha256=identity["data_sha256"],
     )  # fmt: skip
-    if (
-        calibration is not None
-    ):  # absent otherwise, so studies made before quality models continue as they were
+    # absent without a calibration, so studies made before quality models continue as they were
+    if calibration is not None:
         identity["quality_calibration_sha256"] = calibration_hash(calibration)
     study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
     _set_quality_model(cfg, space, scorer, calibration, why)

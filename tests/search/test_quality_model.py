@@ -97,6 +97,10 @@ def test_the_model_round_trips_through_its_dict() -> None:
     assert QualityModel.from_dict({**model.to_dict(), "calibration": {"steps": 300}}) == model
 
 
+def test_a_run_without_quality_model_json_was_scored_by_the_inherited_score(tmp_path) -> None:
+    assert QualityModel.of_run(tmp_path) is None
+
+
 @pytest.mark.slow
 def test_a_search_with_a_calibration_ranks_its_trials_by_the_prediction(tiny_search_config, tmp_path) -> None:
     import dataclasses
@@ -116,6 +120,7 @@ def test_a_search_with_a_calibration_ranks_its_trials_by_the_prediction(tiny_sea
     model = json.loads((result.run_dir / "quality_model.json").read_text())
     assert model["slope"] > 0 and model["shapes"] == 6
     assert QualityModel.from_dict(model).slope == model["slope"]  # what a --workers process reads
+    assert QualityModel.of_run(result.run_dir) == QualityModel.from_dict(model)
     trials = pd.read_csv(result.run_dir / "trials.csv")
     assert {"quality_inherited", "quality_inherited_fp16", "flops"} <= set(trials.columns)
     assert len(trials) == 3
