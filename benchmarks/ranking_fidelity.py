@@ -52,8 +52,11 @@ def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
     its trials in a narrow band there, and picking every k-th of them gives near-equal candidates (the
     candidates within the budget alone: ``--within-budget``)."""
     t = trials.sort_values("worst_latency_ms").reset_index(drop=True)
+    if n <= 0 or t.empty:
+        return t.iloc[:0]
     log_ms = np.log(t["worst_latency_ms"].to_numpy(dtype=float))
     targets = np.linspace(log_ms.min(), log_ms.max(), n)
+    half_gap = 0.5 * (targets[1] - targets[0]) if n > 1 else np.inf
     pruned = t["prune"].astype(str).map(lambda p: any(float(x) > 0 for x in p.split(","))).to_numpy()
     quantized = (t["quant"] != "fp16").to_numpy()
     picks: list[int] = []
@@ -70,7 +73,7 @@ def _searched(trials: pd.DataFrame, n: int) -> pd.DataFrame:
     for target in targets:
         if len(picks) >= n:
             break
-        if not any(abs(log_ms[i] - target) < 0.5 * (targets[1] - targets[0]) for i in picks):
+        if not any(abs(log_ms[i] - target) < half_gap for i in picks):
             nearest(target, np.ones(len(t), dtype=bool))
     for target in targets:  # targets with no trial near them: fill from wherever the trials are
         if len(picks) >= n:

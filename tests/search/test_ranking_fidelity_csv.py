@@ -75,3 +75,4 @@ def test_searched_trials_spread_over_latency_values_not_over_the_trials_order() 
     assert picked["worst_latency_ms"].min() == ms.min() and picked["worst_latency_ms"].max() == ms.max()
     pruned = picked["prune"].map(lambda p: any(float(x) > 0 for x in p.split(",")))
     assert pruned.sum() >= 2 and (picked["quant"] != "fp16").sum() >= 2
+    assert len(_module()._searched(trials, 0)) == 0 and len(_module()._searched(trials, 1)) == 1
