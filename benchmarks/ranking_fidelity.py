@@ -12,8 +12,9 @@ quality with predicted A11 latency and the quality-vs-latency slope (points per 
 seeds trained (``--seed 1`` ...): standalone training's own tau across seeds, and the search's tau against the
 mean over seeds. Last, the size-only reference: standalone quality fitted to log(params) and log(resolution)
 on the hand-scaled shapes ranks the held-out searched trials; the search's score must beat it to be worth its
-supernet. With a quality model, whose calibration trained the six shapes (on validation), the figure that
-counts is the one on the searched trials it never saw, printed beside the inherited score's on the same.
+supernet. With a quality model, whose calibration trained the six shapes and architectures drawn from the
+space (on validation), the figure that counts is the one on the searched trials it never saw, printed beside
+the inherited score's on the same.
 
     python benchmarks/ranking_fidelity.py --run runs/search-10ms [--steps 300] [--searched 6] [--seed 0]
         [--quality-calibration FILE]   # refit a quality model on this run's supernet (runs made without one)

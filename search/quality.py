@@ -8,17 +8,26 @@ beside size the inherited score got weight 0. Training converts compute into qua
 weights do not show how much.
 
 So the search can score with a **quality model calibrated on a few standalone runs**: the hand-scaled
-MobileNetV3 shapes of :data:`SHAPES` are trained from scratch with the final-training recipe
-(``compress calibrate-quality``; their *validation* quality, so no decision reads the test split), and::
+MobileNetV3 shapes of :data:`SHAPES` and :data:`SAMPLES` architectures drawn at random from the default space
+(:func:`space_samples`: pruned, with other depths, kernels, expansions and branch points) are trained from
+scratch with the final-training recipe (``compress calibrate-quality``; their *validation* quality, so no
+decision reads the test split), and::
 
     predicted = intercept + slope * ln(FLOPs) + weight * inherited_fp16 - (inherited_fp16 - inherited)
 
 is fitted by non-negative least squares (``slope >= 0``: more compute never predicts less; ``weight >= 0``:
-a better inherited score never predicts less) on the shapes, whose inherited scores come from the run's own
+a better inherited score never predicts less) on them, their inherited scores coming from the run's own
 supernet. The last term is the scheme's loss (palettization, int8), measured on the supernet for each
-candidate, since the fp16 shapes cannot show it; pruning acts through FLOPs. The standalone results do not
-depend on the supernet (fresh weights), so one calibration serves every run on the same data and recipe; the
-model itself is refitted per run. Its leave-one-shape-out error is recorded beside it.
+candidate, since the fp16 calibration runs cannot show it; pruning acts through FLOPs and the inherited score.
+The standalone results do not depend on the supernet (fresh weights), so one calibration serves every run on
+the same data and recipe; the model itself is refitted per run. Its leave-one-shape-out error is recorded
+beside it.
+
+Why the drawn architectures: the six shapes share one head layout and MobileNetV3's depths, so on them alone the
+inherited score got weight 0 and the model ranked by FLOPs only — blind to what a head branching deeper, or a
+deep pruned backbone, does to a short training. With the drawn ones beside them the fit gives the inherited
+score weight ~0.8 (leave-one-out |error| 2.5 points over 16 runs); a depth term was tried and left out, since it
+did not lower that error.
 
 The calibration file (JSON) names the data set and its content hash, the recipe and steps, and each shape's
 result. For the built-in data set one is shipped (``search/calibration/builtin.json``, written by
@@ -41,6 +50,7 @@ from compress.errors import ConfigError
 
 __all__ = [
     "BUILTIN_CALIBRATION",
+    "SAMPLES",
     "SHAPES",
     "QualityCalibration",
     "QualityModel",
@@ -52,6 +62,7 @@ __all__ = [
     "fit_quality_model",
     "graph_flops",
     "resolve_calibration",
+    "space_samples",
 ]
 
 #: hand-scaled MobileNetV3 shapes (``search.baselines`` names) trained standalone to calibrate the model:
@@ -64,6 +75,14 @@ SHAPES = (
     "mnv3-small-100-r160",
     "mnv3-large-100-r160",
 )
+#: architectures drawn at random from the default space (pruning included) and trained standalone beside the
+#: shapes: the shapes share one head layout and MobileNetV3's depths, so alone they cannot show what depth,
+#: kernels, expansion, pruning and branch points do to a short training; the search's candidates vary them all
+SAMPLES = 10
+#: the draws' seed: fixed, so every calibration draws the same architectures, and not a search's seed (0 by
+#: default), so no sampler's first trials repeat them
+SAMPLE_SEED = 7919
+SAMPLE_POOL = 8  # draws per sample kept; the samples are spread evenly over the pool's ln(FLOPs)
 BUILTIN_CALIBRATION = Path(__file__).parent / "calibration" / "builtin.json"
 FORMAT = 1
 
@@ -78,6 +97,16 @@ class ShapeResult:
     seed: int
     quality: float  # aggregate validation quality after training
     seconds: float
+    candidate: dict[str, Any] | None = None  # ``Candidate.to_dict()``: rebuilds a drawn architecture
+
+    def rebuild(self, shapes: dict[str, Any]) -> Any:
+        """The ``Candidate`` this row trained: from its stored dict, else the hand-scaled shape of its name in
+        ``shapes`` (``baseline_candidates``); None when neither is known."""
+        from search.space import Candidate
+
+        if self.candidate is not None:
+            return Candidate.from_dict(self.candidate)
+        return shapes.get(self.name)
 
 
 @dataclass(frozen=True)
@@ -117,13 +146,18 @@ class QualityCalibration:
             cal = cls(**{k: body[k] for k in keys if k in body}, shapes=shapes)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"the quality calibration {path} is malformed ({exc}); rewrite it") from None
-        known = [s for s in cal.shapes if s.name in SHAPES]
-        if len(known) < 4:  # the fit needs them; say so now, not after the supernet's minutes of training
-            raise ConfigError(
-                f"the quality calibration {path} has {len(known)} of the shapes {', '.join(SHAPES)}; at least 4 "
-                "are needed (rerun `compress calibrate-quality`)"
-            )
         return cal
+
+    def check_usable(self, path: str | Path) -> QualityCalibration:
+        """Itself, or a ConfigError when it has too few shapes for the fit: said when the file is named, not
+        after the supernet's minutes of training (a calibration stopped halfway holds fewer)."""
+        known = [s for s in self.shapes if s.name in SHAPES or s.candidate is not None]
+        if len(known) < 4:
+            raise ConfigError(
+                f"the quality calibration {path} has {len(known)} usable shapes (of {', '.join(SHAPES)} or drawn "
+                "architectures); at least 4 are needed (rerun `compress calibrate-quality`, which resumes)"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -211,17 +245,67 @@ def graph_flops(model: Any) -> float:
     return extract_graph(model, (1, 3, res, res)).flops
 
 
+def space_samples(space: Any, scorer: Any, n: int, *, seed: int = SAMPLE_SEED) -> dict[str, Any]:
+    """``n`` fp16 architectures of ``space`` drawn at random (each stage's choices and prune ratio uniform,
+    ``numpy`` generator seeded by ``seed``), named ``space-00``...: from ``SAMPLE_POOL * n`` draws, the ones
+    nearest to ``n`` points evenly spaced over the draws' ln(FLOPs), so a few runs cover the space's range of
+    compute instead of bunching where most random draws fall. ``scorer`` builds each draw to count its FLOPs."""
+    from search.space import Candidate
+
+    if n <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    pool: list[tuple[float, Any]] = []
+    seen: set[str] = set()
+    for _ in range(SAMPLE_POOL * n):
+        spec = space.arch.sample(rng)
+        prune = [0.0] * len(spec.stages)
+        for i in space.prunable_stages:
+            prune[i] = float(space.prune[int(rng.integers(len(space.prune)))])
+        cand = Candidate(spec, tuple(prune), "fp16")
+        if cand.describe() not in seen:
+            seen.add(cand.describe())
+            pool.append((math.log(graph_flops(scorer.build(cand, quantize=False))), cand))
+    pool.sort(key=lambda fc: fc[0])
+    logs = np.array([f for f, _ in pool])
+    picks: list[int] = []
+    for target in np.linspace(logs[0], logs[-1], min(n, len(pool))):
+        free = [i for i in range(len(pool)) if i not in picks]
+        picks.append(min(free, key=lambda i: abs(logs[i] - target)))
+    return {f"space-{k:02d}": pool[i][1] for k, i in enumerate(sorted(picks))}
+
+
+def _resumable(
+    out: Path | None, *, data_sha256: str, steps: int, seed: int, recipe: dict
+) -> dict[str, ShapeResult]:
+    """Results already in ``out`` from the same data, steps, seed and recipe, by architecture: a rerun (after a
+    crash, or with more samples) trains only what is missing. Anything else in ``out`` is not reused."""
+    if out is None or not out.is_file():
+        return {}
+    try:
+        before = QualityCalibration.load(out)
+    except ConfigError:
+        return {}
+    same = (before.data_sha256, before.steps, before.recipe) == (data_sha256, steps, recipe)
+    return {s.arch: s for s in before.shapes if same and s.seed == seed}
+
+
 def calibrate_quality(
     data: str,
     *,
     steps: int = 300,
     seed: int = 0,
+    samples: int = SAMPLES,
     cache_dir: str | Path | None = None,
     progress: bool = True,
     command: str = "",
+    out: str | Path | None = None,
 ) -> QualityCalibration:
-    """Train every shape of :data:`SHAPES` from scratch for ``steps`` steps with the final-training recipe
-    (``search.finalize.train_candidate``) and record its validation quality."""
+    """Train every shape of :data:`SHAPES` and ``samples`` architectures drawn from the default space
+    (:func:`space_samples`) from scratch for ``steps`` steps with the final-training recipe
+    (``search.finalize.train_candidate``) and record their validation quality. With ``out``, the file is
+    rewritten after every shape, and results already in it (same data, steps, seed and recipe) are kept
+    rather than retrained."""
     from compress.data import load_splits
     from compress.finetune import FinetuneRecipe
     from compress.model import Supernet, default_space
@@ -235,41 +319,60 @@ def calibrate_quality(
 
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, but got {steps}")
+    if samples < 0:
+        raise ConfigError(f"--samples must be >= 0, but got {samples}")
     res = TrainConfig().resolution
     splits = load_splits(data, resolution=res, cache_dir=cache_dir, progress=progress)
     data_hash = content_hash(splits.train, splits.val)
     classes = splits.train.num_classes
     del splits
+    recipe: FinetuneRecipe = RECIPE
+    out = Path(out) if out is not None else None
+    done = _resumable(out, data_sha256=data_hash, steps=steps, seed=seed, recipe=asdict(recipe))
     space = load_space(None, num_classes=classes)
     shapes = baseline_candidates(space)
     # an untrained supernet: only its architecture is used (the shapes start from fresh weights)
     scorer = Scorer(Supernet(default_space(num_classes=classes)), data=data, devices=[], cache_dir=cache_dir)
-    results = []
-    with Bar("calibration shapes", total=len(SHAPES), enabled=progress, transient=False) as bar:
-        for name in SHAPES:
-            cand = shapes[name]
+    todo = {**{name: shapes[name] for name in SHAPES}, **space_samples(space, scorer, samples)}
+    results: list[ShapeResult] = []
+
+    def calibration(*, keep_unreached: bool = False) -> QualityCalibration:
+        rows = list(results)
+        if keep_unreached:  # a file saved halfway keeps what the earlier file held beyond this run's reach
+            rows += [r for a, r in done.items() if a not in {x.arch for x in results}]
+        return QualityCalibration(
+            data=data,
+            data_sha256=data_hash,
+            steps=steps,
+            recipe=asdict(recipe),
+            shapes=tuple(rows),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            command=command,
+        )
+
+    with Bar("calibration shapes", total=len(todo), enabled=progress, transient=False) as bar:
+        for name, cand in todo.items():
+            arch = cand.describe()
+            if arch in done:
+                results.append(dataclasses.replace(done[arch], name=name, candidate=cand.to_dict()))
+                bar.update(advance=1, info=f"{name}: {results[-1].quality:.1f} (kept from {out})")
+                continue
             trained = train_candidate(scorer, cand, steps=steps, seed=seed, init="scratch", label=name)
             results.append(
                 ShapeResult(
                     name=name,
-                    arch=cand.describe(),
+                    arch=arch,
                     flops=graph_flops(trained.model),
                     seed=seed,
                     quality=float(trained.val_trained.aggregate),
                     seconds=round(trained.seconds, 1),
+                    candidate=cand.to_dict(),
                 )
             )
+            if out is not None:  # a crash loses only the shape in hand
+                calibration(keep_unreached=True).save(out)
             bar.update(advance=1, info=f"{name}: {results[-1].quality:.1f}")
-    recipe: FinetuneRecipe = RECIPE
-    return QualityCalibration(
-        data=data,
-        data_sha256=data_hash,
-        steps=steps,
-        recipe=asdict(recipe),
-        shapes=tuple(results),
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        command=command,
-    )
+    return calibration()
 
 
 def resolve_calibration(setting: str) -> QualityCalibration | None:
@@ -278,14 +381,16 @@ def resolve_calibration(setting: str) -> QualityCalibration | None:
     if setting == "none":
         return None
     if setting == "auto":
-        return QualityCalibration.load(BUILTIN_CALIBRATION) if BUILTIN_CALIBRATION.is_file() else None
+        if not BUILTIN_CALIBRATION.is_file():
+            return None
+        return QualityCalibration.load(BUILTIN_CALIBRATION).check_usable(BUILTIN_CALIBRATION)
     path = Path(setting)
     if not path.is_file():
         raise ConfigError(
             f"--quality-calibration {setting}: no such file; write one with `compress calibrate-quality --out "
             f"{setting}`, or pass 'auto' or 'none'"
         )
-    return QualityCalibration.load(path)
+    return QualityCalibration.load(path).check_usable(path)
 
 
 def applicable(
@@ -324,11 +429,13 @@ def calibration_hash(calibration: QualityCalibration) -> str:
 def fit_for_run(calibration: QualityCalibration, scorer: Any, space: Any) -> QualityModel:
     """The run's quality model: the calibration shapes scored (fp16, inherited) by ``scorer``'s supernet, which
     was trained on the whole default space (a space file only narrows the choices)."""
-    from search.baselines import baseline_candidates
+    from search.baselines import baseline_candidates, with_quant
     from search.space import load_space
 
     shapes = baseline_candidates(load_space(None, num_classes=space.arch.num_classes))
-    inherited = {
-        s.name: scorer.score(shapes[s.name]).quality.aggregate for s in calibration.shapes if s.name in shapes
-    }
+    inherited = {}
+    for s in calibration.shapes:
+        cand = s.rebuild(shapes)
+        if cand is not None:
+            inherited[s.name] = scorer.score(with_quant(cand, "fp16")).quality.aggregate
     return fit_quality_model(calibration, inherited)

@@ -12,6 +12,7 @@ import pytest
 
 from compress.errors import ConfigError
 from search.quality import (
+    SAMPLES,
     SHAPES,
     QualityCalibration,
     QualityModel,
@@ -154,19 +155,23 @@ def test_the_shipped_calibration_belongs_to_todays_builtin_data_and_its_smallest
     from search._identity import content_hash
     from search.baselines import baseline_candidates
     from search.finalize import train_candidate
-    from search.quality import BUILTIN_CALIBRATION
+    from search.quality import BUILTIN_CALIBRATION, space_samples
     from search.scorer import Scorer
     from search.space import load_space
 
     cal = QualityCalibration.load(BUILTIN_CALIBRATION)
-    assert [s.name for s in cal.shapes] == list(SHAPES) and cal.data == "builtin"
+    drawn = [f"space-{k:02d}" for k in range(SAMPLES)]
+    assert [s.name for s in cal.shapes] == [*SHAPES, *drawn] and cal.data == "builtin"
     splits = load_splits("builtin", resolution=TrainConfig().resolution, progress=False)
     assert cal.data_sha256 == content_hash(splits.train, splits.val), "rerun `compress calibrate-quality`"
     smallest = min(cal.shapes, key=lambda s: s.flops)
     classes = splits.train.num_classes
-    cand = baseline_candidates(load_space(None, num_classes=classes))[smallest.name]
-    assert cand.describe() == smallest.arch
     scorer = Scorer(Supernet(default_space(num_classes=classes)), data="builtin", devices=[])
+    space = load_space(None, num_classes=classes)
+    drawn = {c.describe() for c in space_samples(space, scorer, SAMPLES).values()}
+    assert {s.arch for s in cal.shapes if s.name.startswith("space-")} == drawn  # today's draw
+    cand = smallest.rebuild(baseline_candidates(space))
+    assert cand.describe() == smallest.arch
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -174,3 +179,64 @@ def test_the_shipped_calibration_belongs_to_todays_builtin_data_and_its_smallest
     finally:
         torch.set_num_threads(threads)
     assert trained.val_trained.aggregate == pytest.approx(smallest.quality, abs=3.0)
+
+
+def test_space_samples_are_a_fixed_fp16_draw_spread_over_compute_with_pruned_ones() -> None:
+    from compress.model import Supernet, default_space
+    from search.quality import graph_flops, space_samples
+    from search.scorer import Scorer
+    from search.space import load_space
+
+    space = load_space(None, num_classes=12)
+    scorer = Scorer(Supernet(default_space(num_classes=12)), data="builtin", devices=[])
+    first = space_samples(space, scorer, 4)
+    assert list(first) == ["space-00", "space-01", "space-02", "space-03"]
+    assert {c.describe() for c in first.values()} == {
+        c.describe() for c in space_samples(space, scorer, 4).values()
+    }
+    assert all(c.quant == "fp16" for c in first.values()) and any(any(c.prune) for c in first.values())
+    flops = [graph_flops(scorer.build(c, quantize=False)) for c in first.values()]
+    assert flops == sorted(flops) and flops[-1] > 4 * flops[0]  # spread over compute, not bunched
+    assert space_samples(space, scorer, 0) == {}
+
+
+def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
+    tiny_search_config, tmp_path, monkeypatch
+):
+    """A stopped calibration resumes: the file is rewritten after every shape, and a rerun trains only the
+    architectures it does not hold (same data, steps and seed); other steps start over."""
+    from types import SimpleNamespace
+
+    import search.finalize
+    from search.quality import calibrate_quality
+
+    trained: list[str] = []
+
+    def fake_train(scorer, cand, *, steps, seed, init, label=""):
+        assert init == "scratch"
+        if len(trained) == 3 and not calls["crashed"]:
+            calls["crashed"] = True
+            raise KeyboardInterrupt
+        trained.append(label)
+        model = scorer.build(cand, quantize=False)
+        return SimpleNamespace(
+            model=model, val_trained=SimpleNamespace(aggregate=40.0 + len(trained)), seconds=1.0
+        )
+
+    calls = {"crashed": False}
+    monkeypatch.setattr(search.finalize, "train_candidate", fake_train)
+    data, cache = tiny_search_config.data, tiny_search_config.cache_dir
+    out = tmp_path / "cal.json"
+    out.write_text("{}")  # an unreadable earlier file is replaced, not trusted
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_quality(data, steps=5, samples=2, cache_dir=cache, progress=False, out=out)
+    assert trained == list(SHAPES[:3]) and [s.name for s in QualityCalibration.load(out).shapes] == trained
+    trained.clear()
+    cal = calibrate_quality(data, steps=5, samples=2, cache_dir=cache, progress=False, out=out)
+    assert trained == [*SHAPES[3:], "space-00", "space-01"]  # the first three kept from the file
+    assert [s.name for s in cal.shapes] == [*SHAPES, "space-00", "space-01"]
+    assert QualityCalibration.load(out) == cal
+    assert all(s.candidate is not None for s in cal.shapes)
+    trained.clear()
+    calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=out)
+    assert trained == list(SHAPES)  # other steps: nothing kept
