@@ -66,7 +66,7 @@ class Limits:
 
 
 def make_sampler(name: str, *, seed: int, population_size: int = 16) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler by name (``nsga2``, the default of ``compress search``; ``tpe``, ``gp``, ``random``), constraint-aware.
+    """An Optuna sampler by name (``tpe``, the default of ``compress search``; ``nsga2``, ``gp``, ``random``), constraint-aware.
 
     Optuna >= 5 samplers read the constraints each trial sets with ``Trial.set_constraint``; the deprecated
     ``constraints_func`` is not passed (it would store every constraint a second time).

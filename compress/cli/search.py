@@ -31,7 +31,7 @@ def search_cmd(
     timeout: Annotated[
         str | None, typer.Option(help="Stop starting trials after this long, e.g. '10min'.")
     ] = None,
-    sampler: Annotated[str | None, typer.Option(help="nsga2 (default), tpe, gp or random.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe (default), nsga2, gp or random.")] = None,
     objectives: Annotated[str | None, typer.Option(help="quality,latency[,memory][,disk].")] = None,
     memory: Annotated[
         str | None, typer.Option(help="Peak-memory limit on every device, e.g. '25MB'.")
