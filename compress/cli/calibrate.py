@@ -35,7 +35,7 @@ def calibrate_quality_cmd(
     their validation quality.
 
     The search fits its quality model (predicted trained quality from compute, inherited score and the
-    scheme's loss) on these results; ~50 min on 2 CPU cores at 300 steps. The file is rewritten after each
+    scheme's loss) on these results; ~35 min on 2 CPU cores at 300 steps. The file is rewritten after each
     shape, and a rerun keeps the results it already holds (same data, steps, seed), so a stopped calibration
     resumes.
     """
