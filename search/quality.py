@@ -290,6 +290,49 @@ def _resumable(
     return {s.arch: s for s in before.shapes if same and s.seed == seed}
 
 
+def _train_shape(scorer: Any, name: str, cand: Any, *, steps: int, seed: int) -> ShapeResult:
+    """``cand`` trained from scratch with the final-training recipe, as a calibration row."""
+    from search.finalize import train_candidate
+
+    trained = train_candidate(scorer, cand, steps=steps, seed=seed, init="scratch", label=name)
+    return ShapeResult(
+        name=name,
+        arch=cand.describe(),
+        flops=graph_flops(trained.model),
+        seed=seed,
+        quality=float(trained.val_trained.aggregate),
+        seconds=round(trained.seconds, 1),
+        candidate=cand.to_dict(),
+    )
+
+
+def _calibration_plan(
+    data: str, *, samples: int, cache_dir: str | Path | None, progress: bool
+) -> tuple[str, Any, dict[str, Any]]:
+    """The data set's content hash, a scorer on an untrained supernet (only its architecture is used: the
+    shapes start from fresh weights) and the candidates to train: the shapes, then the drawn ones."""
+    from compress.data import load_splits
+    from compress.model import Supernet, default_space
+    from compress.training import TrainConfig
+    from search._identity import content_hash
+    from search.baselines import baseline_candidates
+    from search.scorer import Scorer
+    from search.space import load_space
+
+    splits = load_splits(data, resolution=TrainConfig().resolution, cache_dir=cache_dir, progress=progress)
+    data_hash = content_hash(splits.train, splits.val)
+    classes = splits.train.num_classes
+    del splits
+    space = load_space(None, num_classes=classes)
+    shapes = baseline_candidates(space)
+    scorer = Scorer(Supernet(default_space(num_classes=classes)), data=data, devices=[], cache_dir=cache_dir)
+    return (
+        data_hash,
+        scorer,
+        {**{name: shapes[name] for name in SHAPES}, **space_samples(space, scorer, samples)},
+    )
+
+
 def calibrate_quality(
     data: str,
     *,
@@ -306,34 +349,18 @@ def calibrate_quality(
     (``search.finalize.train_candidate``) and record their validation quality. With ``out``, the file is
     rewritten after every shape, and results already in it (same data, steps, seed and recipe) are kept
     rather than retrained."""
-    from compress.data import load_splits
     from compress.finetune import FinetuneRecipe
-    from compress.model import Supernet, default_space
     from compress.progress import Bar
-    from compress.training import TrainConfig
-    from search._identity import content_hash
-    from search.baselines import baseline_candidates
-    from search.finalize import RECIPE, train_candidate
-    from search.scorer import Scorer
-    from search.space import load_space
+    from search.finalize import RECIPE
 
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, but got {steps}")
     if samples < 0:
         raise ConfigError(f"--samples must be >= 0, but got {samples}")
-    res = TrainConfig().resolution
-    splits = load_splits(data, resolution=res, cache_dir=cache_dir, progress=progress)
-    data_hash = content_hash(splits.train, splits.val)
-    classes = splits.train.num_classes
-    del splits
+    data_hash, scorer, todo = _calibration_plan(data, samples=samples, cache_dir=cache_dir, progress=progress)
     recipe: FinetuneRecipe = RECIPE
     out = Path(out) if out is not None else None
     done = _resumable(out, data_sha256=data_hash, steps=steps, seed=seed, recipe=asdict(recipe))
-    space = load_space(None, num_classes=classes)
-    shapes = baseline_candidates(space)
-    # an untrained supernet: only its architecture is used (the shapes start from fresh weights)
-    scorer = Scorer(Supernet(default_space(num_classes=classes)), data=data, devices=[], cache_dir=cache_dir)
-    todo = {**{name: shapes[name] for name in SHAPES}, **space_samples(space, scorer, samples)}
     results: list[ShapeResult] = []
 
     def calibration(*, keep_unreached: bool = False) -> QualityCalibration:
@@ -357,18 +384,7 @@ def calibrate_quality(
                 results.append(dataclasses.replace(done[arch], name=name, candidate=cand.to_dict()))
                 bar.update(advance=1, info=f"{name}: {results[-1].quality:.1f} (kept from {out})")
                 continue
-            trained = train_candidate(scorer, cand, steps=steps, seed=seed, init="scratch", label=name)
-            results.append(
-                ShapeResult(
-                    name=name,
-                    arch=arch,
-                    flops=graph_flops(trained.model),
-                    seed=seed,
-                    quality=float(trained.val_trained.aggregate),
-                    seconds=round(trained.seconds, 1),
-                    candidate=cand.to_dict(),
-                )
-            )
+            results.append(_train_shape(scorer, name, cand, steps=steps, seed=seed))
             if out is not None:  # a crash loses only the shape in hand
                 calibration(keep_unreached=True).save(out)
             bar.update(advance=1, info=f"{name}: {results[-1].quality:.1f}")
