@@ -357,6 +357,10 @@ def calibrate_quality(
         raise ConfigError(f"--steps must be >= 1, but got {steps}")
     if samples < 0:
         raise ConfigError(f"--samples must be >= 0, but got {samples}")
+    if out is not None and Path(out).is_dir():  # said now, not after the first shape's minutes of training
+        raise ConfigError(
+            f"--out {out} is a directory; give the calibration file to write, e.g. {Path(out) / 'cal.json'}"
+        )
     data_hash, scorer, todo = _calibration_plan(data, samples=samples, cache_dir=cache_dir, progress=progress)
     recipe: FinetuneRecipe = RECIPE
     out = Path(out) if out is not None else None

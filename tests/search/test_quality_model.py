@@ -240,3 +240,5 @@ def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
     trained.clear()
     calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=out)
     assert trained == list(SHAPES)  # other steps: nothing kept
+    with pytest.raises(ConfigError, match="is a directory"):  # before any training
+        calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=tmp_path)
