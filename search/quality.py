@@ -26,8 +26,8 @@ beside it.
 Why the drawn architectures: the six shapes share one head layout and MobileNetV3's depths, so on them alone the
 inherited score got weight 0 and the model ranked by FLOPs only — blind to what a head branching deeper, or a
 deep pruned backbone, does to a short training. With the drawn ones beside them the fit gives the inherited
-score weight ~0.8 (leave-one-out |error| 2.5 points over 16 runs); a depth term was tried and left out, since it
-did not lower that error.
+score weight ~0.8 (leave-one-out |error| 2.5 points over 16 runs); a depth term, tried in an analysis outside
+the repo, did not lower that error and was left out.
 
 The calibration file (JSON) names the data set and its content hash, the recipe and steps, and each shape's
 result. For the built-in data set one is shipped (``search/calibration/builtin.json``, written by
