@@ -98,6 +98,9 @@ class ShapeResult:
     quality: float  # aggregate validation quality after training
     seconds: float
     candidate: dict[str, Any] | None = None  # ``Candidate.to_dict()``: rebuilds a drawn architecture
+    #: each task's primary validation metric x 100 (``compress.metrics.PRIMARY_METRICS``), whose mean is
+    #: ``quality``; None in files written before it was recorded (such rows are retrained on resume)
+    tasks: dict[str, float] | None = None
 
     def rebuild(self, shapes: dict[str, Any]) -> Any:
         """The ``Candidate`` this row trained: from its stored dict, else the hand-scaled shape of its name in
@@ -279,7 +282,8 @@ def _resumable(
     out: Path | None, *, data_sha256: str, steps: int, seed: int, recipe: dict
 ) -> dict[str, ShapeResult]:
     """Results already in ``out`` from the same data, steps, seed and recipe, by architecture: a rerun (after a
-    crash, or with more samples) trains only what is missing. Anything else in ``out`` is not reused."""
+    crash, or with more samples) trains only what is missing. Anything else in ``out`` is not reused, nor a row
+    without its per-task metrics (written before they were recorded)."""
     if out is None or not out.is_file():
         return {}
     try:
@@ -287,14 +291,16 @@ def _resumable(
     except ConfigError:
         return {}
     same = (before.data_sha256, before.steps, before.recipe) == (data_sha256, steps, recipe)
-    return {s.arch: s for s in before.shapes if same and s.seed == seed}
+    return {s.arch: s for s in before.shapes if same and s.seed == seed and s.tasks is not None}
 
 
 def _train_shape(scorer: Any, name: str, cand: Any, *, steps: int, seed: int) -> ShapeResult:
     """``cand`` trained from scratch with the final-training recipe, as a calibration row."""
+    from compress.metrics import PRIMARY_METRICS
     from search.finalize import train_candidate
 
     trained = train_candidate(scorer, cand, steps=steps, seed=seed, init="scratch", label=name)
+    tasks = trained.val_trained.tasks
     return ShapeResult(
         name=name,
         arch=cand.describe(),
@@ -303,6 +309,7 @@ def _train_shape(scorer: Any, name: str, cand: Any, *, steps: int, seed: int) ->
         quality=float(trained.val_trained.aggregate),
         seconds=round(trained.seconds, 1),
         candidate=cand.to_dict(),
+        tasks={t: 100.0 * float(m[PRIMARY_METRICS[t]]) for t, m in tasks.items()},
     )
 
 

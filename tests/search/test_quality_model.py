@@ -219,8 +219,10 @@ def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
             raise KeyboardInterrupt
         trained.append(label)
         model = scorer.build(cand, quantize=False)
+        q = 40.0 + len(trained)
+        tasks = {"tagging": {"map": q / 100}, "saliency": {"max_fbeta": q / 100, "mae": 0.1}}
         return SimpleNamespace(
-            model=model, val_trained=SimpleNamespace(aggregate=40.0 + len(trained)), seconds=1.0
+            model=model, val_trained=SimpleNamespace(aggregate=q, tasks=tasks), seconds=1.0
         )
 
     calls = {"crashed": False}
@@ -237,8 +239,16 @@ def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
     assert [s.name for s in cal.shapes] == [*SHAPES, "space-00", "space-01"]
     assert QualityCalibration.load(out) == cal
     assert all(s.candidate is not None for s in cal.shapes)
+    assert cal.shapes[0].tasks == pytest.approx({"tagging": 41.0, "saliency": 41.0})  # primary metrics only
     trained.clear()
     calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=out)
     assert trained == list(SHAPES)  # other steps: nothing kept
+    import dataclasses
+
+    old = QualityCalibration.load(out)
+    dataclasses.replace(old, shapes=tuple(dataclasses.replace(s, tasks=None) for s in old.shapes)).save(out)
+    trained.clear()
+    calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=out)
+    assert trained == list(SHAPES)  # rows written before per-task metrics were recorded: retrained
     with pytest.raises(ConfigError, match="is a directory"):  # before any training
         calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=tmp_path)
