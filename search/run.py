@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compress.errors import ConfigError, RunError
 from compress.progress import Bar
@@ -37,6 +37,9 @@ from search.rundir import FORMAT, QUALITY_MODEL, RUN_JSON, write_json
 from search.space import SearchSpace, load_space
 from search.storage import check_storage
 from search.study import Limits
+
+if TYPE_CHECKING:
+    from search.finalize import TrialCutoff
 
 __all__ = ["DEFAULT_DEVICES", "SearchConfig", "SearchResult", "run_search"]
 
@@ -184,7 +187,9 @@ def _check_devices(devices: tuple[str, ...]) -> None:
         load_profile(d)  # a bad name raises ProfileError (a ConfigError) naming the known devices
 
 
-def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None) -> None:
+def _worker(
+    cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None, cutoff: TrialCutoff | None = None
+) -> None:
     """One extra local worker process: same storage, same study, its own sampler seed."""
     import torch
 
@@ -200,7 +205,7 @@ def _worker(cfg: SearchConfig, rank: int, identity: dict[str, str] | None = None
     supernet = load_supernet(cfg.run_dir / SUPERNET_FILE)
     study, scorer = _open(cfg, space, supernet, rank=rank, progress=False, identity=identity)
     scorer.quality_model = QualityModel.of_run(cfg.run_dir)  # rank 0 fitted it before starting this worker
-    _trials(cfg, space, study, scorer)
+    _trials(cfg, space, study, scorer, cutoff=cutoff)
 
 
 def _open(
@@ -241,7 +246,10 @@ def _open(
     return study, scorer
 
 
-def _trials(cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: list[Any] = ()) -> None:  # type: ignore[assignment]
+def _trials(
+    cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: list[Any] = (),  # type: ignore[assignment]
+    *, cutoff: TrialCutoff | None = None,
+) -> None:  # fmt: skip
     from search.study import run_trials
 
     run_trials(
@@ -253,6 +261,24 @@ def _trials(cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: l
         trials=cfg.trials,
         timeout_s=cfg.timeout_s,
         callbacks=list(callbacks),
+        stop=cutoff,
+    )
+
+
+def _trial_cutoff(cfg: SearchConfig, space: SearchSpace, started: float) -> TrialCutoff:
+    """The time goal's limit on starting trials (``search.finalize.TrialCutoff``) for a run that began at
+    ``started`` (``time.monotonic()``): the baselines still to score count against it."""
+    from search.baselines import baseline_candidates
+    from search.finalize import TrialCutoff
+    from search.rundir import BASELINES
+
+    after = 0 if (cfg.run_dir / BASELINES).exists() else len(baseline_candidates(space))
+    goal_end = time.time() + cfg.time_goal_s - (time.monotonic() - started)
+    return TrialCutoff(
+        goal_end=goal_end,
+        goal_s=cfg.time_goal_s,
+        after=after,
+        min_trials=min(cfg.trials, cfg.population_size),
     )
 
 
@@ -286,7 +312,9 @@ def _search(
         identity["quality_calibration_sha256"] = calibration_hash(calibration)
     study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
     _set_quality_model(cfg, space, scorer, calibration, why)
-    _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks)
+    cutoff = _trial_cutoff(cfg, space, started)
+    _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks, cutoff)
+    _note_cut_trials(cfg, space, study)
     return write_outputs(cfg, space, study, scorer, progress=progress, started=started)
 
 
@@ -373,18 +401,35 @@ def _data_and_supernet(
     return space, trained, identity
 
 
+def _note_cut_trials(cfg: SearchConfig, space: SearchSpace, study: Any) -> None:
+    """run.json's ``trials``: how many the study asked for and holds, and why it stopped short (the time goal,
+    ``--timeout``), said on stderr too; nothing when every trial ran."""
+    from optuna.trial import TrialState
+
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    skipped = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "skipped" in t.user_attrs
+    ]
+    note: dict[str, Any] = {"requested": cfg.trials, "finished": done}
+    if done < cfg.trials and skipped:
+        note["stopped"] = str(max(skipped, key=lambda t: t.number).user_attrs["skipped"])
+        print(f"search: {done} of {cfg.trials} trials finished; {note['stopped']}", file=sys.stderr)
+    _write_run_json(cfg, space, {"trials": note})
+
+
 def _run_workers_and_trials(
     cfg: SearchConfig, space: SearchSpace, study: Any, scorer: Any, identity: dict[str, str], progress: bool,
-    callbacks: Sequence[Callable[[Any, Any], None]],
+    callbacks: Sequence[Callable[[Any, Any], None]], cutoff: TrialCutoff | None = None,
 ) -> None:  # fmt: skip
-    """Run the trials here and, with ``--workers N``, in N - 1 more local processes on the same storage."""
+    """Run the trials here and, with ``--workers N``, in N - 1 more local processes on the same storage;
+    ``cutoff`` stops starting trials when the time goal runs short."""
     import torch
 
     procs = []
     if cfg.workers > 1:
         ctx = mp.get_context("spawn")
         procs = [
-            ctx.Process(target=_worker, args=(cfg, rank, identity), daemon=False)
+            ctx.Process(target=_worker, args=(cfg, rank, identity, cutoff), daemon=False)
             for rank in range(1, cfg.workers)
         ]
         for p in procs:
@@ -392,7 +437,7 @@ def _run_workers_and_trials(
         torch.set_num_threads(1)
     bar = _SearchProgress(progress, cfg.trials, cfg.limits())
     try:
-        _trials(cfg, space, study, scorer, [bar.callback, *callbacks])
+        _trials(cfg, space, study, scorer, [bar.callback, *callbacks], cutoff=cutoff)
     finally:
         for p in procs:
             p.join()

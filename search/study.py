@@ -12,6 +12,7 @@ import functools
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -166,12 +167,13 @@ def _run_trial(
     objectives: tuple[str, ...],
     trials: int,
     deadline: float | None,
+    stop: Callable[[Any], str | None] | None = None,
 ) -> list[float]:
     """``run_trials``' objective: wait for a slot, then sample, score and record one candidate.
 
     Records the worker's identity, every column of the score's row and its constraints on ``trial``; a trial
-    that finds no slot (``trials`` finished, or ``deadline`` passed) is pruned with a ``skipped`` reason, and
-    one whose scoring fails records its ``fail_reason`` and re-raises.
+    that finds no slot (``trials`` finished, or ``deadline`` passed) or that ``stop`` refuses is pruned with a
+    ``skipped`` reason, and one whose scoring fails records its ``fail_reason`` and re-raises.
     """
     import optuna
 
@@ -184,6 +186,11 @@ def _run_trial(
         late = deadline is not None and time.time() >= deadline
         why = "the timeout passed" if late else f"the study already has {trials} finished trials"
         trial.set_user_attr("skipped", f"not run: {why}")
+        raise optuna.TrialPruned()
+    refused = stop(study) if stop is not None else None
+    if refused is not None:
+        trial.set_user_attr("skipped", f"not run: {refused}")
+        study.stop()
         raise optuna.TrialPruned()
     candidate = space.sample(trial)
     try:
@@ -210,8 +217,10 @@ def run_trials(
     trials: int,
     timeout_s: float | None,
     callbacks: list[Any] = (),  # type: ignore[assignment]
+    stop: Callable[[Any], str | None] | None = None,
 ) -> None:
-    """Run trials until the study holds ``trials`` finished ones (or ``timeout_s`` passes).
+    """Run trials until the study holds ``trials`` finished ones (or ``timeout_s`` passes, or ``stop``, called
+    with the study before each trial, gives a reason to start no more: ``search.finalize.TrialCutoff``).
 
     Any number of workers (local processes or other machines on the same storage) may run this at once; the
     study ends with exactly ``trials`` finished trials: a trial that would overshoot waits for the running
@@ -229,6 +238,7 @@ def run_trials(
         objectives=objectives,
         trials=trials,
         deadline=deadline,
+        stop=stop,
     )
 
     def wait_or_stop(study: Any, trial: Any) -> None:  # before the next trial: wait while others run
@@ -238,6 +248,8 @@ def run_trials(
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = trials - done
     if remaining <= 0 or not _wait_for_slot(study, trials, before=None, deadline=deadline):
+        return
+    if stop is not None and stop(study) is not None:  # e.g. a rerun started with its time goal spent
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -26,7 +26,11 @@ def search_cmd(
         str | None, typer.Option(help="Comma-separated device profiles (default: a11..a17pro, m1..m4).")
     ] = None,
     trials: Annotated[
-        int | None, typer.Option(help="Finished trials the study should hold (default 48).")
+        int | None,
+        typer.Option(
+            help="Finished trials the study should hold (default 48; fewer, never under the sampler's first "
+            "population, when the time goal runs short)."
+        ),
     ] = None,
     timeout: Annotated[
         str | None, typer.Option(help="Stop starting trials after this long, e.g. '10min'.")
@@ -62,7 +66,10 @@ def search_cmd(
     ] = None,
     time_goal: Annotated[
         str | None,
-        typer.Option(help="Wall time the whole run aims at; sizes the final training (default '10min')."),
+        typer.Option(
+            help="Wall time the whole run aims at (default '10min'): sizes the final training, and stops starting "
+            "trials when what follows them would overrun it."
+        ),
     ] = None,
     eval_images: Annotated[int | None, typer.Option(help="Validation images per trial (0 = all).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,

@@ -40,3 +40,58 @@ def test_the_report_headline_carries_the_note():
     }
     run = SimpleNamespace(card=card, slowest_device="a11", budget_ms=10.0)
     assert "Note: the time goal was spent before the final training" in headline(run)
+
+
+def _study_with_trials(durations: list[float]):
+    """A real in-memory Optuna study holding finished trials that each took ``durations[i]`` seconds."""
+    import datetime as dt
+
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    start = dt.datetime(2026, 1, 1)
+    for s in durations:
+        trial = optuna.trial.create_trial(values=[1.0, 1.0], state=optuna.trial.TrialState.COMPLETE)
+        trial.datetime_start, trial.datetime_complete = start, start + dt.timedelta(seconds=s)
+        study.add_trial(trial)
+    return study
+
+
+def test_the_time_goal_stops_trials_when_what_follows_them_would_overrun_it():
+    """Before each trial: the baselines still to score and the leaders' re-scoring (at the median trial's
+    time), the final training's share and the export must still fit in the goal."""
+    study = _study_with_trials([2.0, 2.0, 9.0, 1.0, 2.0])  # median 2 s
+    goal = 600.0
+    # what must fit after this trial: (1 + 24 + 12) x 2 s + 120 s + 75 s = 269 s
+    need = (1 + 24 + fin.RESCORE_TRIALS) * 2.0 + fin.FINAL_SHARE * goal + fin.FINAL_RESERVE_S
+    cut = fin.TrialCutoff(goal_end=time.time() + need + 5, goal_s=goal, after=24, min_trials=4)
+    assert cut(study) is None  # 5 s to spare
+    cut = fin.TrialCutoff(goal_end=time.time() + need - 5, goal_s=goal, after=24, min_trials=4)
+    why = cut(study)
+    assert why is not None and "time goal (600 s)" in why and "2.0 s a trial" in why and "--time-goal" in why
+    # never before the sampler's first population has finished, however late
+    late = fin.TrialCutoff(goal_end=time.time() - 100, goal_s=goal, after=24, min_trials=6)
+    assert late(study) is None
+    # baselines already scored (baselines.csv kept from an earlier run) free their time for trials
+    kept = fin.TrialCutoff(goal_end=time.time() + need - 5, goal_s=goal, after=0, min_trials=4)
+    assert kept(study) is None
+
+
+def test_a_search_whose_time_goal_is_spent_runs_its_first_population_and_says_why_it_stopped(
+    tiny_search_config, tmp_path
+):
+    """Through the real run: a goal already spent when the trials start leaves the study at the sampler's
+    first population, records why in run.json and still delivers a model."""
+    import dataclasses
+    import json
+
+    from search import run_search
+
+    cfg = dataclasses.replace(
+        tiny_search_config, out=tmp_path / "run", trials=6, population_size=2, time_goal_s=1.0
+    )
+    result = run_search(cfg, progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["trials"]["requested"] == 6 and run["trials"]["finished"] == 2 == len(result.trials)
+    assert "the time goal (1 s)" in run["trials"]["stopped"]
+    assert result.card is not None
