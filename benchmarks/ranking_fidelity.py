@@ -283,10 +283,16 @@ def main() -> None:
         scorer.quality_model = fit_for_run(QualityCalibration.load(args.quality_calibration), scorer, space)
     qm = scorer.quality_model
     if qm is not None:
+        lines = {"aggregate": (qm.slope, qm.weight, qm.intercept)} if qm.form == "aggregate" else qm.tasks
+        terms = "; ".join(
+            f"{k}: {b:.2f} + {sl:.2f} ln(FLOPs) + {w:.2f} inherited_fp16" for k, (sl, w, b) in lines.items()
+        )
         print(
-            f"search score: predicted trained quality = {qm.intercept:.2f} + {qm.slope:.2f} ln(FLOPs) + "
-            f"{qm.weight:.2f} inherited_fp16 - scheme loss (fitted on {qm.shapes} shapes; leave-one-shape-out "
-            f"|error| {qm.loo_mae:.2f} mean, {qm.loo_max:.2f} worst)"
+            f"search score: predicted trained quality, {qm.form} form ({terms}{'; their mean' if len(lines) > 1 else ''}"
+            f") - scheme loss; fitted on {qm.shapes} shapes; leave-one-shape-out |error| {qm.loo_mae:.2f} mean, "
+            f"{qm.loo_max:.2f} worst (by form: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in qm.alternatives.items())
+            + ")"
         )
     shapes = baseline_candidates(space)
     cands = {} if args.searched_only else {name: shapes[name] for name in SHAPES if name in shapes}

@@ -105,9 +105,12 @@ class Run:
         its held-out error), or the inherited score (runs without a calibration, and runs made before)."""
         qm = self.meta.get("quality_model") or {}
         if "slope" in qm:
+            form = qm.get("form", "aggregate")
+            others = ", ".join(f"{k} {v:.2f}" for k, v in (qm.get("alternatives") or {}).items())
+            chosen = f" Form: {form}, the lower leave-one-out error of {others}." if others else ""
             return (
                 f"Trial quality: {qm['scoring']}; the model is refitted on this run's supernet (leave-one-shape-out "
-                f"|error| {qm['loo_mae']:.1f} mean, {qm['loo_max']:.1f} worst, quality points)."
+                f"|error| {qm['loo_mae']:.1f} mean, {qm['loo_max']:.1f} worst, quality points).{chosen}"
             )
         why = qm.get("scoring", "scored as inherited")
         return f"Trial quality: {why}: supernet weights, BN recalibrated, on the validation subset."

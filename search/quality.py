@@ -29,6 +29,12 @@ deep pruned backbone, does to a short training. With the drawn ones beside them 
 score weight ~0.8 (leave-one-out |error| 2.5 points over 16 runs); a depth term, tried in an analysis outside
 the repo, did not lower that error and was left out.
 
+The aggregate is the mean of the tasks' primary metrics, and the tasks need not follow one law: a head that
+branches deeper may train differently for tagging than for saliency. So each calibration row also records its
+tasks' metrics, and a **per-task form** fits one such line per task, each through that task's own inherited
+metric, and predicts their mean. Which form a run uses is decided on the calibration runs alone, by the lower
+leave-one-shape-out error (recorded beside the model), never by the searched trials the benchmarks judge it on.
+
 The calibration file (JSON) names the data set and its content hash, the recipe and steps, and each shape's
 result. For the built-in data set one is shipped (``search/calibration/builtin.json``, written by
 ``compress calibrate-quality``); a run uses it when its data hash matches, and says so in run.json.
@@ -63,6 +69,7 @@ __all__ = [
     "graph_flops",
     "resolve_calibration",
     "space_samples",
+    "task_scores",
 ]
 
 #: hand-scaled MobileNetV3 shapes (``search.baselines`` names) trained standalone to calibrate the model:
@@ -165,27 +172,46 @@ class QualityCalibration:
 
 @dataclass(frozen=True)
 class QualityModel:
-    """``predicted = intercept + slope ln(FLOPs) + weight inherited_fp16 - scheme loss`` and its held-out error."""
+    """``predicted = intercept + slope ln(FLOPs) + weight inherited_fp16 - scheme loss`` and its held-out error.
+
+    With ``form == "per-task"`` each task's primary metric (x 100) gets its own line through ln(FLOPs) and that
+    task's inherited metric (``tasks``: ``{task: [slope, weight, intercept]}``), and the prediction is their
+    mean — the aggregate's definition — minus the scheme's loss. The form is chosen by the lower
+    leave-one-shape-out error on the calibration runs (``alternatives``), never by the searched trials; a
+    candidate whose heads differ from the calibration's is predicted by the aggregate line."""
 
     slope: float
     weight: float
     intercept: float
-    loo_mae: float  # mean |error| predicting each shape from the others (quality points)
+    loo_mae: float  # mean |error| predicting each shape from the others (quality points), of the chosen form
     loo_max: float
     shapes: int
     inherited: dict[str, float] = field(default_factory=dict)  # the shapes' inherited scores it was fitted on
+    form: str = "aggregate"
+    tasks: dict[str, list[float]] = field(default_factory=dict)
+    alternatives: dict[str, float] = field(default_factory=dict)  # leave-one-out mean |error| of each form
 
-    def predict(self, flops: float, inherited_fp16: float, inherited: float) -> float:
-        return (
-            self.intercept
-            + self.slope * math.log(flops)
-            + self.weight * inherited_fp16
-            - (inherited_fp16 - inherited)
-        )
+    def predict(
+        self,
+        flops: float,
+        inherited_fp16: float,
+        inherited: float,
+        tasks_fp16: dict[str, float] | None = None,
+    ) -> float:
+        """Predicted trained quality; ``tasks_fp16`` (``task_scores`` of the fp16 inherited quality) is read
+        by the per-task form."""
+        loss = inherited_fp16 - inherited
+        if self.form == "per-task" and tasks_fp16 is not None and set(tasks_fp16) == set(self.tasks):
+            lines = [b + s * math.log(flops) + w * tasks_fp16[t] for t, (s, w, b) in self.tasks.items()]
+            return float(np.mean(lines)) - loss
+        return self.intercept + self.slope * math.log(flops) + self.weight * inherited_fp16 - loss
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "formula": "intercept + slope*ln(FLOPs) + weight*inherited_fp16 - (inherited_fp16 - inherited)",
+            "formula": "intercept + slope*ln(FLOPs) + weight*inherited_fp16 - (inherited_fp16 - inherited)"
+            if self.form == "aggregate"
+            else "mean over tasks of (intercept_t + slope_t*ln(FLOPs) + weight_t*inherited_fp16_t) "
+            "- (inherited_fp16 - inherited)",
             **asdict(self),
         }
 
@@ -205,6 +231,14 @@ class QualityModel:
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
+def task_scores(quality: Any) -> dict[str, float]:
+    """Each task's primary metric x 100 (``compress.metrics.PRIMARY_METRICS``) of a ``Quality``: the numbers
+    whose mean is its aggregate."""
+    from compress.metrics import PRIMARY_METRICS
+
+    return {t: 100.0 * float(m[PRIMARY_METRICS[t]]) for t, m in quality.tasks.items()}
+
+
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares with every coefficient but the last (the intercept) non-negative."""
     from scipy.optimize import lsq_linear
@@ -213,9 +247,41 @@ def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(lsq_linear(x, y, bounds=(lower, np.inf)).x)
 
 
-def fit_quality_model(calibration: QualityCalibration, inherited: dict[str, float]) -> QualityModel:
+def _loo(predict_without: Any, n: int, y: np.ndarray) -> np.ndarray:
+    """|error| of each row predicted by ``predict_without(i)``, a fit on the other rows."""
+    return np.array([abs(predict_without(i) - y[i]) for i in range(n)])
+
+
+def _per_task_fit(
+    rows: list[ShapeResult], inherited_tasks: dict[str, dict[str, float]]
+) -> tuple[dict[str, list[float]], np.ndarray] | None:
+    """Per-task lines ``[slope, weight, intercept]`` and their leave-one-out |error| on the aggregate; None
+    unless every row has the same tasks, measured and inherited."""
+    names = sorted(rows[0].tasks or {})
+    if not names or any(sorted(s.tasks or {}) != names or sorted(inherited_tasks.get(s.name, {})) != names
+                        for s in rows):  # fmt: skip
+        return None
+    log_f = np.array([math.log(s.flops) for s in rows])
+    xs = {t: np.c_[log_f, [inherited_tasks[s.name][t] for s in rows], np.ones(len(rows))] for t in names}
+    ys = {t: np.array([(s.tasks or {})[t] for s in rows]) for t in names}
+    y = np.array([s.quality for s in rows])
+
+    def without(i: int) -> float:
+        keep = np.arange(len(rows)) != i
+        return float(np.mean([xs[t][i] @ _nnls(xs[t][keep], ys[t][keep]) for t in names]))
+
+    return {t: [float(c) for c in _nnls(xs[t], ys[t])] for t in names}, _loo(without, len(rows), y)
+
+
+def fit_quality_model(
+    calibration: QualityCalibration,
+    inherited: dict[str, float],
+    inherited_tasks: dict[str, dict[str, float]] | None = None,
+) -> QualityModel:
     """The model fitted on the calibration shapes, ``inherited`` giving each shape's fp16 inherited score under
-    the run's supernet; ConfigError with fewer than four shapes."""
+    the run's supernet (``inherited_tasks``: its ``task_scores``, for the per-task form); ConfigError with
+    fewer than four shapes. Of the aggregate and the per-task form, the one with the lower leave-one-out
+    error is used (the per-task form only where every shape has per-task results)."""
     rows = [s for s in calibration.shapes if s.name in inherited]
     if len(rows) < 4:
         raise ConfigError(
@@ -225,10 +291,14 @@ def fit_quality_model(calibration: QualityCalibration, inherited: dict[str, floa
     x = np.array([[math.log(s.flops), inherited[s.name], 1.0] for s in rows])
     y = np.array([s.quality for s in rows])
     coef = _nnls(x, y)
-    errors = []
-    for i in range(len(rows)):
-        keep = np.arange(len(rows)) != i
-        errors.append(abs(float(x[i] @ _nnls(x[keep], y[keep])) - y[i]))
+    errors = _loo(lambda i: float(x[i] @ _nnls(np.delete(x, i, 0), np.delete(y, i))), len(rows), y)
+    alternatives = {"aggregate": float(np.mean(errors))}
+    form, lines = "aggregate", dict[str, list[float]]()
+    per_task = _per_task_fit(rows, inherited_tasks) if inherited_tasks else None
+    if per_task is not None:
+        alternatives["per-task"] = float(np.mean(per_task[1]))
+        if alternatives["per-task"] < alternatives["aggregate"]:
+            form, (lines, errors) = "per-task", per_task
     return QualityModel(
         slope=float(coef[0]),
         weight=float(coef[1]),
@@ -237,6 +307,9 @@ def fit_quality_model(calibration: QualityCalibration, inherited: dict[str, floa
         loo_max=float(np.max(errors)),
         shapes=len(rows),
         inherited={s.name: float(inherited[s.name]) for s in rows},
+        form=form,
+        tasks=lines,
+        alternatives=alternatives,
     )
 
 
@@ -296,11 +369,9 @@ def _resumable(
 
 def _train_shape(scorer: Any, name: str, cand: Any, *, steps: int, seed: int) -> ShapeResult:
     """``cand`` trained from scratch with the final-training recipe, as a calibration row."""
-    from compress.metrics import PRIMARY_METRICS
     from search.finalize import train_candidate
 
     trained = train_candidate(scorer, cand, steps=steps, seed=seed, init="scratch", label=name)
-    tasks = trained.val_trained.tasks
     return ShapeResult(
         name=name,
         arch=cand.describe(),
@@ -309,7 +380,7 @@ def _train_shape(scorer: Any, name: str, cand: Any, *, steps: int, seed: int) ->
         quality=float(trained.val_trained.aggregate),
         seconds=round(trained.seconds, 1),
         candidate=cand.to_dict(),
-        tasks={t: 100.0 * float(m[PRIMARY_METRICS[t]]) for t, m in tasks.items()},
+        tasks=task_scores(trained.val_trained),
     )
 
 
@@ -460,9 +531,10 @@ def fit_for_run(calibration: QualityCalibration, scorer: Any, space: Any) -> Qua
     from search.space import load_space
 
     shapes = baseline_candidates(load_space(None, num_classes=space.arch.num_classes))
-    inherited = {}
+    inherited, inherited_tasks = {}, {}
     for s in calibration.shapes:
         cand = s.rebuild(shapes)
         if cand is not None:
-            inherited[s.name] = scorer.score(with_quant(cand, "fp16")).quality.aggregate
-    return fit_quality_model(calibration, inherited)
+            quality = scorer.score(with_quant(cand, "fp16")).quality
+            inherited[s.name], inherited_tasks[s.name] = quality.aggregate, task_scores(quality)
+    return fit_quality_model(calibration, inherited, inherited_tasks)

@@ -218,16 +218,17 @@ class Scorer:
         its scheme's inherited score (the fp16 score needs one more evaluation for a compressed scheme)."""
         from compress.compression import simulate
         from compress.evaluate import evaluate
+        from search.quality import task_scores
 
         inherited = score.quality.aggregate
         if score.candidate.quant == "fp16":
-            fp16 = inherited
+            fp16 = score.quality
         else:
             calib = self.calibration(score.candidate.spec.resolution)
-            fp16 = evaluate(simulate(float_model, "fp16", calibration=calib).eval(), val).aggregate
+            fp16 = evaluate(simulate(float_model, "fp16", calibration=calib).eval(), val)
         score.flops = flops
-        score.inherited_fp16 = fp16
-        score.predicted = self.quality_model.predict(score.flops, fp16, inherited)
+        score.inherited_fp16 = fp16.aggregate
+        score.predicted = self.quality_model.predict(flops, fp16.aggregate, inherited, task_scores(fp16))
 
     def full_val(self, resolution: int) -> MultiTaskDataset:
         from compress.data import load_data

@@ -45,6 +45,55 @@ def test_the_fit_recovers_a_compute_law_and_its_held_out_error_is_that_of_the_le
     assert model.predict(100e6, 45.0, 44.0) == pytest.approx(model.predict(100e6, 45.0, 45.0) - 1.0)
 
 
+def test_tasks_that_follow_their_own_laws_are_fitted_per_task_when_that_predicts_left_out_shapes_better() -> (
+    None
+):
+    """Each task's metric has its own law in compute and in its own inherited metric: one line through the
+    aggregate cannot hold them, the per-task form does, and the lower leave-one-out error picks it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    names = [*SHAPES, "space-00", "space-01", "space-02"]
+    flops = np.exp(rng.uniform(math.log(20e6), math.log(250e6), len(names)))
+    inh = {n: {"tagging": rng.uniform(40, 60), "detection": rng.uniform(2, 8), "saliency": rng.uniform(70, 90)}
+           for n in names}  # fmt: skip
+
+    def law(f: float, t: dict[str, float]) -> dict[str, float]:
+        return {
+            "tagging": -20 + 4 * math.log(f) + 0.2 * t["tagging"],
+            "detection": -15 + 1 * math.log(f),
+            "saliency": 10 + 0.9 * t["saliency"],
+        }
+
+    shapes = []
+    for n, f in zip(names, flops, strict=True):
+        tasks = law(f, inh[n])
+        shapes.append(ShapeResult(n, n, float(f), 0, float(np.mean(list(tasks.values()))), 1.0, tasks=tasks))
+    cal = QualityCalibration(data="builtin", data_sha256="abc", steps=300, recipe={}, shapes=tuple(shapes))
+    inherited = {n: float(np.mean(list(t.values()))) for n, t in inh.items()}
+    model = fit_quality_model(cal, inherited, inh)
+    assert (
+        model.form == "per-task" and model.alternatives["per-task"] < 1e-3 < model.alternatives["aggregate"]
+    )
+    assert model.loo_mae == pytest.approx(model.alternatives["per-task"])
+    assert model.tasks["tagging"] == pytest.approx([4.0, 0.2, -20.0], abs=1e-3)
+    new = {"tagging": 50.0, "detection": 5.0, "saliency": 80.0}
+    truth = float(np.mean(list(law(100e6, new).values())))
+    assert model.predict(100e6, 45.0, 44.0, new) == pytest.approx(
+        truth - 1.0, abs=1e-3
+    )  # minus the scheme's loss
+    # a candidate with other heads, or no per-task scores: the aggregate line
+    assert model.predict(100e6, 45.0, 45.0, {"tagging": 50.0}) == pytest.approx(
+        model.predict(100e6, 45.0, 45.0)
+    )
+    assert QualityModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+    # without per-task results (calibrations written before them): the aggregate form alone
+    old = fit_quality_model(
+        _calibration([40.0, 44.0, 50.0, 52.0, 55.0, 57.0]), dict.fromkeys(SHAPES, 44.0), inh
+    )
+    assert old.form == "aggregate" and list(old.alternatives) == ["aggregate"]
+
+
 def test_more_compute_never_predicts_less_even_when_the_shapes_say_so() -> None:
     falling = [
         60.0,
