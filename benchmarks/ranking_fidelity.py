@@ -290,9 +290,12 @@ def main() -> None:
         print(
             f"search score: predicted trained quality, {qm.form} form ({terms}{'; their mean' if len(lines) > 1 else ''}"
             f") - scheme loss; fitted on {qm.shapes} shapes; leave-one-shape-out |error| {qm.loo_mae:.2f} mean, "
-            f"{qm.loo_max:.2f} worst (by form: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in qm.alternatives.items())
-            + ")"
+            f"{qm.loo_max:.2f} worst"
+            + (
+                " (by form: " + ", ".join(f"{k} {v:.2f}" for k, v in qm.alternatives.items()) + ")"
+                if qm.alternatives
+                else ""
+            )
         )
     shapes = baseline_candidates(space)
     cands = {} if args.searched_only else {name: shapes[name] for name in SHAPES if name in shapes}
