@@ -403,7 +403,7 @@ def _data_and_supernet(
 
 def _note_cut_trials(cfg: SearchConfig, space: SearchSpace, study: Any) -> None:
     """run.json's ``trials``: how many the study asked for and holds, and why it stopped short (the time goal,
-    ``--timeout``), said on stderr too; nothing when every trial ran."""
+    ``--timeout``; only when it stopped short), said on stderr too."""
     from optuna.trial import TrialState
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
