@@ -269,6 +269,10 @@ class Quality:
         plain = {t: {k: float(v) for k, v in m.items()} for t, m in tasks.items()}
         return cls(tasks=plain, aggregate=aggregate_quality(plain))
 
+    def task_scores(self) -> dict[str, float]:
+        """Each task's primary metric x 100 (``PRIMARY_METRICS``): the numbers whose mean is the aggregate."""
+        return {t: 100.0 * float(m[PRIMARY_METRICS[t]]) for t, m in self.tasks.items()}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         return {"tasks": {t: dict(m) for t, m in self.tasks.items()}, "aggregate": self.aggregate}

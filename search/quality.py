@@ -69,7 +69,6 @@ __all__ = [
     "graph_flops",
     "resolve_calibration",
     "space_samples",
-    "task_scores",
 ]
 
 #: hand-scaled MobileNetV3 shapes (``search.baselines`` names) trained standalone to calibrate the model:
@@ -198,7 +197,7 @@ class QualityModel:
         inherited: float,
         tasks_fp16: dict[str, float] | None = None,
     ) -> float:
-        """Predicted trained quality; ``tasks_fp16`` (``task_scores`` of the fp16 inherited quality) is read
+        """Predicted trained quality; ``tasks_fp16`` (``Quality.task_scores`` of the fp16 inherited quality) is read
         by the per-task form."""
         loss = inherited_fp16 - inherited
         if self.form == "per-task" and tasks_fp16 is not None and set(tasks_fp16) == set(self.tasks):
@@ -229,14 +228,6 @@ class QualityModel:
 
         path = Path(run_dir) / QUALITY_MODEL
         return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
-
-
-def task_scores(quality: Any) -> dict[str, float]:
-    """Each task's primary metric x 100 (``compress.metrics.PRIMARY_METRICS``) of a ``Quality``: the numbers
-    whose mean is its aggregate."""
-    from compress.metrics import PRIMARY_METRICS
-
-    return {t: 100.0 * float(m[PRIMARY_METRICS[t]]) for t, m in quality.tasks.items()}
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -279,7 +270,7 @@ def fit_quality_model(
     inherited_tasks: dict[str, dict[str, float]] | None = None,
 ) -> QualityModel:
     """The model fitted on the calibration shapes, ``inherited`` giving each shape's fp16 inherited score under
-    the run's supernet (``inherited_tasks``: its ``task_scores``, for the per-task form); ConfigError with
+    the run's supernet (``inherited_tasks``: its ``Quality.task_scores``, for the per-task form); ConfigError with
     fewer than four shapes. Of the aggregate and the per-task form, the one with the lower leave-one-out
     error is used (the per-task form only where every shape has per-task results)."""
     rows = [s for s in calibration.shapes if s.name in inherited]
@@ -380,7 +371,7 @@ def _train_shape(scorer: Any, name: str, cand: Any, *, steps: int, seed: int) ->
         quality=float(trained.val_trained.aggregate),
         seconds=round(trained.seconds, 1),
         candidate=cand.to_dict(),
-        tasks=task_scores(trained.val_trained),
+        tasks=trained.val_trained.task_scores(),
     )
 
 
@@ -536,5 +527,5 @@ def fit_for_run(calibration: QualityCalibration, scorer: Any, space: Any) -> Qua
         cand = s.rebuild(shapes)
         if cand is not None:
             quality = scorer.score(with_quant(cand, "fp16")).quality
-            inherited[s.name], inherited_tasks[s.name] = quality.aggregate, task_scores(quality)
+            inherited[s.name], inherited_tasks[s.name] = quality.aggregate, quality.task_scores()
     return fit_quality_model(calibration, inherited, inherited_tasks)

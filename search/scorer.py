@@ -218,7 +218,6 @@ class Scorer:
         its scheme's inherited score (the fp16 score needs one more evaluation for a compressed scheme)."""
         from compress.compression import simulate
         from compress.evaluate import evaluate
-        from search.quality import task_scores
 
         inherited = score.quality.aggregate
         if score.candidate.quant == "fp16":
@@ -228,7 +227,7 @@ class Scorer:
             fp16 = evaluate(simulate(float_model, "fp16", calibration=calib).eval(), val)
         score.flops = flops
         score.inherited_fp16 = fp16.aggregate
-        score.predicted = self.quality_model.predict(flops, fp16.aggregate, inherited, task_scores(fp16))
+        score.predicted = self.quality_model.predict(flops, fp16.aggregate, inherited, fp16.task_scores())
 
     def full_val(self, resolution: int) -> MultiTaskDataset:
         from compress.data import load_data

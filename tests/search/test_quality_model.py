@@ -257,6 +257,7 @@ def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
     from types import SimpleNamespace
 
     import search.finalize
+    from compress.metrics import Quality
     from search.quality import calibrate_quality
 
     trained: list[str] = []
@@ -270,9 +271,7 @@ def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
         model = scorer.build(cand, quantize=False)
         q = 40.0 + len(trained)
         tasks = {"tagging": {"map": q / 100}, "saliency": {"max_fbeta": q / 100, "mae": 0.1}}
-        return SimpleNamespace(
-            model=model, val_trained=SimpleNamespace(aggregate=q, tasks=tasks), seconds=1.0
-        )
+        return SimpleNamespace(model=model, val_trained=Quality.from_tasks(tasks), seconds=1.0)
 
     calls = {"crashed": False}
     monkeypatch.setattr(search.finalize, "train_candidate", fake_train)
