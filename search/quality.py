@@ -155,6 +155,15 @@ class QualityCalibration:
             cal = cls(**{k: body[k] for k in keys if k in body}, shapes=shapes)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"the quality calibration {path} is malformed ({exc}); rewrite it") from None
+        for s in shapes:  # read by the fit only after the supernet's minutes: checked now
+            numbers = [s.flops, s.quality, *(s.tasks.values() if isinstance(s.tasks, dict) else [])]
+            if (s.tasks is not None and not isinstance(s.tasks, dict)) or not all(
+                isinstance(v, int | float) and math.isfinite(v) for v in numbers
+            ):
+                raise ConfigError(
+                    f"the quality calibration {path} is malformed (shape {s.name!r}: flops, quality and tasks must "
+                    "hold finite numbers); rewrite it with `compress calibrate-quality`"
+                )
         return cal
 
     def check_usable(self, path: str | Path) -> QualityCalibration:

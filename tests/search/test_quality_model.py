@@ -122,6 +122,14 @@ def test_the_calibration_round_trips_as_json_and_a_bad_file_is_one_clear_error(t
     (tmp_path / "bad.json").write_text('{"format": 1, "shapes": [{"name": "x"}]}')
     with pytest.raises(ConfigError, match="malformed"):
         QualityCalibration.load(tmp_path / "bad.json")
+    body = json.loads((tmp_path / "cal.json").read_text())
+    body["shapes"][0]["tasks"] = {
+        "tagging": "high",
+        "saliency": 80.0,
+    }  # read by the fit only after the supernet
+    (tmp_path / "bad_tasks.json").write_text(json.dumps(body))
+    with pytest.raises(ConfigError, match="malformed.*finite numbers"):
+        QualityCalibration.load(tmp_path / "bad_tasks.json")
     with pytest.raises(ConfigError, match="calibrate-quality"):
         resolve_calibration(str(tmp_path / "missing.json"))
     few = QualityCalibration(**{**cal.__dict__, "shapes": cal.shapes[:3]})
