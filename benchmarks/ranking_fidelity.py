@@ -24,7 +24,9 @@ finish. A rerun re-scores every candidate with the run's supernet (seconds) and 
 yet trained with the same steps and seed; ``--reuse FILE`` also takes standalone results from another run's
 CSV (the standalone training does not depend on the supernet: fresh weights, same architecture, same recipe).
 ``--supernet FILE --out CSV`` scores the same candidates with another supernet (one trained before a change),
-so a change is judged on identical candidates and standalone results.
+so a change is judged on identical candidates and standalone results; ``--eval-images N`` likewise scores them
+on N validation images (0: all 400) instead of the run's 128, to judge what a trial's image count costs its
+ranking (the quality model refitted on the same images).
 """
 
 from __future__ import annotations
@@ -230,6 +232,22 @@ def _task_columns(prefix: str, quality: Any) -> dict[str, float]:
     return {f"{prefix}.{t}.{k}": float(v) for t, m in quality.tasks.items() for k, v in m.items()}
 
 
+def _widen_validation(scorer: Any, n: int, resolutions: Any) -> None:
+    """Make ``scorer`` evaluate on ``n`` validation images (0: all), seeded as the scorer draws its subset, at
+    every resolution, keeping the run's BN recalibration images (drawn after the validation subset)."""
+    import torch
+
+    from compress.data import load_data
+
+    for res in resolutions:
+        scorer.calibration(res)  # the run's validation subset and calibration images, as the search drew them
+        _, val = load_data(scorer.data, resolution=res, cache_dir=scorer.cache_dir, progress=False)
+        if 0 < n < len(val):
+            g = torch.Generator().manual_seed(scorer.seed)
+            val = val.subset(torch.randperm(len(val), generator=g)[:n].sort().values)
+        scorer._val[res] = val
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a finished `compress search` run directory")
@@ -253,6 +271,12 @@ def main() -> None:
         help="score with a quality model fitted on this `compress calibrate-quality` file (default: the run's "
         "own quality_model.json, if it has one)",
     )
+    ap.add_argument(
+        "--eval-images",
+        type=int,
+        help="score with this many validation images per candidate (0: all) instead of the run's; the BN "
+        "recalibration images stay the run's (a run with a quality model needs --quality-calibration to refit it)",
+    )
     ap.add_argument("--out", type=Path, help="the CSV to write (default: RUN/ranking_fidelity.csv)")
     ap.add_argument(
         "--reuse",
@@ -273,12 +297,18 @@ def main() -> None:
         from compress.training import load_supernet
 
         scorer.supernet = load_supernet(args.supernet).eval()
+    if args.eval_images is not None:
+        if args.eval_images < 0:
+            ap.error(f"--eval-images must be >= 0 (0: all), but got {args.eval_images}")
+        _widen_validation(scorer, args.eval_images, run["supernet"].space.resolutions)
+        cfg = {**cfg, "eval_images": args.eval_images or "all"}
     space = load_space(None, num_classes=run["supernet"].space.num_classes)
-    if args.quality_calibration is not None or (
-        args.supernet is not None and scorer.quality_model is not None
-    ):
+    rescored = args.supernet is not None or args.eval_images is not None
+    if args.quality_calibration is not None or (rescored and scorer.quality_model is not None):
         if args.quality_calibration is None:
-            ap.error("--supernet on a run with a quality model needs --quality-calibration to refit it")
+            ap.error(
+                "--supernet or --eval-images on a run with a quality model needs --quality-calibration to refit it"
+            )
         scorer.quality_model = None
         scorer.quality_model = fit_for_run(QualityCalibration.load(args.quality_calibration), scorer, space)
     qm = scorer.quality_model

@@ -76,3 +76,25 @@ def test_searched_trials_spread_over_latency_values_not_over_the_trials_order() 
     pruned = picked["prune"].map(lambda p: any(float(x) > 0 for x in p.split(",")))
     assert pruned.sum() >= 2 and (picked["quant"] != "fp16").sum() >= 2
     assert len(_module()._searched(trials, 0)) == 0 and len(_module()._searched(trials, 1)) == 1
+
+
+def test_eval_images_widens_validation_and_keeps_the_runs_calibration_images(tiny_search_config) -> None:
+    """``--eval-images``: the candidates are scored on more validation images, BN recalibrated on the same
+    training images as the run's search (so only the image count differs between the two figures)."""
+    import torch
+
+    from compress.model import Supernet, default_space
+    from search.scorer import Scorer
+
+    cfg = tiny_search_config
+    scorer = Scorer(
+        Supernet(default_space()), data=cfg.data, devices=[], eval_images=4, cache_dir=cfg.cache_dir
+    )
+    before = scorer.calibration(96).clone()
+    assert len(scorer.val(96)) == 4
+    _module()._widen_validation(scorer, 0, [96])
+    assert len(scorer.val(96)) == 8  # every validation image of the tiny data
+    assert torch.equal(scorer.calibration(96), before)
+    _module()._widen_validation(scorer, 6, [96])
+    assert len(scorer.val(96)) == 6
+    assert torch.equal(scorer.calibration(96), before)
