@@ -249,10 +249,11 @@ def _open(
 def _trials(
     cfg: SearchConfig, space: Any, study: Any, scorer: Any, callbacks: list[Any] = (),  # type: ignore[assignment]
     *, cutoff: TrialCutoff | None = None,
-) -> None:  # fmt: skip
+) -> str | None:  # fmt: skip
+    """Run this process's trials; the cutoff's reason when it refused before the first (``run_trials``)."""
     from search.study import run_trials
 
-    run_trials(
+    return run_trials(
         study,
         scorer,
         space,
@@ -313,8 +314,8 @@ def _search(
     study, scorer = _open(cfg, space, trained.supernet, rank=0, progress=progress, identity=identity)
     _set_quality_model(cfg, space, scorer, calibration, why)
     cutoff = _trial_cutoff(cfg, space, started)
-    _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks, cutoff)
-    _note_cut_trials(cfg, space, study)
+    refused = _run_workers_and_trials(cfg, space, study, scorer, identity, progress, callbacks, cutoff)
+    _note_cut_trials(cfg, space, study, refused)
     return write_outputs(cfg, space, study, scorer, progress=progress, started=started)
 
 
@@ -401,9 +402,11 @@ def _data_and_supernet(
     return space, trained, identity
 
 
-def _note_cut_trials(cfg: SearchConfig, space: SearchSpace, study: Any) -> None:
+def _note_cut_trials(cfg: SearchConfig, space: SearchSpace, study: Any, refused: str | None = None) -> None:
     """run.json's ``trials``: how many the study asked for and holds, and why it stopped short (the time goal,
-    ``--timeout``; only when it stopped short), said on stderr too."""
+    ``--timeout``; only when it stopped short), said on stderr too. ``refused``: why this call started no
+    trial at all (a rerun whose time goal was spent), which no trial records; else the latest skipped trial's
+    reason."""
     from optuna.trial import TrialState
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -411,8 +414,11 @@ def _note_cut_trials(cfg: SearchConfig, space: SearchSpace, study: Any) -> None:
         t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if "skipped" in t.user_attrs
     ]
     note: dict[str, Any] = {"requested": cfg.trials, "finished": done}
-    if done < cfg.trials and skipped:
+    if done < cfg.trials and refused is not None:
+        note["stopped"] = f"not run: {refused}"
+    elif done < cfg.trials and skipped:
         note["stopped"] = str(max(skipped, key=lambda t: t.number).user_attrs["skipped"])
+    if "stopped" in note:
         print(f"search: {done} of {cfg.trials} trials finished; {note['stopped']}", file=sys.stderr)
     _write_run_json(cfg, space, {"trials": note})
 
@@ -420,9 +426,10 @@ def _note_cut_trials(cfg: SearchConfig, space: SearchSpace, study: Any) -> None:
 def _run_workers_and_trials(
     cfg: SearchConfig, space: SearchSpace, study: Any, scorer: Any, identity: dict[str, str], progress: bool,
     callbacks: Sequence[Callable[[Any, Any], None]], cutoff: TrialCutoff | None = None,
-) -> None:  # fmt: skip
+) -> str | None:  # fmt: skip
     """Run the trials here and, with ``--workers N``, in N - 1 more local processes on the same storage;
-    ``cutoff`` stops starting trials when the time goal runs short."""
+    ``cutoff`` stops starting trials when the time goal runs short (its reason is returned when it refused
+    before this process's first trial)."""
     import torch
 
     procs = []
@@ -437,7 +444,7 @@ def _run_workers_and_trials(
         torch.set_num_threads(1)
     bar = _SearchProgress(progress, cfg.trials, cfg.limits())
     try:
-        _trials(cfg, space, study, scorer, [bar.callback, *callbacks], cutoff=cutoff)
+        return _trials(cfg, space, study, scorer, [bar.callback, *callbacks], cutoff=cutoff)
     finally:
         for p in procs:
             p.join()

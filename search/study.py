@@ -218,9 +218,11 @@ def run_trials(
     timeout_s: float | None,
     callbacks: list[Any] = (),  # type: ignore[assignment]
     stop: Callable[[Any], str | None] | None = None,
-) -> None:
+) -> str | None:
     """Run trials until the study holds ``trials`` finished ones (or ``timeout_s`` passes, or ``stop``, called
     with the study before each trial, gives a reason to start no more: ``search.finalize.TrialCutoff``).
+    Returns ``stop``'s reason when it refused before the first trial (a rerun whose time goal is spent: no
+    trial of this call carries it), else None.
 
     Any number of workers (local processes or other machines on the same storage) may run this at once; the
     study ends with exactly ``trials`` finished trials: a trial that would overshoot waits for the running
@@ -248,9 +250,10 @@ def run_trials(
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     remaining = trials - done
     if remaining <= 0 or not _wait_for_slot(study, trials, before=None, deadline=deadline):
-        return
-    if stop is not None and stop(study) is not None:  # e.g. a rerun started with its time goal spent
-        return
+        return None
+    refused = stop(study) if stop is not None else None
+    if refused is not None:  # e.g. a rerun started with its time goal spent
+        return refused
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study.optimize(
@@ -261,3 +264,4 @@ def run_trials(
             callbacks=[*callbacks, wait_or_stop],
             gc_after_trial=False,
         )
+    return None

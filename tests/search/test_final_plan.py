@@ -95,3 +95,21 @@ def test_a_search_whose_time_goal_is_spent_runs_its_first_population_and_says_wh
     assert run["trials"]["requested"] == 6 and run["trials"]["finished"] == 2 == len(result.trials)
     assert "the time goal (1 s)" in run["trials"]["stopped"]
     assert result.card is not None
+
+
+def test_a_rerun_that_starts_with_its_time_goal_spent_says_why_no_trial_ran(tiny_search_config, tmp_path):
+    """A rerun asking for more trials than the study holds, with no time left to start one, runs none; run.json
+    says why, though no trial of the study was ever skipped (the first run finished all it asked for)."""
+    import dataclasses
+    import json
+
+    from search import run_search
+
+    cfg = dataclasses.replace(tiny_search_config, out=tmp_path / "run", trials=2, population_size=2)
+    run_search(cfg, progress=False)
+    first = json.loads((tmp_path / "run" / "run.json").read_text())["trials"]
+    assert first == {"requested": 2, "finished": 2}
+    result = run_search(dataclasses.replace(cfg, trials=5, time_goal_s=1.0), progress=False)
+    again = json.loads((tmp_path / "run" / "run.json").read_text())["trials"]
+    assert again["requested"] == 5 and again["finished"] == 2 == len(result.trials)
+    assert again["stopped"].startswith("not run: the time goal (1 s)")
