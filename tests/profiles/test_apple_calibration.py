@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -150,17 +151,42 @@ def _theta_from_profiles(model):
     return theta
 
 
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+#: How far a reproduced number may sit from the shipped one. The bounded least-squares fits (one per held-out
+#: fold, from two starts) round differently on different CPUs and BLAS builds: between two machines of this
+#: project 212 of the profiles' numbers differed, by at most 2.1% beyond 0.01 (a held-out error of -2.74% vs
+#: -2.81%), all in held-out figures and interval quantiles. A change to the evidence, the bounds or the model
+#: moves them far more (e.g. the A16 / A17 Pro Xcode rows' source-out level: +37% -> +12%).
+RTOL, ATOL = 0.05, 0.01
+
+
+def _float_noise_mismatches(got: str, shipped: str) -> list[str]:
+    """Where two dumped profiles differ by more than floating-point noise: any text, or a number beyond
+    ``ATOL + RTOL * max(|got|, |shipped|)``."""
+    if _NUMBER.sub("#", got) != _NUMBER.sub("#", shipped):
+        return ["the text differs (not only numbers)"]
+    pairs = zip(map(float, _NUMBER.findall(got)), map(float, _NUMBER.findall(shipped)), strict=True)
+    return [f"{x:g} vs shipped {y:g}" for x, y in pairs if abs(x - y) > ATOL + RTOL * max(abs(x), abs(y))]
+
+
+def test_the_reproduction_check_tolerates_rounding_noise_and_nothing_more() -> None:
+    shipped = 'loo_pct = -2.81\nq05 = 0.6238\nnote = "x1.37"\n'
+    assert _float_noise_mismatches('loo_pct = -2.74\nq05 = 0.6227\nnote = "x1.37"\n', shipped) == []
+    assert _float_noise_mismatches('loo_pct = -2.81\nq05 = 0.6238\nnote = "x1.52"\n', shipped)
+    assert _float_noise_mismatches('loo_pct = -3.5\nq05 = 0.6238\nnote = "x1.37"\n', shipped)
+    assert _float_noise_mismatches('loo_pct = -2.81\nq05 = 0.6238\nnote = "y1.37"\n', shipped)
+
+
 @needs_rows
 @pytest.mark.slow
 def test_shipped_profiles_are_what_the_calibration_reproduces(tmp_path, monkeypatch):
-    """Re-run the whole calibration (fit + grouped validation) and compare with profiles/devices/*.toml."""
+    """Re-run the whole calibration (fit + grouped validation) and compare with profiles/devices/*.toml, up to
+    the floating-point noise between machines (:data:`RTOL`, :data:`ATOL`)."""
     from profiles._schema import dump_profile
     from profiles._shipped import calibrate_shipped
 
     res = calibrate_shipped()
     for d in DEVICES:
-        shipped = load_profile(d)
-        assert dump_profile(res.profiles[d]) == dump_profile(shipped), (
-            f"{d}: rerun benchmarks/apple_calibration.py --write"
-        )
+        bad = _float_noise_mismatches(dump_profile(res.profiles[d]), dump_profile(load_profile(d)))
+        assert not bad, f"{d}: rerun benchmarks/apple_calibration.py --write ({len(bad)} differ: {bad[:5]})"
     assert np.isfinite(res.rows["source_pct"]).all()
