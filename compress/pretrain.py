@@ -390,8 +390,10 @@ def start_supernet(
     init: str | Path | None = None,
     pretrain: PretrainConfig | None = None,
     progress: bool = True,
+    time_limit_s: float | None = None,
 ) -> Any:
     """``train_supernet`` after the optional starts (``init`` weights, then ``pretrain``); see the module doc.
+    ``time_limit_s`` limits the supernet's own training (not the pretraining), as ``train_supernet`` says.
 
     With ``pretrain`` the supernet recipe keeps ``config.steps - pretrain.steps`` head-phase steps (at least 1).
     Without either start this is exactly ``train_supernet(space, train_data, out, config=config, ...)``.
@@ -400,6 +402,7 @@ def start_supernet(
     from compress.training import train_supernet
 
     out = Path(out)
+    began = time.monotonic()
     supernet = None
     if init is not None or pretrain is not None:
         torch.manual_seed(config.seed)
@@ -420,9 +423,12 @@ def start_supernet(
         )
         supernet, data_key = done.supernet, f"{data_key}+pretrain:{done.key}"
         config = heads_only(config, max(1, config.steps - pretrain.steps))
+    if time_limit_s is not None:  # the pretraining's minutes came out of the same limit
+        time_limit_s -= time.monotonic() - began
     return train_supernet(
-        space, train_data, out, config=config, data_key=data_key, progress=progress, supernet=supernet
-    )
+        space, train_data, out, config=config, data_key=data_key, progress=progress, supernet=supernet,
+        time_limit_s=time_limit_s,
+    )  # fmt: skip
 
 
 @torch.no_grad()

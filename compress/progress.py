@@ -69,6 +69,11 @@ class Bar:
         else:
             self._progress.update(self._task, advance=advance, **fields)
 
+    def set_total(self, total: int) -> None:
+        """Change the bar's length (a training that fixed its step count after it began)."""
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()

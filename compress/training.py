@@ -57,6 +57,14 @@ SUPERNET_FILE = "supernet.safetensors"
 
 FORMAT = 1
 SAMPLING = "rotated-heads"  # in the config hash: a supernet sampled otherwise is not reused
+#: A time-limited training (``train_supernet(time_limit_s=...)``) times steps PROBE[0]..PROBE[1] (the first
+#: ones pay for allocation) and then fixes its step count: as many as fit the limit, never more than the
+#: recipe's ``steps`` and never fewer than MIN_STEP_FRACTION of them (fewer leave the inherited weights too
+#: raw to rank subnets). The probe lies inside the warm-up and the joint phase, where the count changes
+#: nothing yet, and head-phase steps cost no more than joint ones (no backbone backward), so the estimate
+#: errs long.
+PROBE = (2, 10)
+MIN_STEP_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class TrainResult:
     seconds: float
     images_per_second: float
     history: list[dict[str, float]]
+    #: optimizer steps trained, and the recipe's (fewer only under a time limit)
+    steps: int = 0
+    planned_steps: int = 0
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -239,12 +250,18 @@ def train_supernet(
     data_key: str = "",
     progress: bool = True,
     supernet: Any = None,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train (or reuse, or resume) the supernet of ``space`` on ``train_data`` and save it to ``out``.
 
     ``out`` is the supernet file (``runs/NAME/supernet.safetensors``); ``out`` + ``.ckpt`` holds the resumable
     state. Both are safetensors + JSON (``compress._safeio``), never a pickle.
     A finished file whose config hash matches is loaded instead of training again (``reused=True``).
+
+    ``time_limit_s``: train ``config.steps`` steps or as many as fit in this many seconds, never fewer than
+    ``MIN_STEP_FRACTION`` of them (:data:`PROBE` says how the count is fixed). The count is part of the
+    checkpoint, so a resumed training keeps it; the finished file's hash is that of the recipe with the
+    count it trained, and a later time-limited call of the same recipe reuses it whatever count it got.
 
     The step loop stays in this one function on purpose: its state (step, both RNGs, optimizer, history) is
     exactly what a checkpoint saves and a resume restores; each step's work is ``_sandwich_backward``.
@@ -254,9 +271,9 @@ def train_supernet(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    key = config_hash(space, data_key, config)
+    key = config_hash(space, data_key, config)  # the recipe at its full step count
     ckpt = out.with_name(out.name + ".ckpt")
-    reused = _reuse(out, key)
+    reused = _reuse(out, key, limited=time_limit_s is not None)
     if reused is not None:
         if _checkpoint(ckpt, key):  # this training's resumable state, left by a kill between save and removal
             ckpt.unlink(missing_ok=True)
@@ -269,7 +286,7 @@ def train_supernet(
     backbone = [p for n, p in net.named_parameters() if not n.startswith("heads")]
     heads = [p for n, p in net.named_parameters() if n.startswith("heads")]
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step, history = 0, []
+    step, history, total = 0, [], config.steps
     sample_rng = random.Random(config.seed)
     data_rng = torch.Generator().manual_seed(config.seed)
     state = _checkpoint(ckpt, key)
@@ -277,24 +294,27 @@ def train_supernet(
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), list(state["history"])
+        total = int(state.get("total", config.steps))
         sample_rng.setstate(_tuple(state["sample_rng"]))
         data_rng.set_state(state["data_rng"])
-    joint_steps = int(round(config.steps * config.joint_fraction))
     batches = batch_indices(len(train_data), config.batch_size, data_rng)
     shard = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
     autocast = torch.autocast(device.type, enabled=config.amp and device.type == "cuda")
-    bar = Bar("supernet", total=config.steps, enabled=progress and rank == 0, done=step, transient=False)
+    bar = Bar("supernet", total=total, enabled=progress and rank == 0, done=step, transient=False)
     start, images = time.perf_counter(), 0
+    # a time-limited training not yet sized (a resumed one was sized before its first checkpoint)
+    probe = (step + PROBE[0], step + PROBE[1]) if time_limit_s is not None and not state else None
+    probe_started = start
     net.train()
-    while step < config.steps:
-        joint = step < joint_steps
+    while step < total:
+        joint = step < int(round(total * config.joint_fraction))
         for p in backbone:
             p.requires_grad_(joint)
         batch = {k: v[shard].to(device) for k, v in train_data.batch(next(batches)).items()}
         specs = [rotate_heads(space, space.largest(), step), rotate_heads(space, space.smallest(), step + 1)]
         specs += [space.sample(sample_rng) for _ in range(config.num_random)]
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, config, config.steps)
+            g["lr"] = lr_at(step, config, total)
         optimizer.zero_grad(set_to_none=True)
         logs, seen = _sandwich_backward(
             net, space, batch, specs, joint=joint, config=config, autocast=autocast
@@ -306,23 +326,49 @@ def train_supernet(
         step += 1
         history.append({"step": step, "phase": 0.0 if joint else 1.0, **logs})
         bar.update(advance=1, info=" ".join(f"{k}={v:.3f}" for k, v in logs.items()))
-        if rank == 0 and (step % config.checkpoint_every == 0 or step == config.steps):
+        if probe is not None and step == probe[0]:
+            probe_started = time.perf_counter()
+        elif probe is not None and step == probe[1]:
+            now = time.perf_counter()
+            per_step = (now - probe_started) / (probe[1] - probe[0])
+            total = steps_that_fit(config.steps, step, time_limit_s - (now - start), per_step, world)
+            probe = None
+            bar.set_total(total)
+        if rank == 0 and (step % config.checkpoint_every == 0 or step == total):
             state = {"config_hash": key, "model": net.state_dict(), "optimizer": optimizer.state_dict()}
-            state |= {"step": step, "history": history, "sample_rng": _listify(sample_rng.getstate())}
-            _save_atomic(state | {"data_rng": data_rng.get_state()}, ckpt)
+            state |= {"step": step, "total": total, "history": history}
+            state |= {"sample_rng": _listify(sample_rng.getstate()), "data_rng": data_rng.get_state()}
+            _save_atomic(state, ckpt)
     bar.close()
     seconds = time.perf_counter() - start
     ips = images / seconds if seconds > 0 else 0.0
     for p in net.parameters():
         p.requires_grad_(True)
+    trained = config if total == config.steps else dataclasses.replace(config, steps=total)
+    final_key = config_hash(space, data_key, trained)
     if rank == 0:
-        _save_supernet(out, net, space, config, key, history, ips)
+        _save_supernet(out, net, space, trained, final_key, history, ips, cap_hash=key, planned=config.steps)
         ckpt.unlink(missing_ok=True)
     if world > 1:  # every rank returns once the supernet file is written
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(net.cpu().eval(), out, key, False, seconds, ips, history)
+    return TrainResult(net.cpu().eval(), out, final_key, False, seconds, ips, history, total, config.steps)
+
+
+def steps_that_fit(cap: int, done: int, seconds_left: float, per_step: float, world: int = 1) -> int:
+    """The step count of a time-limited training: ``done`` so far plus what fits in ``seconds_left`` at
+    ``per_step``, within [``MIN_STEP_FRACTION`` x ``cap``, ``cap``] (and never under ``done``). Under DDP every
+    rank must agree: rank 0's count is broadcast."""
+    fit = done + int(max(0.0, seconds_left) / per_step) if per_step > 0 else cap
+    total = max(done, min(cap, max(math.ceil(MIN_STEP_FRACTION * cap), fit)))
+    if world > 1:
+        import torch.distributed as dist
+
+        shared = torch.tensor([total])
+        dist.broadcast(shared, 0)
+        total = int(shared.item())
+    return total
 
 
 def place(net: Any, world: int, *, amp: bool, grad_checkpoint: bool = False) -> torch.device:
@@ -338,17 +384,23 @@ def place(net: Any, world: int, *, amp: bool, grad_checkpoint: bool = False) -> 
     return device
 
 
-def _reuse(out: Path, key: str) -> TrainResult | None:
-    """The finished supernet at ``out`` when it was trained with this config hash, else None."""
+def _reuse(out: Path, key: str, *, limited: bool = False) -> TrainResult | None:
+    """The finished supernet at ``out`` when it was trained with this config hash (``limited``: or with this
+    recipe cut short by a time limit), else None."""
     if not out.exists():
         return None
     try:
         net, meta = load_supernet(out, with_meta=True)
     except RunError:
         return None
-    if meta.get("config_hash") != key:
+    if meta.get("config_hash") != key and not (limited and meta.get("cap_hash") == key):
         return None
-    return TrainResult(net, out, key, True, 0.0, meta.get("images_per_second", 0.0), meta.get("history", []))
+    history = meta.get("history", [])
+    steps = len(history)
+    planned = int(meta.get("planned_steps", steps))
+    return TrainResult(
+        net, out, meta["config_hash"], True, 0.0, meta.get("images_per_second", 0.0), history, steps, planned
+    )
 
 
 def check_batch(images: int, batch_size: int, world: int, *, what: str = "batch size") -> None:
@@ -415,12 +467,17 @@ def _sandwich_backward(
 
 
 def _save_supernet(
-    out: Path, net: Any, space: Any, config: TrainConfig, key: str, history: list, ips: float
-) -> None:
+    out: Path, net: Any, space: Any, config: TrainConfig, key: str, history: list, ips: float, *,
+    cap_hash: str | None = None, planned: int | None = None,
+) -> None:  # fmt: skip
+    """``cap_hash`` / ``planned``: the hash and step count of the recipe in full (a time limit may have cut
+    the training short of it)."""
     _save_atomic(
         {
             "format": FORMAT,
             "config_hash": key,
+            "cap_hash": cap_hash or key,
+            "planned_steps": planned or config.steps,
             "space": json.dumps(space.to_dict()),
             "model": net.cpu().state_dict(),
             "history": history,
@@ -453,7 +510,11 @@ def load_supernet(path: str | Path, *, with_meta: bool = False) -> Any:
         ) from None
     net.eval()
     if with_meta:
-        meta = {k: state[k] for k in ("config_hash", "history", "images_per_second") if k in state}
+        meta = {
+            k: state[k]
+            for k in ("config_hash", "cap_hash", "planned_steps", "history", "images_per_second")
+            if k in state
+        }
         return net, meta
     return net
 

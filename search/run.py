@@ -303,7 +303,7 @@ def _search(
 ) -> SearchResult:
     started = time.monotonic()  # the time goal of the final training counts from here
     space = _check_before_work(cfg)
-    space, trained, identity = _data_and_supernet(cfg, space, progress)
+    space, trained, identity = _data_and_supernet(cfg, space, progress, started)
     calibration, why = applicable(
         resolve_calibration(cfg.quality_calibration), cfg.quality_calibration, data=cfg.data,
         data_sha256=identity["data_sha256"],
@@ -360,10 +360,12 @@ def _check_before_work(cfg: SearchConfig) -> SearchSpace:
 
 
 def _data_and_supernet(
-    cfg: SearchConfig, space: SearchSpace, progress: bool
+    cfg: SearchConfig, space: SearchSpace, progress: bool, started: float | None = None
 ) -> tuple[SearchSpace, Any, dict[str, str]]:
     """Load the splits (validation checked before training), train or reuse the supernet; returns the space
-    with the data's class count, the training result and the study identity (supernet and data hashes)."""
+    with the data's class count, the training result and the study identity (supernet and data hashes).
+    The supernet's training ends by ``cfg.supernet_time_share`` of the time goal after ``started`` (the
+    run's ``time.monotonic()`` start)."""
     from compress.data import load_splits
     from compress.pretrain import joint_phase_pretraining, start_supernet
 
@@ -378,6 +380,9 @@ def _data_and_supernet(
     del val_data
     classes = train_data.num_classes
     space = load_space(cfg.space_file, num_classes=classes)
+    limit = None
+    if cfg.supernet_time_share is not None and started is not None:
+        limit = cfg.supernet_time_share * cfg.time_goal_s - (time.monotonic() - started)
     # The supernet is trained on the full default space; a space file only narrows the choices.
     trained = start_supernet(
         load_space(None, num_classes=classes).arch,
@@ -388,6 +393,7 @@ def _data_and_supernet(
         init=cfg.init,
         pretrain=joint_phase_pretraining(cfg.train) if cfg.pretrain else None,
         progress=progress,
+        time_limit_s=limit,
     )
     del train_data
     summary = {
@@ -396,7 +402,15 @@ def _data_and_supernet(
         "train_minutes": round(trained.seconds / 60, 2),
         "images_per_second": round(trained.images_per_second, 1),
         "reused": trained.reused,
+        "steps": trained.steps,
     }
+    if trained.steps < trained.planned_steps:
+        summary["cut"] = (
+            f"{trained.steps} of the recipe's {trained.planned_steps} steps: the rest would not have ended "
+            f"within {cfg.supernet_time_share:g} of the time goal ({cfg.time_goal_s:g} s); "
+            "a longer --time-goal or --train-steps trains them all"
+        )
+        print(f"supernet: {summary['cut']}", file=sys.stderr)
     _write_run_json(cfg, space, {"supernet": summary})
     identity = {"supernet_sha256": file_hash(cfg.run_dir / SUPERNET_FILE), "data_sha256": data_hash}
     return space, trained, identity

@@ -56,7 +56,13 @@ def search_cmd(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/search-<budget>).")] = None,
     space: Annotated[Path | None, typer.Option(help="YAML/TOML file narrowing the search space.")] = None,
-    train_steps: Annotated[int | None, typer.Option(help="Supernet training steps.")] = None,
+    train_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Supernet training steps, all of them whatever they take (default: 200, or fewer where they "
+            "would not end within half the time goal)."
+        ),
+    ] = None,
     finetune_steps: Annotated[
         int | None,
         typer.Option(
@@ -130,7 +136,9 @@ def search_cmd(
         **{k: v for k, v in given.items() if v is not None or k == "eval_images" and eval_images == 0}
     )
     if train_steps is not None:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=train_steps))
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, steps=train_steps), supernet_time_share=None
+        )
     from compress.cli import quiet
 
     result = run_search(config, progress=not (no_progress or quiet()))

@@ -215,3 +215,64 @@ def test_grad_checkpoint_recipe_switches_it_on_without_changing_the_supernet_ide
     assert result.supernet.grad_checkpoint
     again = train_supernet(space, train, out, config=_config(steps=2), progress=False)
     assert again.reused  # a memory setting, not a recipe: the same supernet
+
+
+def test_a_time_limit_fixes_the_step_count_after_its_probe_and_a_resume_keeps_it(tiny, tmp_path, monkeypatch):
+    """Out of time at the probe's end: half the recipe's steps (the floor), under the hash of that shorter
+    recipe. A checkpoint carries the count, so a resume with all the time in the world still ends there; a
+    later time-limited call reuses the short supernet, a call without a limit trains the whole recipe."""
+    import compress.training as training
+    from compress.training import MIN_STEP_FRACTION, PROBE, config_hash
+
+    train, space = tiny
+    out = tmp_path / "supernet.safetensors"
+    config = _config(steps=24, checkpoint_every=PROBE[1] + 1)
+    real, calls = training._save_atomic, {"n": 0}
+
+    def crash_after_first_checkpoint(obj, path):
+        real(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_atomic", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(space, train, out, config=config, progress=False, time_limit_s=0.0)
+    monkeypatch.setattr(training, "_save_atomic", real)
+    half = int(24 * MIN_STEP_FRACTION)
+    assert load_state(tmp_path / "supernet.safetensors.ckpt")["total"] == half
+    cut = train_supernet(space, train, out, config=config, progress=False, time_limit_s=1e6)
+    assert (cut.steps, cut.planned_steps) == (half, 24)
+    assert [h["step"] for h in cut.history] == list(range(1, half + 1))
+    assert cut.config_hash == config_hash(space, "", dataclasses.replace(config, steps=half))
+    again = train_supernet(space, train, out, config=config, progress=False, time_limit_s=5.0)
+    assert again.reused and again.config_hash == cut.config_hash and again.steps == half
+    whole = train_supernet(space, train, out, config=config, progress=False)
+    assert not whole.reused and whole.steps == 24 == len(whole.history)
+    assert whole.config_hash == config_hash(space, "", config)
+
+
+def test_a_time_limit_that_holds_the_recipe_changes_nothing(tiny, tmp_path):
+    train, space = tiny
+    config = _config(steps=14)
+    free = train_supernet(space, train, tmp_path / "a.safetensors", config=config, progress=False)
+    timed = train_supernet(space, train, tmp_path / "b.safetensors", config=config, progress=False,
+                           time_limit_s=1e6)  # fmt: skip
+    assert timed.steps == free.steps == 14 and timed.config_hash == free.config_hash
+    assert timed.history == free.history
+
+
+@pytest.mark.parametrize(
+    "done, left, per_step, expected",
+    [
+        (10, 100.0, 1.0, 110),
+        (10, 1000.0, 1.0, 200),
+        (10, 5.0, 1.0, 100),
+        (10, -3.0, 1.0, 100),
+        (150, 0.0, 1.0, 150),
+    ],
+)
+def test_steps_that_fit(done, left, per_step, expected):
+    from compress.training import steps_that_fit
+
+    assert steps_that_fit(200, done, left, per_step) == expected

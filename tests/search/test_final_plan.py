@@ -81,19 +81,25 @@ def test_a_search_whose_time_goal_is_spent_runs_its_first_population_and_says_wh
     tiny_search_config, tmp_path
 ):
     """Through the real run: a goal already spent when the trials start leaves the study at the sampler's
-    first population, records why in run.json and still delivers a model."""
+    first population, records why in run.json and still delivers a model; the supernet's training, given more
+    steps than the spent goal allows, stops at its floor and run.json says so."""
     import dataclasses
     import json
 
+    from compress.training import MIN_STEP_FRACTION
     from search import run_search
 
+    train = dataclasses.replace(tiny_search_config.train, steps=24)
     cfg = dataclasses.replace(
-        tiny_search_config, out=tmp_path / "run", trials=6, population_size=2, time_goal_s=1.0
+        tiny_search_config, out=tmp_path / "run", trials=6, population_size=2, time_goal_s=1.0, train=train
     )
     result = run_search(cfg, progress=False)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["trials"]["requested"] == 6 and run["trials"]["finished"] == 2 == len(result.trials)
     assert "the time goal (1 s)" in run["trials"]["stopped"]
+    # the supernet's training too: the floor of its steps, said in run.json
+    assert run["supernet"]["steps"] == int(24 * MIN_STEP_FRACTION)
+    assert run["supernet"]["cut"].startswith("12 of the recipe's 24 steps")
     assert result.card is not None
 
 
