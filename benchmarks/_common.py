@@ -65,6 +65,24 @@ def load_run(run: str | Path) -> dict[str, Any]:
     }
 
 
+def chosen_and_baseline(run: dict[str, Any], path: str | Path) -> tuple[Any, Any]:
+    """The chosen candidate of a ``load_run`` result and the baseline its card compared it with; exits with a
+    one-line message when the run has no card with a baseline."""
+    from search.rundir import candidate_from_row
+    from search.space import Candidate
+
+    card = run["card"]
+    if card is None or not card.get("baseline"):
+        raise SystemExit(
+            f"{path}: no chosen/card.json with a baseline; run `compress search` to the end first"
+        )
+    chosen = Candidate.from_dict(
+        {"spec": card["spec"], "prune": card["prune"]["ratios"], "quant": card["quant"]}
+    )
+    rows = run["baselines"][run["baselines"]["name"] == card["baseline"]["name"]]
+    return chosen, candidate_from_row(rows.iloc[0])
+
+
 def trained_quality(scorer: Any, cand: Any, *, steps: int, seed: int, init: str, label: str = "") -> Any:
     """``cand`` trained ``steps`` steps with the final-training recipe of ``compress search`` and scored on
     the test split (``search.finalize.train_candidate``). Returns ``search.finalize.Trained``."""

@@ -22,11 +22,9 @@ import datetime as dt
 import statistics
 import time
 
-from _common import load_run, trained_quality
+from _common import chosen_and_baseline, load_run, trained_quality
 
 from compress.finetune import FinetuneRecipe, plan_steps
-from search.rundir import candidate_from_row
-from search.space import Candidate
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -45,15 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     card, scorer = run["card"], run["scorer"]
-    if card is None or not card.get("baseline"):
-        raise SystemExit(
-            f"{args.run}: no chosen/card.json with a baseline; run `compress search` to the end first"
-        )
-    chosen = Candidate.from_dict(
-        {"spec": card["spec"], "prune": card["prune"]["ratios"], "quant": card["quant"]}
-    )
-    base_rows = run["baselines"][run["baselines"]["name"] == card["baseline"]["name"]]
-    baseline = candidate_from_row(base_rows.iloc[0])
+    chosen, baseline = chosen_and_baseline(run, args.run)
     steps = args.steps or int(card["training"]["steps"])
     print(
         f"chosen   {chosen.describe()}  (a11 {card['devices'].get('a11', {}).get('latency_ms', float('nan')):.2f} ms)"

@@ -5,23 +5,44 @@ the same code and the same numbers: AdamW, linear warm-up then cosine decay, the
 with a seeded generator from the training split at the model's own resolution. ``finetune`` starts from
 whatever weights the model holds (inherited from the supernet, or fresh from ``reinitialize``);
 ``plan_steps`` turns a time allowance into a step count by timing a few steps of each model to be trained.
+
+Two trainings of small models run faster side by side, each on half the cores, than one after the other on
+all of them: PyTorch's intra-op threads gain little on these layer sizes
+(``benchmarks/final_training_at_once.py`` on 2 cores, a default run's chosen model and baseline for 100
+steps: 39-43 s one after the other on 2 threads, 27-29 s at once on 1 thread each, x1.36-1.51 over 3
+repeats). ``pair_threads`` says whether this process can do so (a forking platform, two threads or more) and
+``at_once`` runs two functions that way: one here, one in a forked child that sends back JSON.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import multiprocessing
+import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from compress.errors import ConfigError
 
-__all__ = ["FinetuneRecipe", "finetune", "plan_steps", "reinitialize"]
+__all__ = [
+    "AtOnceError",
+    "FinetuneRecipe",
+    "at_once",
+    "finetune",
+    "pair_threads",
+    "plan_steps",
+    "reinitialize",
+]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -143,10 +164,88 @@ def plan_steps(
     lo: int = 40,
     hi: int = 600,
     probe_steps: int = 3,
+    threads: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The step count that lets every ``(model, train split)`` in ``models`` train that many steps within
-    ``seconds`` in total, clipped to ``[lo, hi]``; with the measured seconds per step of each."""
-    per = [_seconds_per_step(m, d, recipe, probe_steps) for m, d in models]
-    total = sum(per)
+    ``seconds`` in total, clipped to ``[lo, hi]``; with the measured seconds per step of each.
+
+    With ``threads`` (``pair_threads()``) and two models, they are timed as they will train: at once, each on
+    ``threads`` threads (``at_once``), and a round of both costs the slower one's step, not the sum."""
+    pair = threads is not None and len(models) == 2
+    if pair:
+        (m0, d0), (m1, d1) = models
+        here, there = at_once(
+            lambda: _seconds_per_step(m0, d0, recipe, probe_steps),
+            lambda: _seconds_per_step(m1, d1, recipe, probe_steps),
+            threads=threads or 1,
+        )
+        per = [here, float(there)]
+    else:
+        per = [_seconds_per_step(m, d, recipe, probe_steps) for m, d in models]
+    total = max(per) if pair else sum(per)
     steps = int(seconds / total) if total > 0 else hi
-    return max(lo, min(hi, steps)), {"seconds_per_step": [round(p, 4) for p in per], "allowance_s": seconds}
+    info: dict[str, Any] = {"seconds_per_step": [round(p, 4) for p in per], "allowance_s": seconds,
+                            "seconds_per_round": round(total, 4)}  # fmt: skip
+    if pair:
+        info["at_once_threads"] = threads
+    return max(lo, min(hi, steps)), info
+
+
+class AtOnceError(RuntimeError):
+    """The forked half of ``at_once`` failed or died; the message carries its traceback or exit code, and
+    ``here`` what this process's half returned (it finished first)."""
+
+    def __init__(self, message: str, here: Any) -> None:
+        super().__init__(message)
+        self.here = here
+
+
+def pair_threads() -> int | None:
+    """Threads each of two trainings gets when they run at once (half of this process's), or None when they
+    should run one after the other: where the platform does not fork safely beside PyTorch (only Linux is
+    used), or this process has a single thread."""
+    n = torch.get_num_threads()
+    if n < 2 or not sys.platform.startswith("linux"):
+        return None
+    return n // 2
+
+
+def at_once(here: Callable[[], T], there: Callable[[], Any], *, threads: int) -> tuple[T, Any]:
+    """``here()`` in this process and ``there()`` in a forked child at the same time, each on ``threads``
+    PyTorch threads; returns ``(here(), there())``. ``there`` must return JSON-ready data: it comes back as
+    JSON through a pipe (nothing is unpickled). A failure in the child raises ``AtOnceError`` here, after
+    ``here`` finished (its result rides on the error); this process's thread count is restored either way."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_there, args=(there, threads, send), daemon=True)
+    before = torch.get_num_threads()
+    child.start()
+    send.close()  # the child holds the only writer: its exit ends the pipe
+    try:
+        torch.set_num_threads(threads)
+        result = here()
+    finally:
+        torch.set_num_threads(before)
+        try:
+            message = json.loads(receive.recv_bytes().decode())
+        except EOFError:
+            message = None
+        child.join()
+        receive.close()
+    if message is None:
+        raise AtOnceError(
+            f"the forked process ended with exit code {child.exitcode} before it answered", result
+        )
+    if "error" in message:
+        raise AtOnceError(message["error"], result)
+    return result, message["result"]
+
+
+def _there(fn: Callable[[], Any], threads: int, send: Any) -> None:
+    torch.set_num_threads(threads)
+    try:
+        message = {"result": fn()}
+    except BaseException:
+        message = {"error": traceback.format_exc(limit=8)}
+    send.send_bytes(json.dumps(message).encode())
+    send.close()

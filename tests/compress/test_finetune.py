@@ -5,7 +5,15 @@ import torch
 
 from compress.data import SceneConfig, load_data
 from compress.errors import ConfigError
-from compress.finetune import FinetuneRecipe, finetune, plan_steps, reinitialize
+from compress.finetune import (
+    AtOnceError,
+    FinetuneRecipe,
+    at_once,
+    finetune,
+    pair_threads,
+    plan_steps,
+    reinitialize,
+)
 from compress.model import MultiTaskNet, multitask_loss
 from tests.compress.tinynets import tiny_spec as _tiny
 
@@ -72,6 +80,56 @@ def test_plan_steps_fits_the_allowance_within_bounds(train):
     per = sum(info["seconds_per_step"])
     mid, _ = plan_steps([(model, train), (model, train)], 50 * per, recipe=recipe, lo=1, hi=10_000)
     assert 10 <= mid <= 250  # the timing is noisy on a shared machine; the order of magnitude must hold
+
+
+def _trained_sum(train) -> float:
+    torch.manual_seed(0)
+    model = MultiTaskNet(tiny_spec(64))
+    finetune(model, train, steps=6, recipe=FinetuneRecipe(lr=3e-3, batch_size=8), seed=2)
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+@pytest.mark.skipif(pair_threads() is None, reason="at_once forks: Linux with two threads or more")
+def test_two_trainings_at_once_give_what_each_gives_alone_and_restore_the_threads(train):
+    """The final training trains the chosen model here and its baseline in a forked child at the same time;
+    both must come out as they would one after the other on the same thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = _trained_sum(train)
+    finally:
+        torch.set_num_threads(before)
+    here, there = at_once(lambda: (_trained_sum(train), torch.get_num_threads()),
+                          lambda: [_trained_sum(train), torch.get_num_threads()], threads=1)  # fmt: skip
+    assert here == (alone, 1) and there == [alone, 1]  # JSON keeps a float exactly
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(pair_threads() is None, reason="at_once forks: Linux with two threads or more")
+def test_a_failing_or_dying_half_is_an_error_that_keeps_the_other_half():
+    import os
+
+    def fails() -> None:
+        raise ValueError("no baseline today")
+
+    with pytest.raises(AtOnceError, match="ValueError: no baseline today") as e:
+        at_once(lambda: 41 + 1, fails, threads=1)
+    assert e.value.here == 42
+    with pytest.raises(AtOnceError, match="exit code 3") as e:
+        at_once(lambda: "kept", lambda: os._exit(3), threads=1)
+    assert e.value.here == "kept"
+
+
+def test_plan_steps_times_two_models_at_once_as_one_round(train):
+    """Trained at once, a round of both costs the slower one's step; one after the other, the sum."""
+    model = MultiTaskNet(tiny_spec(64))
+    recipe = FinetuneRecipe(batch_size=4)
+    _, seq = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe)
+    assert seq["seconds_per_round"] == pytest.approx(sum(seq["seconds_per_step"]), abs=1e-3)
+    assert "at_once_threads" not in seq
+    if pair_threads() is not None:
+        _, pair = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe, threads=1)
+        assert pair["seconds_per_round"] == max(pair["seconds_per_step"]) and pair["at_once_threads"] == 1
 
 
 def test_recipe_rejects_bad_values():

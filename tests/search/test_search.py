@@ -241,3 +241,31 @@ def test_seed_population_spans_the_size_range():
     assert sizes[0] < smallest + 0.1 * (largest - smallest)
     assert sizes[-1] > smallest + 0.6 * (largest - smallest)
     assert len({c.spec.resolution for c in cands}) == len(space.arch.resolutions)
+
+
+def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
+    finished, setup, tmp_path, monkeypatch
+):
+    """The final training trains the baseline in a forked child beside the chosen model; when that child fails,
+    the chosen model's training is kept, the baseline trains in this process, and the card says why."""
+    import shutil
+
+    import search.finalize as fin
+    from compress.finetune import at_once, pair_threads
+
+    if pair_threads() is None:
+        pytest.skip("the baseline trains beside the chosen model only on Linux with two threads or more")
+
+    def failing(here, there, *, threads):
+        def broken():
+            raise RuntimeError("the child ran out of memory")
+
+        return at_once(here, broken, threads=threads)
+
+    monkeypatch.setattr(fin, "at_once", failing)
+    shutil.copytree(setup.run_dir, tmp_path / "run")
+    result = run_search(dataclasses.replace(setup, out=tmp_path / "run"), progress=False)
+    card = result.card
+    assert "RuntimeError: the child ran out of memory" in card["training"]["plan"]["at_once_failed"]
+    assert card["baseline"]["training"]["steps"] == card["training"]["steps"] == setup.finetune_steps
+    assert card["quality"]["aggregate"] > 0 and card["baseline"]["quality"] > 0
