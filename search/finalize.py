@@ -339,7 +339,12 @@ def finalize(
         base_model = scorer.build(base_cand, quantize=False)
         todo.append((base_model, base_splits.train))
     threads = pair_threads() if len(todo) == 2 else None
-    steps, plan = _plan(cfg, started, todo, threads)
+    try:
+        steps, plan = _plan(cfg, started, todo, threads)
+    except AtOnceError as e:  # the baseline's timing in a forked child failed: both train here, in turn
+        threads = None
+        steps, plan = _plan(cfg, started, todo)
+        plan["at_once_failed"] = str(e).strip().splitlines()[-1]
     side = f"; both at once, {threads} thread{'s' if threads != 1 else ''} each" if threads else ""
     console.print(
         f"final training: {steps} steps for the chosen model and the best baseline ({plan['rule']}{side})"

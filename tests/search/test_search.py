@@ -269,3 +269,31 @@ def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
     assert "RuntimeError: the child ran out of memory" in card["training"]["plan"]["at_once_failed"]
     assert card["baseline"]["training"]["steps"] == card["training"]["steps"] == setup.finetune_steps
     assert card["quality"]["aggregate"] > 0 and card["baseline"]["quality"] > 0
+
+
+def test_a_failed_timing_beside_the_chosen_model_plans_and_trains_both_in_turn(
+    finished, setup, tmp_path, monkeypatch
+):
+    """When timing the baseline in a forked child fails, the final training is planned and run one model after
+    the other in this process, and the card says why."""
+    import shutil
+
+    import compress.finetune as ft
+
+    if ft.pair_threads() is None:
+        pytest.skip("the baseline trains beside the chosen model only on Linux with two threads or more")
+    real = ft.at_once
+
+    def failing(here, there, *, threads):
+        def broken():
+            raise RuntimeError("no second process today")
+
+        return real(here, broken, threads=threads)
+
+    monkeypatch.setattr(ft, "at_once", failing)  # plan_steps' timing; the training's at_once stays real
+    shutil.copytree(setup.run_dir, tmp_path / "run")
+    cfg = dataclasses.replace(setup, out=tmp_path / "run", finetune_steps=None, time_goal_s=1.0)
+    card = run_search(cfg, progress=False).card
+    plan = card["training"]["plan"]
+    assert "RuntimeError: no second process today" in plan["at_once_failed"] and "at_once_threads" not in plan
+    assert card["training"]["steps"] == card["baseline"]["training"]["steps"] == 40  # the spent goal's floor
