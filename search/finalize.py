@@ -338,7 +338,35 @@ def finalize(
         )
         base_model = scorer.build(base_cand, quantize=False)
         todo.append((base_model, base_splits.train))
-    threads = pair_threads() if len(todo) == 2 else None
+    base_job = (
+        (base_cand, base_model, base_splits) if base_cand is not None and base_row is not None else None
+    )
+    chosen, base, steps, plan = _train_both(
+        cfg, started, scorer, (cand, chosen_model, splits), base_job, base_row, todo, console, progress
+    )
+    training = _training_card(chosen, steps, plan)
+    comparison = _comparison(chosen, base, base_row, steps)
+    comparison.update(extra or {})
+    console.print(comparison["verdict"])
+    card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
+    return card
+
+
+def _train_both(
+    cfg: SearchConfig,
+    started: float | None,
+    scorer: Scorer,
+    chosen_job: tuple[Candidate, MultiTaskNet, Splits],
+    base_job: tuple[Candidate, MultiTaskNet, Splits] | None,
+    base_row: pd.Series | None,
+    todo: list,
+    console: Any,
+    progress: bool,
+) -> tuple[Trained, Trained | None, int, dict]:
+    """The final training of the chosen model and (``base_job``) its baseline for the same planned steps: at
+    once where ``pair_threads`` allows, else one after the other. Returns both, the steps and the plan."""
+    cand, chosen_model, splits = chosen_job
+    threads = pair_threads() if base_job is not None else None
     try:
         steps, plan = _plan(cfg, started, todo, threads)
     except AtOnceError as e:  # the baseline's timing in a forked child failed: both train here, in turn
@@ -357,34 +385,24 @@ def finalize(
                                progress=progress)  # fmt: skip
 
     def train_base(shown: bool) -> Trained:
-        assert base_cand is not None and base_row is not None
-        return train_and_score(scorer, base_cand, base_model, base_splits, steps=steps, seed=cfg.seed,
-                               label=str(base_row["name"]), progress=shown)  # fmt: skip
+        assert base_job is not None and base_row is not None
+        return train_and_score(scorer, *base_job, steps=steps, seed=cfg.seed, label=str(base_row["name"]),
+                               progress=shown)  # fmt: skip
 
-    base = None
-    if threads and base_cand is not None and base_row is not None:
-        try:
-            chosen, data = at_once(train_chosen, lambda: _scores(train_base(False)), threads=threads)
-            base = _from_scores(base_cand, base_model, data)
-        except AtOnceError as e:  # the baseline's half failed: train it here, after the chosen model
-            plan["at_once_failed"] = str(e).strip().splitlines()[-1]
-            why = plan["at_once_failed"]
-            console.print(
-                f"warning: the baseline's training beside the chosen model failed ({why}); training it now",
-                markup=False,
-            )
-            chosen = cast(Trained, e.here)
-            base = train_base(progress)
-    else:
-        chosen = train_chosen()
-        if base_cand is not None and base_row is not None:
-            base = train_base(progress)
-    training = _training_card(chosen, steps, plan)
-    comparison = _comparison(chosen, base, base_row, steps)
-    comparison.update(extra or {})
-    console.print(comparison["verdict"])
-    card = _export(cfg, chosen, trial, scorer, splits, training, comparison, console)
-    return card
+    if base_job is None:
+        return train_chosen(), None, steps, plan
+    if not threads:
+        return train_chosen(), train_base(progress), steps, plan
+    try:
+        chosen, data = at_once(train_chosen, lambda: _scores(train_base(False)), threads=threads)
+        return chosen, _from_scores(base_job[0], base_job[1], data), steps, plan
+    except AtOnceError as e:  # the baseline's half failed: train it here, after the chosen model
+        plan["at_once_failed"] = why = str(e).strip().splitlines()[-1]
+        console.print(
+            f"warning: the baseline's training beside the chosen model failed ({why}); training it now",
+            markup=False,
+        )
+        return cast(Trained, e.here), train_base(progress), steps, plan
 
 
 def _training_card(chosen: Trained, steps: int, plan: dict[str, Any]) -> dict[str, Any]:

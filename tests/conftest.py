@@ -48,3 +48,20 @@ def tiny_run(tiny_search_config):
     from search import run_search
 
     return run_search(tiny_search_config, progress=False)
+
+
+@pytest.fixture
+def two_threads():
+    """Two PyTorch threads for one test, restored after it (several test modules set one thread when they
+    are imported): what ``compress.finetune.pair_threads`` needs to train two models at once. Skipped where
+    that never happens (not Linux)."""
+    import sys
+
+    import torch
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("two models train at once only on Linux (compress.finetune.pair_threads)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 1  # threads each of the two gets
+    torch.set_num_threads(before)

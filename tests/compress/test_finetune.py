@@ -89,8 +89,7 @@ def _trained_sum(train) -> float:
     return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
-@pytest.mark.skipif(pair_threads() is None, reason="at_once forks: Linux with two threads or more")
-def test_two_trainings_at_once_give_what_each_gives_alone_and_restore_the_threads(train):
+def test_two_trainings_at_once_give_what_each_gives_alone_and_restore_the_threads(train, two_threads):
     """The final training trains the chosen model here and its baseline in a forked child at the same time;
     both must come out as they would one after the other on the same thread count."""
     before = torch.get_num_threads()
@@ -105,8 +104,7 @@ def test_two_trainings_at_once_give_what_each_gives_alone_and_restore_the_thread
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.skipif(pair_threads() is None, reason="at_once forks: Linux with two threads or more")
-def test_a_failing_or_dying_half_is_an_error_that_keeps_the_other_half():
+def test_a_failing_or_dying_half_is_an_error_that_keeps_the_other_half(two_threads):
     import os
 
     def fails() -> None:
@@ -120,16 +118,16 @@ def test_a_failing_or_dying_half_is_an_error_that_keeps_the_other_half():
     assert e.value.here == "kept"
 
 
-def test_plan_steps_times_two_models_at_once_as_one_round(train):
+def test_plan_steps_times_two_models_at_once_as_one_round(train, two_threads):
     """Trained at once, a round of both costs the slower one's step; one after the other, the sum."""
     model = MultiTaskNet(tiny_spec(64))
     recipe = FinetuneRecipe(batch_size=4)
     _, seq = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe)
     assert seq["seconds_per_round"] == pytest.approx(sum(seq["seconds_per_step"]), abs=1e-3)
     assert "at_once_threads" not in seq
-    if pair_threads() is not None:
-        _, pair = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe, threads=1)
-        assert pair["seconds_per_round"] == max(pair["seconds_per_step"]) and pair["at_once_threads"] == 1
+    assert pair_threads() == two_threads
+    _, pair = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe, threads=pair_threads())
+    assert pair["seconds_per_round"] == max(pair["seconds_per_step"]) and pair["at_once_threads"] == 1
 
 
 def test_recipe_rejects_bad_values():

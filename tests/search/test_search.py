@@ -244,17 +244,14 @@ def test_seed_population_spans_the_size_range():
 
 
 def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
-    finished, setup, tmp_path, monkeypatch
+    finished, setup, tmp_path, monkeypatch, two_threads
 ):
     """The final training trains the baseline in a forked child beside the chosen model; when that child fails,
     the chosen model's training is kept, the baseline trains in this process, and the card says why."""
     import shutil
 
     import search.finalize as fin
-    from compress.finetune import at_once, pair_threads
-
-    if pair_threads() is None:
-        pytest.skip("the baseline trains beside the chosen model only on Linux with two threads or more")
+    from compress.finetune import at_once
 
     def failing(here, there, *, threads):
         def broken():
@@ -272,7 +269,7 @@ def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
 
 
 def test_a_failed_timing_beside_the_chosen_model_plans_and_trains_both_in_turn(
-    finished, setup, tmp_path, monkeypatch
+    finished, setup, tmp_path, monkeypatch, two_threads
 ):
     """When timing the baseline in a forked child fails, the final training is planned and run one model after
     the other in this process, and the card says why."""
@@ -280,8 +277,6 @@ def test_a_failed_timing_beside_the_chosen_model_plans_and_trains_both_in_turn(
 
     import compress.finetune as ft
 
-    if ft.pair_threads() is None:
-        pytest.skip("the baseline trains beside the chosen model only on Linux with two threads or more")
     real = ft.at_once
 
     def failing(here, there, *, threads):
