@@ -40,6 +40,8 @@ def load_run(run: str | Path) -> dict[str, Any]:
     from search.scorer import Scorer
 
     run = Path(run)
+    if not (run / "run.json").is_file():
+        raise SystemExit(f"{run}: not a `compress search` run directory (no run.json); pass --run RUN_DIR")
     meta = json.loads((run / "run.json").read_text())
     cfg = meta["config"]
     supernet = load_supernet(run / "supernet.safetensors")

@@ -328,7 +328,6 @@ def finalize(
     )
     base_cand = candidate_from_row(base_row) if base_row is not None else None
     chosen_model = scorer.build(cand, quantize=False)
-    todo = [(chosen_model, splits.train)]
     if base_cand is not None:
         base_res = base_cand.spec.resolution
         base_splits = (
@@ -337,12 +336,11 @@ def finalize(
             else load_splits(cfg.data, resolution=base_res, cache_dir=cfg.cache_dir, progress=progress)
         )
         base_model = scorer.build(base_cand, quantize=False)
-        todo.append((base_model, base_splits.train))
     base_job = (
         (base_cand, base_model, base_splits) if base_cand is not None and base_row is not None else None
     )
     chosen, base, steps, plan = _train_both(
-        cfg, started, scorer, (cand, chosen_model, splits), base_job, base_row, todo, console, progress
+        cfg, started, scorer, (cand, chosen_model, splits), base_job, base_row, console, progress
     )
     training = _training_card(chosen, steps, plan)
     comparison = _comparison(chosen, base, base_row, steps)
@@ -359,13 +357,13 @@ def _train_both(
     chosen_job: tuple[Candidate, MultiTaskNet, Splits],
     base_job: tuple[Candidate, MultiTaskNet, Splits] | None,
     base_row: pd.Series | None,
-    todo: list,
     console: Any,
     progress: bool,
 ) -> tuple[Trained, Trained | None, int, dict]:
     """The final training of the chosen model and (``base_job``) its baseline for the same planned steps: at
     once where ``pair_threads`` allows, else one after the other. Returns both, the steps and the plan."""
     cand, chosen_model, splits = chosen_job
+    todo = [(model, data.train) for _, model, data in (chosen_job, *([base_job] if base_job else []))]
     threads = pair_threads() if base_job is not None else None
     try:
         steps, plan = _plan(cfg, started, todo, threads)
