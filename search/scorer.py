@@ -9,6 +9,7 @@ own resolution (a fixed, seeded subset during the search; the whole split for th
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,10 @@ class Scorer:
         self.quality_model: Any = None
         self._val: dict[int, Any] = {}
         self._calib: dict[int, torch.Tensor] = {}
+        # every score made, by (candidate, full_val), with the candidate's FLOPs: scoring is deterministic, so
+        # a candidate scored twice (a calibration shape that is also a baseline, a trial the sampler repeats)
+        # is evaluated once
+        self._scores: dict[tuple[Candidate, bool], tuple[Score, float]] = {}
 
     # -- data -------------------------------------------------------------------------------------------------
     def _load(self, resolution: int) -> None:
@@ -184,7 +189,26 @@ class Scorer:
         return {d: estimate_graph(graph, d, quant=quant) for d in self.devices}, graph.flops
 
     def score(self, candidate: Candidate, *, full_val: bool = False) -> Score:
-        """Build, evaluate and cost ``candidate``."""
+        """Build, evaluate and cost ``candidate`` (once: a candidate scored before is not evaluated again; its
+        ``seconds`` then say ``{"cached": 0.0}``)."""
+        key = (candidate, full_val)
+        if key in self._scores:
+            first, flops = self._scores[key]
+            score = dataclasses.replace(first, seconds={"cached": 0.0}, predicted=None)
+            if self.quality_model is not None:
+                float_model = None if candidate.quant == "fp16" else self.build(candidate, quantize=False)
+                self._predict(score, float_model, self._val_for(candidate, full_val), flops)
+            return score
+        score, flops = self._score(candidate, full_val)
+        self._scores[key] = (score, flops)
+        return score
+
+    def _val_for(self, candidate: Candidate, full_val: bool) -> MultiTaskDataset:
+        res = candidate.spec.resolution
+        return self.full_val(res) if full_val else self.val(res)
+
+    def _score(self, candidate: Candidate, full_val: bool) -> tuple[Score, float]:
+        from compress.compression import simulate
         from compress.evaluate import evaluate
         from compress.model import count_parameters
 
@@ -196,14 +220,12 @@ class Scorer:
         costs, flops = self._cost(float_model, candidate.quant)
         times["cost"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        from compress.compression import simulate
-
         model = simulate(
             float_model, candidate.quant, calibration=self.calibration(candidate.spec.resolution)
         ).eval()
         times["quantize"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        val = self.full_val(candidate.spec.resolution) if full_val else self.val(candidate.spec.resolution)
+        val = self._val_for(candidate, full_val)
         quality = evaluate(model, val)
         times["evaluate"] = time.perf_counter() - t0
         score = Score(candidate, quality, costs, count_parameters(float_model), times, self.confidence)
@@ -211,9 +233,11 @@ class Scorer:
             t0 = time.perf_counter()
             self._predict(score, float_model, val, flops)
             times["predict"] = time.perf_counter() - t0
-        return score
+        return score, flops
 
-    def _predict(self, score: Score, float_model: MultiTaskNet, val: MultiTaskDataset, flops: float) -> None:
+    def _predict(
+        self, score: Score, float_model: MultiTaskNet | None, val: MultiTaskDataset, flops: float
+    ) -> None:
         """Set ``score.predicted``: the quality model on the candidate's FLOPs, its fp16 inherited score and
         its scheme's inherited score (the fp16 score needs one more evaluation for a compressed scheme)."""
         from compress.compression import simulate
@@ -223,6 +247,7 @@ class Scorer:
         if score.candidate.quant == "fp16":
             fp16 = score.quality
         else:
+            assert float_model is not None, "a compressed scheme's fp16 score needs its float model"
             calib = self.calibration(score.candidate.spec.resolution)
             fp16 = evaluate(simulate(float_model, "fp16", calibration=calib).eval(), val)
         score.flops = flops

@@ -308,3 +308,34 @@ def test_calibration_keeps_what_its_file_holds_and_trains_only_the_rest(
     assert trained == list(SHAPES)  # rows written before per-task metrics were recorded: retrained
     with pytest.raises(ConfigError, match="is a directory"):  # before any training
         calibrate_quality(data, steps=6, samples=0, cache_dir=cache, progress=False, out=tmp_path)
+
+
+def test_a_candidate_scored_twice_is_evaluated_once_and_predicted_by_the_model_set_since(monkeypatch):
+    """The run's quality model scores the calibration shapes before the baselines, six of which are the same
+    fp16 candidates: the second score reuses the first's evaluation and still gets the model's prediction."""
+    import compress.evaluate
+    from compress.model import Supernet, default_space
+    from search.baselines import baseline_candidates
+    from search.scorer import Scorer
+    from search.space import load_space
+
+    space = load_space(None, num_classes=12)
+    scorer = Scorer(Supernet(default_space(num_classes=12)), data="builtin", devices=["a11"], eval_images=16)
+    cand = baseline_candidates(space)["mnv3-small-035-r96"]
+    calls = []
+    evaluate = compress.evaluate.evaluate
+    monkeypatch.setattr(compress.evaluate, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    first = scorer.score(cand)
+    assert len(calls) == 1 and first.predicted is None and "evaluate" in first.seconds
+
+    class Model:
+        def predict(self, flops, fp16, inherited, tasks):
+            return flops * 1e-6 + fp16
+
+    scorer.quality_model = Model()
+    again = scorer.score(cand)
+    assert len(calls) == 1, "the second score evaluated the model again"
+    assert again.seconds == {"cached": 0.0} and again.quality == first.quality
+    assert again.predicted == pytest.approx(again.flops * 1e-6 + first.quality.aggregate)
+    assert again.costs["a11"].latency_ms == first.costs["a11"].latency_ms
+    assert len(scorer.score(cand, full_val=True).quality.tasks) == 3 and len(calls) == 2  # another split
