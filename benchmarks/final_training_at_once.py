@@ -2,10 +2,11 @@
 
 ``compress search`` trains the chosen model and the best hand-scaled baseline for the same steps. Where the
 platform forks and there are two threads or more, it trains them at once, each on half the threads
-(``compress.finetune.at_once``), instead of one after the other on all of them. This benchmark times both
-ways side by side on a finished run's two models (inherited from its supernet, as the final training
-starts), ``--repeats`` times in alternation, and prints the seconds and the ratio of each repeat: the ratio is
-what the time goal's steps grow by.
+(``compress.finetune.at_once``), instead of one after the other on all of them; once the baseline (in the
+forked child) is done, the chosen model takes every thread (``widen``). This benchmark times the three ways
+side by side on a finished run's two models (inherited from its supernet, as the final training starts),
+``--repeats`` times in alternation, and prints the seconds and the ratios of each repeat: the ratio over one
+after the other is what the time goal's steps grow by.
 
     python benchmarks/final_training_at_once.py --run runs/search-10ms [--steps 100] [--repeats 2]
 """
@@ -49,7 +50,7 @@ def main() -> None:
 
     total = torch.get_num_threads()
     print(f"chosen {chosen.describe()}\nbaseline {card['baseline']['name']}\n{args.steps} steps each")
-    ratios = []
+    ratios, widened = [], []
     for rep in range(args.repeats):
         t0 = time.perf_counter()
         a, b = train(0), train(1)
@@ -57,16 +58,21 @@ def main() -> None:
         t0 = time.perf_counter()
         here, there = at_once(lambda: train(0), lambda: train(1), threads=threads)
         both = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        w_here, w_there = at_once(lambda: train(0), lambda: train(1), threads=threads, widen=True)
+        wide = time.perf_counter() - t0
         ratios.append(one_after / both)
+        widened.append(one_after / wide)
         print(
             f"repeat {rep}: one after the other on {total} threads {one_after:.1f} s ({a:.1f} + {b:.1f}); "
-            f"at once on {threads} thread(s) each {both:.1f} s ({here:.1f}, {there:.1f}); "
-            f"ratio x{ratios[-1]:.2f}",
+            f"at once on {threads} thread(s) each {both:.1f} s ({here:.1f}, {there:.1f}): x{ratios[-1]:.2f}; "
+            f"at once, the chosen model widened to {total} threads once the baseline is done {wide:.1f} s "
+            f"({w_here:.1f}, {w_there:.1f}): x{widened[-1]:.2f} (x{both / wide:.2f} over at once)",
             flush=True,
         )
-    print(
-        f"ratio, median of {len(ratios)}: x{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})"
-    )
+    for name, r in (("at once", ratios), ("at once, widened", widened)):
+        print(f"{name} over one after the other, median of {len(r)}: x{statistics.median(r):.2f} "
+              f"(range {min(r):.2f}-{max(r):.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,8 +14,11 @@ Steps:
    Where the platform forks (Linux) and the run has two threads or more, the two train at once, each on half
    the threads, the baseline in a forked child that sends back its scores (``compress.finetune.at_once``): on
    2 cores both train x1.36-1.51 faster than one after the other (``benchmarks/final_training_at_once.py``),
-   so the time goal buys the delivered model more steps. If the child fails, the baseline trains here
-   afterwards and the card says why.
+   so the time goal buys the delivered model more steps. Where the chosen model is the slower of the two, it
+   takes every thread once the baseline is done (``widen``). Which way is fastest depends on the pair (a
+   chosen model that gains x1.7 from a second thread trains slower at once than in turn), so the plan times
+   each model both ways and takes the fastest (``plan_steps``, the card's ``training.plan.mode``). If the
+   child fails, the baseline trains here afterwards and the card says why.
 3. **Export.** ``model.safetensors`` (ArchSpec JSON + weights), ``model.mlpackage`` (coremltools applies the
    same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and ``card.json``. An export step
    that fails is recorded in the card with its reason; nothing else is lost. When the backbone was
@@ -244,10 +247,15 @@ def _plan(
     models: Sequence[tuple[torch.nn.Module, Any]],
     threads: int | None = None,
 ) -> tuple[int, dict]:
-    """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves (with
-    ``threads``, for the two models trained at once: ``compress.finetune.at_once``)."""
+    """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves; with
+    ``threads``, the two models are timed both ways and the plan says whether they train at once
+    (``compress.finetune.plan_steps``)."""
     if cfg.finetune_steps is not None:
-        return cfg.finetune_steps, {"rule": "--finetune-steps"}
+        if threads is None:
+            return cfg.finetune_steps, {"rule": "--finetune-steps"}
+        _, info = plan_steps(models, 0.0, recipe=RECIPE, threads=threads)  # only which way trains them faster
+        info.pop("allowance_s")
+        return cfg.finetune_steps, {**info, "rule": "--finetune-steps"}
     elapsed = time.monotonic() - started if started is not None else 0.0
     allowance = max(0.0, cfg.time_goal_s - elapsed - FINAL_RESERVE_S)
     steps, info = plan_steps(
@@ -361,7 +369,8 @@ def _train_both(
     progress: bool,
 ) -> tuple[Trained, Trained | None, int, dict]:
     """The final training of the chosen model and (``base_job``) its baseline for the same planned steps: at
-    once where ``pair_threads`` allows, else one after the other. Returns both, the steps and the plan."""
+    once where ``pair_threads`` allows and the plan times it faster (``plan_steps``), else one after the
+    other. Returns both, the steps and the plan."""
     cand, chosen_model, splits = chosen_job
     todo = [(model, data.train) for _, model, data in (chosen_job, *([base_job] if base_job else []))]
     threads = pair_threads() if base_job is not None else None
@@ -371,7 +380,10 @@ def _train_both(
         threads = None
         steps, plan = _plan(cfg, started, todo)
         plan["at_once_failed"] = str(e).strip().splitlines()[-1]
-    side = f"; both at once, {threads} thread{'s' if threads != 1 else ''} each" if threads else ""
+    if threads and not plan.get("at_once"):  # the pair trains faster one after the other
+        threads = None
+    side = f"; {plan['mode']}" if "mode" in plan else ""
+    side += f", {threads} thread{'s' if threads != 1 else ''} each" if threads else ""
     console.print(
         f"final training: {steps} steps for the chosen model and the best baseline ({plan['rule']}{side})"
     )
@@ -392,7 +404,9 @@ def _train_both(
     if not threads:
         return train_chosen(), train_base(progress), steps, plan
     try:
-        chosen, data = at_once(train_chosen, lambda: _scores(train_base(False)), threads=threads)
+        chosen, data = at_once(
+            train_chosen, lambda: _scores(train_base(False)), threads=threads, widen=bool(plan.get("widen"))
+        )
         return chosen, _from_scores(base_job[0], base_job[1], data), steps, plan
     except AtOnceError as e:  # the baseline's half failed: train it here, after the chosen model
         plan["at_once_failed"] = why = str(e).strip().splitlines()[-1]

@@ -1,5 +1,7 @@
 """compress.finetune: the one recipe that trains a static model (chosen, baseline or from scratch)."""
 
+import time
+
 import pytest
 import torch
 
@@ -119,7 +121,8 @@ def test_a_failing_or_dying_half_is_an_error_that_keeps_the_other_half(two_threa
 
 
 def test_plan_steps_times_two_models_at_once_as_one_round(train, two_threads):
-    """Trained at once, a round of both costs the slower one's step; one after the other, the sum."""
+    """Trained at once, a round of both costs the faster one's step plus the slower one's remaining share on
+    every thread (or its step at once, where every thread is no faster); one after the other, the sum."""
     model = MultiTaskNet(tiny_spec(64))
     recipe = FinetuneRecipe(batch_size=4)
     _, seq = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe)
@@ -127,7 +130,47 @@ def test_plan_steps_times_two_models_at_once_as_one_round(train, two_threads):
     assert "at_once_threads" not in seq
     assert pair_threads() == two_threads
     _, pair = plan_steps([(model, train), (model, train)], 10.0, recipe=recipe, threads=pair_threads())
-    assert pair["seconds_per_round"] == max(pair["seconds_per_step"]) and pair["at_once_threads"] == 1
+    assert pair["at_once_threads"] == 1
+    rounds = pair["seconds_per_round_by_mode"]
+    a0, a1 = pair["seconds_per_step_alone"]
+    assert rounds["one after the other"] == pytest.approx(a0 + a1, abs=1e-3)
+    assert pair["seconds_per_round"] == min(rounds.values()) == rounds[pair["mode"]]
+    assert pair["at_once"] == (pair["mode"] != "one after the other")
+    assert pair["widen"] == (pair["mode"] == "at once, widened")
+    if pair["at_once"]:
+        here, there = pair["seconds_per_step"]
+        assert rounds["at once"] == pytest.approx(max(here, there), abs=1e-3)
+        if here > there:  # the first model (trained here) is the slower: it may widen
+            assert rounds["at once, widened"] == pytest.approx(
+                there + (1 - there / here) * min(a0, here), abs=1e-3
+            )
+        else:
+            assert "at once, widened" not in rounds
+    else:
+        assert pair["seconds_per_step"] == [a0, a1]
+
+
+def _threads_after_training(train, wait: float) -> int:
+    """Sleeps ``wait`` s, trains 3 steps, and returns this process's thread count in the middle of training
+    (after the steps' hooks ran)."""
+    time.sleep(wait)
+    seen = []
+    finetune(MultiTaskNet(tiny_spec(64)), train, steps=3, recipe=FinetuneRecipe(batch_size=4),
+             on_step=lambda step: seen.append(torch.get_num_threads()))  # fmt: skip
+    return seen[-1]
+
+
+@pytest.mark.parametrize("widen", [False, True])
+def test_the_training_here_takes_every_thread_once_the_child_is_done_when_widened(train, two_threads, widen):
+    """With ``widen``, this process's training takes every thread once the child has returned (from its next
+    step on); without, it keeps its half, and the child always keeps its half (a forked child that raises its
+    thread count can hang in its inherited OpenMP pool). The thread count is restored here either way."""
+    before = torch.get_num_threads()
+    here, there = at_once(lambda: _threads_after_training(train, 0.5), lambda: 0, threads=1, widen=widen)
+    assert here == (before if widen else 1)
+    here, there = at_once(lambda: 0, lambda: _threads_after_training(train, 0.5), threads=1, widen=widen)
+    assert there == 1
+    assert torch.get_num_threads() == before
 
 
 def test_recipe_rejects_bad_values():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
+
 import search.finalize as fin
 
 
@@ -26,6 +28,39 @@ def test_a_goal_with_time_left_plans_without_a_note(monkeypatch):
     steps, plan = fin._plan(_cfg(), time.monotonic() - 100.0, [])
     assert steps > fin.FLOOR_STEPS and "note" not in plan
     assert fin._plan(_cfg(finetune_steps=7), None, []) == (7, {"rule": "--finetune-steps"})
+
+
+@pytest.mark.parametrize("mode", ["one after the other", "at once", "at once, widened"])
+def test_the_plan_decides_whether_the_pair_trains_at_once_and_widened(monkeypatch, two_threads, mode):
+    """``plan_steps`` times the chosen model and its baseline both ways; the final training follows its
+    choice: in turn here, or at once (the chosen model taking every thread once the baseline is done)."""
+    from compress.metrics import Quality
+
+    q = Quality.from_tasks({"tagging": {"map": 0.5}})
+    order, calls = [], []
+
+    def trained(scorer, cand, model, splits, *, steps, seed, label, progress):
+        order.append((cand, steps))
+        return fin.Trained(cand, model, True, q, q, q, q, 1.0)
+
+    def at_once(here, there, *, threads, widen):
+        calls.append((threads, widen))
+        return here(), there()
+
+    plan = {"mode": mode, "at_once": mode != "one after the other", "widen": mode.endswith("widened")}
+    monkeypatch.setattr(fin, "plan_steps", lambda models, seconds, **kw: (9, {**plan, "seconds_per_round": 0.1, "seconds_per_step": [0.1, 0.1], "allowance_s": seconds}))  # fmt: skip
+    monkeypatch.setattr(fin, "train_and_score", trained)
+    monkeypatch.setattr(fin, "at_once", at_once)
+    data = SimpleNamespace(train=None)
+    console = SimpleNamespace(print=lambda *a, **k: order.append(a[0]))
+    chosen, base, steps, got = fin._train_both(
+        _cfg(seed=0), time.monotonic(), None, ("chosen", None, data), ("base", None, data), {"name": "b"},
+        console, False,
+    )  # fmt: skip
+    assert steps == 9 and got["mode"] == mode and (chosen.candidate, base.candidate) == ("chosen", "base")
+    assert ("chosen", 9) in order and ("base", 9) in order
+    assert calls == ([] if mode == "one after the other" else [(1, mode.endswith("widened"))])
+    assert any(isinstance(x, str) and f"; {mode}" in x for x in order)  # the console says which way
 
 
 def test_the_report_headline_carries_the_note():

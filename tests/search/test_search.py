@@ -253,13 +253,15 @@ def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
     import search.finalize as fin
     from compress.finetune import at_once
 
-    def failing(here, there, *, threads):
+    def failing(here, there, **kw):
         def broken():
             raise RuntimeError("the child ran out of memory")
 
-        return at_once(here, broken, threads=threads)
+        return at_once(here, broken, **kw)
 
     monkeypatch.setattr(fin, "at_once", failing)
+    at_once_plan = {"mode": "at once", "at_once": True, "widen": False, "seconds_per_step": [0.1, 0.1]}
+    monkeypatch.setattr(fin, "plan_steps", lambda models, seconds, **kw: (40, {**at_once_plan, "allowance_s": 0}))  # fmt: skip
     shutil.copytree(setup.run_dir, tmp_path / "run")
     result = run_search(dataclasses.replace(setup, out=tmp_path / "run"), progress=False)
     card = result.card
@@ -279,11 +281,11 @@ def test_a_failed_timing_beside_the_chosen_model_plans_and_trains_both_in_turn(
 
     real = ft.at_once
 
-    def failing(here, there, *, threads):
+    def failing(here, there, **kw):
         def broken():
             raise RuntimeError("no second process today")
 
-        return real(here, broken, threads=threads)
+        return real(here, broken, **kw)
 
     monkeypatch.setattr(ft, "at_once", failing)  # plan_steps' timing; the training's at_once stays real
     shutil.copytree(setup.run_dir, tmp_path / "run")
