@@ -6,12 +6,13 @@ with a seeded generator from the training split at the model's own resolution. `
 whatever weights the model holds (inherited from the supernet, or fresh from ``reinitialize``);
 ``plan_steps`` turns a time allowance into a step count by timing a few steps of each model to be trained.
 
-Two trainings of small models run faster side by side, each on half the cores, than one after the other on
-all of them: PyTorch's intra-op threads gain little on these layer sizes
-(``benchmarks/final_training_at_once.py`` on 2 cores, a default run's chosen model and baseline for 100
-steps: 39-43 s one after the other on 2 threads, 27-29 s at once on 1 thread each, x1.36-1.51 over 3
-repeats). ``pair_threads`` says whether this process can do so (a forking platform, two threads or more) and
-``at_once`` runs two functions that way: one here, one in a forked child that sends back JSON.
+Two trainings of small models can run faster side by side, each on half the cores, than one after the other
+on all of them, where PyTorch's intra-op threads gain little on their layer sizes — or slower, where one of
+them gains much (``benchmarks/final_training_at_once.py`` on 2 cores, 100 steps of two default runs' chosen
+model and baseline: x1.36-1.51 for one pair, x0.78-0.84 for another, whose chosen model runs x1.7 faster on 2
+threads; x1.03-1.20 when it takes both threads once the baseline is done). ``pair_threads`` says whether
+this process can train two at once (a forking platform, two threads or more), ``at_once`` runs two functions
+that way (one here, one in a forked child that sends back JSON) and ``plan_steps`` times which way is fastest.
 """
 
 from __future__ import annotations
