@@ -247,13 +247,14 @@ def at_once(
     child = ctx.Process(target=_there, args=(there, threads, send, there_done), daemon=True)
     child.start()
     send.close()  # the child holds the only writer: its exit ends the pipe
-    hook = _widen_when(there_done, before if widen else threads)
-    _STEP_HOOKS.append(hook)  # after the fork: the child has none
+    hooks = [_widen_when(there_done, before)] if widen else []
+    _STEP_HOOKS.extend(hooks)  # after the fork: the child has none
     try:
         torch.set_num_threads(threads)
         result = here()
     finally:
-        _STEP_HOOKS.remove(hook)
+        for hook in hooks:
+            _STEP_HOOKS.remove(hook)
         torch.set_num_threads(before)
         try:
             message = json.loads(receive.recv_bytes().decode())
