@@ -9,10 +9,12 @@ trials. The default sampler of ``compress search`` is whichever reaches the high
 default trial count (48); target: its median at 64 trials >= random search's at 256 (4x the trials). With
 ``--run`` of a run that had a quality model (``search.quality``), quality is what that run's trials were ranked
 by: the model's predicted trained quality.
-NSGA-II and TPE start as ``compress search`` starts them, from a size-stratified first population
-(``search.study.seed_population``); random search is uniform.
+NSGA-II and TPE start as ``compress search`` starts them, from a first population of size-stratified draws
+placed by latency around the budget (``search.study.seed_population``); random search is uniform.
+``--levels`` adds TPE started from the size levels alone (``tpe/levels``, the first population before 2026-12-02).
 
     python benchmarks/search_efficiency.py [--run runs/search-10ms] [--seeds 3] [--eval-images N] [--populations 8,24]
+        [--levels]
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ CHECKPOINTS = (16, 32, 48, 64, 128, 256)
 
 
 def run(sampler_name: str, seed: int, n: int, space, scorer, limits, cache) -> list[float]:
-    name, _, pop = sampler_name.partition("/p")
-    options = {"population_size": int(pop)} if pop else {}
+    name, _, variant = sampler_name.partition("/")
+    options = {"population_size": int(variant[1:])} if variant.startswith("p") else {}
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=make_sampler(name, seed=seed, **options)
     )
-    if name != "random":  # as `compress search` starts a study: a size-stratified first population
-        seed_population(study, space, options.get("population_size", 16), seed=seed)
+    if name != "random":  # as `compress search` starts a study: a first population placed around the budget
+        placed = {} if variant == "levels" else {"latency": scorer.latency_proxy, "budget_ms": limits.budget_ms}
+        seed_population(study, space, options.get("population_size", 16), seed=seed, **placed)
 
     def objective(trial):
         cand = space.sample(trial)
@@ -74,6 +77,9 @@ def main() -> None:
         default="",
         help="extra NSGA-II population sizes to compare, e.g. 8,24 (rows nsga2/pN)",
     )
+    ap.add_argument(
+        "--levels", action="store_true", help="add TPE started from size levels alone (row tpe/levels)"
+    )
     args = ap.parse_args()
     supernet, data = supernet_for(args.run)
     space = SearchSpace.default(supernet.space.num_classes)
@@ -100,6 +106,7 @@ def main() -> None:
     table: dict[str, dict[int, list[float]]] = {}
     t0 = time.perf_counter()
     extra = [(f"nsga2/p{p}", 64) for p in args.populations.split(",") if p.strip()]
+    extra += [("tpe/levels", 64)] if args.levels else []
     for name, n in [("random", 256), ("nsga2", 64), ("tpe", 64), *extra]:
         table[name] = {c: [] for c in CHECKPOINTS if c <= n}
         for seed in range(args.seeds):
