@@ -80,7 +80,21 @@ def main() -> None:
     ap.add_argument(
         "--levels", action="store_true", help="add TPE started from size levels alone (row tpe/levels)"
     )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="run only these rows, e.g. tpe,tpe/levels (the targets need random, the default sampler and 48)",
+    )
     args = ap.parse_args()
+    extra = [(f"nsga2/p{p}", 64) for p in args.populations.split(",") if p.strip()]
+    extra += [("tpe/levels", 64)] if args.levels else []
+    rows = [("random", 256), ("nsga2", 64), ("tpe", 64), *extra]
+    only = {r.strip() for r in args.only.split(",") if r.strip()}
+    if only - {name for name, _ in rows}:  # said before the supernet's minutes
+        ap.error(
+            f"--only: unknown rows {sorted(only - {name for name, _ in rows})}; known: "
+            f"{', '.join(name for name, _ in rows)}"
+        )
     supernet, data = supernet_for(args.run)
     space = SearchSpace.default(supernet.space.num_classes)
     limits = SearchConfig().limits()  # the default run's: 10 ms on every default device at its confidence
@@ -105,9 +119,7 @@ def main() -> None:
     cache: dict = {}
     table: dict[str, dict[int, list[float]]] = {}
     t0 = time.perf_counter()
-    extra = [(f"nsga2/p{p}", 64) for p in args.populations.split(",") if p.strip()]
-    extra += [("tpe/levels", 64)] if args.levels else []
-    for name, n in [("random", 256), ("nsga2", 64), ("tpe", 64), *extra]:
+    for name, n in [r for r in rows if not only or r[0] in only]:
         table[name] = {c: [] for c in CHECKPOINTS if c <= n}
         for seed in range(args.seeds):
             hv = run(name, seed, n, space, scorer, limits, cache)
@@ -128,6 +140,8 @@ def main() -> None:
             )
         )
     default = SearchConfig().sampler
+    if "random" not in table or default not in table:
+        return  # the targets need both rows
     at48 = {name: statistics.median(cols[48]) for name, cols in table.items() if name != "random"}
     best = max(at48, key=at48.get)
     print(
