@@ -231,6 +231,8 @@ def _open(
         config=cfg.study_config(space, identity),
         exclusive=rank == 0 and cfg.storage is None,  # the run dir's own study, its lock held, no worker yet
     )
+    if rank == 0 and cfg.sampler != "random":
+        seed_population(study, space, cfg.population_size, seed=cfg.seed)
     scorer = Scorer(
         supernet,
         data=cfg.data,
@@ -241,15 +243,6 @@ def _open(
         progress=progress,
         confidence=cfg.confidence,
     )
-    if rank == 0 and cfg.sampler != "random":  # placed by latency around the budget
-        seed_population(
-            study,
-            space,
-            cfg.population_size,
-            seed=cfg.seed,
-            latency=scorer.latency_proxy,
-            budget_ms=cfg.budget_ms,
-        )
     return study, scorer
 
 

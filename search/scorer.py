@@ -176,19 +176,6 @@ class Scorer:
             model = simulate(model, candidate.quant, calibration=calib).eval()
         return cast(MultiTaskNet, model)  # extract builds one; pruning and simulation keep its class
 
-    def latency_proxy(self, candidate: Candidate) -> float:
-        """The latency the budget applies to (the bound at ``confidence`` where set, else the prediction) on the
-        slowest device, of ``candidate``'s architecture *unpruned*: no pruning, BN recalibration or evaluation,
-        so it costs a fraction of a trial (``search.study.seed_population`` ranks its draws by it). Pruning
-        removes channels, so the trial's figure is usually somewhat lower."""
-        from compress.model import extract
-
-        costs = self.cost(cast(MultiTaskNet, extract(self.supernet, candidate.spec)), candidate.quant)
-        return max(
-            c.latency_ms_at(self.confidence) if self.confidence is not None else c.latency_ms
-            for c in costs.values()
-        )
-
     def cost(self, model: MultiTaskNet, quant: str) -> dict[str, Any]:
         """``profiles.Cost`` on every device (one graph extraction)."""
         return self._cost(model, quant)[0]

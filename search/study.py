@@ -9,7 +9,6 @@ as FAIL with its reason and the study goes on."""
 from __future__ import annotations
 
 import functools
-import math
 import re
 import time
 import warnings
@@ -108,72 +107,25 @@ class _AtLevel:
         return value
 
 
-#: Share of a budget-aware first population (``seed_population``) placed at or under the budget: the rest lies
-#: above it, so the sampler also sees where the budget starts to bind and what more capacity would buy.
-WITHIN_BUDGET_SHARE = 0.75
-#: Candidates drawn per population member when the population is placed by latency.
-POOL_PER_MEMBER = 4
-
-
-def seed_population(
-    study: Any,
-    space: Any,
-    n: int,
-    *,
-    seed: int,
-    latency: Callable[[Any], float] | None = None,
-    budget_ms: float | None = None,
-) -> int:
+def seed_population(study: Any, space: Any, n: int, *, seed: int) -> int:
     """Enqueue ``n`` size-stratified candidates as the first trials of a study that has none; returns how many.
 
     Uniform sampling of per-stage choices concentrates candidates around the middle of the latency range (a
     sum of many independent choices): in the default space, 16 uniform candidates all fell below 5.5 ms on
-    A11 while the space reaches ~15 ms. So the model-based samplers start instead from candidates at
+    A11 while the space reaches ~15 ms. So the model-based samplers start instead from ``n`` candidates at
     stratified size levels (level ``(i + u) / n``): every width, depth, kernel, expansion and the resolution
     near that level of its range, head branches, prune ratios and schemes uniform. Random search is not
     seeded (it is the uniform baseline).
-
-    With ``latency`` (a candidate's latency in ms as the budget reads it; ``Scorer.latency_proxy``) and
-    ``budget_ms``, the population is placed by latency rather than by size level: :data:`POOL_PER_MEMBER` x
-    ``n`` stratified candidates are drawn, and the population takes the ones nearest to targets spread evenly
-    over log latency, :data:`WITHIN_BUDGET_SHARE` of them from the smallest draw up to the budget and the rest
-    from the budget to the largest. Size levels alone put most of a tight budget's population out of reach
-    (10 ms on A11 at the 90% bound: 4 of 16 feasible in the d534192 run, the best at 74% of the budget), and
-    a run on a slow machine may stop after this population, keeping its best.
     """
     if n <= 0 or study.trials:
         return 0
     rng = np.random.default_rng(seed)
-    placed = latency is not None and budget_ms is not None
-    m = n * POOL_PER_MEMBER if placed else n
-    levels = (np.arange(m) + rng.random(m)) / m
-    drawn: list[dict[str, Any]] = []
+    levels = (np.arange(n) + rng.random(n)) / n
     for level in rng.permutation(levels):
         fake = _AtLevel(float(level), rng)
         space.sample(fake)
-        drawn.append(fake.params)
-    if placed:
-        assert latency is not None and budget_ms is not None
-        ms = np.array([latency(space.candidate(p)) for p in drawn])
-        drawn = [drawn[i] for i in rng.permutation(_by_latency(np.log(ms), math.log(budget_ms), n))]
-    for params in drawn:
-        study.enqueue_trial(params, skip_if_exists=True)
-    return len(drawn)
-
-
-def _by_latency(log_ms: np.ndarray, log_budget: float, n: int) -> list[int]:
-    """Indices of ``n`` draws nearest to targets spread evenly over log latency: ``WITHIN_BUDGET_SHARE`` of
-    them from the smallest draw to the budget (clipped into the draws' range), the rest above it to the
-    largest; each draw taken once."""
-    lo, hi = float(log_ms.min()), float(log_ms.max())
-    cut = min(max(log_budget, lo), hi)
-    n_in = min(n, max(1, math.ceil(WITHIN_BUDGET_SHARE * n)))
-    targets = list(np.linspace(lo, cut, n_in)) + list(np.linspace(cut, hi, n - n_in + 1)[1:])
-    picks: list[int] = []
-    for target in targets:
-        free = [i for i in range(len(log_ms)) if i not in picks]
-        picks.append(min(free, key=lambda i: abs(log_ms[i] - target)))
-    return picks
+        study.enqueue_trial(fake.params, skip_if_exists=True)
+    return n
 
 
 def _wait_for_slot(

@@ -5,7 +5,6 @@ import json
 import socket
 import subprocess
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -242,36 +241,6 @@ def test_seed_population_spans_the_size_range():
     assert sizes[0] < smallest + 0.1 * (largest - smallest)
     assert sizes[-1] > smallest + 0.6 * (largest - smallest)
     assert len({c.spec.resolution for c in cands}) == len(space.arch.resolutions)
-
-
-def test_seed_population_placed_by_latency_fills_the_budget():
-    """Given a latency and a budget, the first population is spread over log latency: three quarters of it from
-    the smallest draw up to the budget (one of them just under it), the rest above; without them, by size
-    level only."""
-    import math
-
-    import optuna
-
-    from compress.model import MultiTaskNet, count_parameters
-    from search import SearchSpace
-    from search.study import WITHIN_BUDGET_SHARE, seed_population
-
-    space = SearchSpace.default(12)
-
-    def latency(cand):  # a stand-in cost: 1 ms per 100k parameters, x resolution^2
-        return count_parameters(MultiTaskNet(cand.spec)) / 1e5 * (cand.spec.resolution / 128) ** 2
-
-    def population(**kw):
-        study = optuna.create_study(directions=["maximize", "minimize"])
-        assert seed_population(study, space, 16, seed=0, **kw) == 16
-        return sorted(latency(space.candidate(t.system_attrs["fixed_params"])) for t in study.trials)
-
-    by_level = population()
-    budget = float(np.quantile(by_level, 0.25))  # a tight budget: a quarter of the size levels meet it
-    placed = population(latency=latency, budget_ms=budget)
-    within = [ms for ms in placed if ms <= budget * 1.001]
-    assert len(within) >= math.ceil(WITHIN_BUDGET_SHARE * 16) - 1 > sum(ms <= budget for ms in by_level)
-    assert max(within) > 0.9 * budget and len(placed) - len(within) >= 3
 
 
 def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
