@@ -65,7 +65,8 @@ def run(
     study.optimize(objective, n_trials=n)
     frame = trials_frame(study, limits)
     hv = hypervolume_history(frame, ("quality", "latency"), [0.0, limits.budget_ms])
-    best = frame["quality"].where(frame["feasible"]).cummax().fillna(0.0)
+    ordered = frame.sort_values("trial")  # as hypervolume_history orders them
+    best = ordered["quality"].where(ordered["feasible"]).ffill().cummax().fillna(0.0)
     return hv["hypervolume"].tolist(), best.tolist()
 
 
