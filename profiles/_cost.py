@@ -17,8 +17,8 @@ plus copying the tensor. Each unit used adds its fixed per-inference overhead. T
 giving the lowest *expected* total: the plan's prediction times the median measured / predicted ratio of its
 unit's held-out errors (the profile's interval; 1 without one). So a unit the calibration is known to predict
 too fast — spec-derived CPUs run 2.1x their predictions at the median — is not chosen for a prediction a few
-percent below another unit's (a small pruned net on A11: CPU 4.05 ms predicted, 8.5 expected, against the
-GPU's 4.3 and 2.9); ``latency_ms`` is the chosen plan's prediction and its interval that unit's. The
+percent below another unit's (a small pruned net on A11: CPU 4.99 ms predicted, 10.5 expected, against the
+GPU's 5.48 and 3.75); ``latency_ms`` is the chosen plan's prediction and its interval that unit's. The
 calibration fit (``profiles._applefit``) schedules by the predictions alone, so no profile's fitted terms
 depend on its own intervals. A profile without an ``ane`` unit (A11) never schedules a layer on the Neural
 Engine.
