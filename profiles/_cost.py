@@ -7,7 +7,8 @@ Per layer ``i`` on compute unit ``u`` (all arrays over the graph's nodes, so a r
                             + weight bytes[i] / (bandwidth * weight_mem_efficiency_u[c])
 
 with ``c`` the node's op class; a unit whose costs set ``overlap`` reads memory while it computes (the
-larger of the two terms per layer, or over all the layers it runs: :func:`_part_times`), and its
+larger of the two terms per layer, or a smooth max of their sums over all the layers it runs:
+:func:`_part_times`), and its
 ``time_scale`` (a fitted chip term) multiplies its layer times; ``onchip_ratio`` is how much faster than DRAM a unit reads
 activations that its on-chip memory (Neural Engine SRAM, GPU / CPU caches) holds. Units that fuse (Core ML) give folded batch norms and activations that
 follow a compute op zero cost. Scheduling follows Core ML's ``all`` compute units: one primary unit runs
@@ -56,6 +57,12 @@ MB = 1e6  # sizes are reported in 10^6 bytes (as Finder and Xcode report package
 GROUPED_LUT_PENALTY = {8: 0.21, 4: 0.53}
 _COMPUTE = np.array([c in ("conv", "pw", "dw", "gconv", "linear") for c in OP_CLASSES])
 FALLBACK_INDEX = {r: i for i, r in enumerate(FALLBACK_RULES)}
+#: Exponent of the ``network`` overlap's smooth roofline (:func:`overlapped`): the share a unit runs costs
+#: ``(C^p + M^p)^(1/p)`` of its summed compute ``C`` and memory ``M``, i.e. max(C, M) where one dominates and up
+#: to 2^(1/p) = 9% more where they are equal (streaming hides most, not all, of the other term). Smooth, so the
+#: Apple calibration's bounded fits (``profiles._applefit``) converge to their optimum instead of stalling on the
+#: kink of a hard max, where which kink they stopped at followed the machine's floating-point rounding.
+OVERLAP_P = 8.0
 
 # Core ML .mlpackage layout, measured on packages written by coremltools 9 (see disk_mb's docstring).
 _BLOB_HEADER = 64  # bytes of metadata per weight blob in weight.bin
@@ -215,12 +222,21 @@ def _node_costs(g: Graph, profile: DeviceProfile, name: str, q: QuantScheme) -> 
     return overhead, compute, memory, u.const_ms
 
 
+def overlapped(compute: Any, memory: Any) -> Any:
+    """``(compute^p + memory^p)^(1/p)`` with p = :data:`OVERLAP_P`, elementwise, exact where either is 0."""
+    c, m = np.asarray(compute, dtype=float), np.asarray(memory, dtype=float)
+    top = np.maximum(c, m)
+    safe = np.where(top > 0, top, 1.0)
+    return top * ((c / safe) ** OVERLAP_P + (m / safe) ** OVERLAP_P) ** (1.0 / OVERLAP_P)
+
+
 def _part_times(costs: Any, unit: UnitCosts, mask: np.ndarray) -> np.ndarray:
     """ms of the nodes in ``mask`` when one unit runs them (0 elsewhere), under the unit's overlap rule.
 
     ``none``: overhead + compute + memory per layer; ``layer``: overhead + max(compute, memory) per layer;
     ``network``: the unit streams memory while it computes across layers, so the share it runs costs
-    max(sum compute, sum memory) plus the overheads, spread over its layers in proportion to their larger term.
+    :func:`overlapped` (sum compute, sum memory) — a smooth max — plus the overheads, spread over its layers in
+    proportion to their larger term.
     Then times the unit's ``time_scale`` (its chip term).
     """
     ovh, compute, memory, const = (np.where(mask, x, 0.0) for x in costs)
@@ -229,7 +245,7 @@ def _part_times(costs: Any, unit: UnitCosts, mask: np.ndarray) -> np.ndarray:
     else:
         body = np.maximum(compute, memory)
         if unit.overlap == "network" and body.sum() > 0:
-            body = body * (max(compute.sum(), memory.sum()) / body.sum())
+            body = body * (float(overlapped(compute.sum(), memory.sum())) / body.sum())
     return (ovh + body) * unit.time_scale + const
 
 

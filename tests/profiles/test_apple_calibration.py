@@ -153,28 +153,48 @@ def _theta_from_profiles(model):
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 #: How far a reproduced number may sit from the shipped one. The bounded least-squares fits (one per held-out
-#: fold, from two starts) round differently on different CPUs and BLAS builds: between two machines of this
-#: project 212 of the profiles' numbers differed, by at most 2.1% beyond 0.01 (a held-out error of -2.74% vs
-#: -2.81%), all in held-out figures and interval quantiles. A change to the evidence, the bounds or the model
-#: moves them far more (e.g. the A16 / A17 Pro Xcode rows' source-out level: +37% -> +12%).
+#: fold, from two starts, on the smooth objective of ``profiles._cost.overlapped``) round differently on
+#: different CPUs and BLAS builds: perturbing every published latency by 1e-11 moves held-out predictions by up
+#: to 0.5% and the full fit's terms by about 1e-6 (2026-12-02). With the hard max and loose tolerances they had
+#: before, the same perturbation, and two machines, moved held-out figures by 3 points and a CPU interval by
+#: 50% (p90 x2.61 against x3.90). A change to the evidence, the bounds or the model moves them far more (e.g.
+#: the A16 / A17 Pro Xcode rows' source-out level: +37% -> +12%).
 RTOL, ATOL = 0.05, 0.01
+
+
+def _tolerance(line: str, x: float, y: float) -> float:
+    """A percentage error (a ``*_pct`` key or a number followed by %) is 100 x (ratio - 1): its noise is
+    relative to the ratio, so it gets RTOL of ``100 + |pct|`` points; every other number RTOL of itself."""
+    if "pct" in line or "%" in line:
+        return ATOL + RTOL * (100.0 + max(abs(x), abs(y)))
+    return ATOL + RTOL * max(abs(x), abs(y))
 
 
 def _float_noise_mismatches(got: str, shipped: str) -> list[str]:
     """Where two dumped profiles differ by more than floating-point noise: any text, or a number beyond
-    ``ATOL + RTOL * max(|got|, |shipped|)``."""
+    :func:`_tolerance`."""
     if _NUMBER.sub("#", got) != _NUMBER.sub("#", shipped):
         return ["the text differs (not only numbers)"]
-    pairs = zip(map(float, _NUMBER.findall(got)), map(float, _NUMBER.findall(shipped)), strict=True)
-    return [f"{x:g} vs shipped {y:g}" for x, y in pairs if abs(x - y) > ATOL + RTOL * max(abs(x), abs(y))]
+    bad = []
+    for a, b in zip(got.splitlines(), shipped.splitlines(), strict=True):
+        pairs = zip(map(float, _NUMBER.findall(a)), map(float, _NUMBER.findall(b)), strict=True)
+        bad += [f"{x:g} vs shipped {y:g} in {a[:60]!r}" for x, y in pairs if abs(x - y) > _tolerance(a, x, y)]
+    return bad
 
 
 def test_the_reproduction_check_tolerates_rounding_noise_and_nothing_more() -> None:
     shipped = 'loo_pct = -2.81\nq05 = 0.6238\nnote = "x1.37"\n'
     assert _float_noise_mismatches('loo_pct = -2.74\nq05 = 0.6227\nnote = "x1.37"\n', shipped) == []
     assert _float_noise_mismatches('loo_pct = -2.81\nq05 = 0.6238\nnote = "x1.52"\n', shipped)
-    assert _float_noise_mismatches('loo_pct = -3.5\nq05 = 0.6238\nnote = "x1.37"\n', shipped)
+    assert _float_noise_mismatches('loo_pct = -9.5\nq05 = 0.6238\nnote = "x1.37"\n', shipped)
     assert _float_noise_mismatches('loo_pct = -2.81\nq05 = 0.6238\nnote = "y1.37"\n', shipped)
+    # a held-out error of 8.1% against 7.5%: the prediction moved 0.5%, noise; 8.1% against 14%: not
+    assert _float_noise_mismatches("loo_pct = 8.1\n", "loo_pct = 7.52\n") == []
+    assert _float_noise_mismatches("loo_pct = 8.1\n", "loo_pct = 14.0\n")
+    assert (
+        _float_noise_mismatches('worst_row = "A13 GPU: +186.2%"\n', 'worst_row = "A13 GPU: +183.3%"\n') == []
+    )
+    assert _float_noise_mismatches("q90 = 2.61\n", "q90 = 3.9\n")
 
 
 @needs_rows
