@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from profiles import SCHEMES, estimate_graph, extract_graph, load_profile
+from profiles._evidence import RUNTIMES
 from profiles._shipped import FOLDS, calibrate_shipped
 from profiles.reference_models import REFERENCE_INPUT, list_reference_models, reference_model
 
@@ -100,6 +101,9 @@ def main() -> None:
     )
     ap.add_argument("--rows", action="store_true", help="also leave-one-row-out (one refit per row; slow)")
     ap.add_argument("--write", action="store_true", help="rewrite profiles/devices/*.toml")
+    ap.add_argument(
+        "--rows-csv", default=None, help="also write every row's held-out predictions to this CSV"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     pd.set_option("display.width", 200)
@@ -110,17 +114,27 @@ def main() -> None:
         args.reference, write=args.write, folds=folds, log=lambda s: print(s, file=sys.stderr, flush=True)
     )
     seconds = time.perf_counter() - t0
-    df = res.rows
+    everything = res.rows
+    if args.rows_csv:
+        everything.to_csv(args.rows_csv, index=False)
+    other = everything["tool"].isin(RUNTIMES)
+    df = everything[~other]
     kinds = list(folds)
+    print("Core ML rows (what the profiles predict):")
     print(_table(df, kinds).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print()
+    if other.any():
+        print("other runtimes' rows (evidence through a runtime term; not in the figures above):")
+        cols = ["device", "unit", "tool", "model", "latency_ms"] + [f"{k}_pct" for k in kinds]
+        print(everything.loc[other, cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        print()
     if {"source", "network"} <= set(kinds):
         print("per left-out source (errors of its own rows, %; shape = after dividing out its median ratio):")
-        print(_by_source(df).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        print(_by_source(everything).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         print()
     reasons = res.excluded["reason"].value_counts()
-    print(f"apple calibration: {len(df)} Core ML rows on {df['device'].nunique()} chips in the fit, "
-          f"{len(res.excluded)} rows left out ({seconds:.0f} s):")  # fmt: skip
+    print(f"apple calibration: {len(df)} Core ML rows on {df['device'].nunique()} chips and {int(other.sum())} "
+          f"other runtimes' rows in the fit, {len(res.excluded)} rows left out ({seconds:.0f} s):")  # fmt: skip
     for reason, n in reasons.items():
         print(f"  {n:4d}  {reason}")
     for k in kinds:

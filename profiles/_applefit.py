@@ -12,8 +12,11 @@ log-multipliers on latency, shrunk toward zero by a Gaussian prior and bounded t
   from what its spec predicts. Chips without rows get none (they are spec-derived), and leave-one-chip-out
   validation measures what that costs.
 - a **tool term** per tool class (:data:`profiles._evidence.TOOLS`) other than the reference ``xcode``, and
-  only for a tool some chip measured beside another tool (prior sd :data:`TOOL_SD`), so no tool term can
-  stand in for a chip's speed.
+  only for a tool that measured some chip's compute-unit setting beside another tool (:func:`identified_tools`;
+  prior sd :data:`TOOL_SD`), so no tool term can stand in for a chip's speed. Another runtime's class
+  (:data:`profiles._evidence.RUNTIMES`: TFLite's CPU kernels and GPU delegate) gets a wider prior
+  (:data:`RUNTIME_SD`, bound :data:`RUNTIME_BOUND`), and its CPU rows run at NEON's rate on their threads
+  (:func:`neon_profile`), not at the AMX rate of Core ML's CPU path.
 
 The fit minimises squared log errors over each row's noise (``sigma``; rows of one source on one unit beyond
 :data:`SOURCE_ROWS` are down-weighted as one harness, not independent evidence) plus the priors, with
@@ -25,15 +28,18 @@ validation (by network, by source, by chip, by row) refits from scratch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from profiles._cost import FALLBACK_INDEX, overlapped, restrict_units, unit_terms
+from profiles._errors import ProfileError
+from profiles._evidence import RUNTIMES
 from profiles._graph import Graph, extract_graph
 from profiles._quant import parse_quant
-from profiles._schema import OP_CLASSES, DeviceProfile, UnitCosts
+from profiles._schema import OP_CLASSES, DeviceProfile, Sourced, UnitCosts
 
 __all__ = ["CHIP_SD", "PARAMS", "TOOL_SD", "Fit", "Model", "build_model", "fit", "profile_costs"]
 
@@ -105,6 +111,10 @@ PARAM_SD = 1.0
 CHIP_SD = 0.25
 TOOL_SD = 0.2
 TERM_BOUND = 0.7
+#: Prior sd and bound of another runtime's term (TFLite's CPU kernels at 1 or 2 threads against Core ML's CPU
+#: path, its GPU delegate against Core ML's GPU): wider than a Core ML tool's.
+RUNTIME_SD = 0.5
+RUNTIME_BOUND = 1.5
 #: Prior sd and bound of a unit's common chip term (the mean of its chips' terms; what a chip without rows
 #: gets): how far the shared costs, held inside their physical ranges, sit from the chips' measured speed.
 LEVEL_SD = 0.5
@@ -208,6 +218,35 @@ def _graph(model: str, size: int) -> Graph:
 _UNITS_OF = {"all": "all", "gpu": "gpu_only", "cpu": "cpu_only"}
 
 
+#: FP32 FLOP per cycle of one CPU core's NEON units (4 x 128-bit FMA), as the spec's CPU estimates assume.
+NEON_FLOP_PER_CYCLE = 16
+
+
+def neon_profile(prof: DeviceProfile, threads: int) -> DeviceProfile:
+    """``prof`` with its CPU's peak at NEON's rate on ``threads`` performance cores (a TFLite row).
+
+    TFLite's CPU kernels run on the cores' NEON units, not on the AMX blocks that the spec's CPU peak assumes
+    for Core ML from A13 on; the clock is the one the spec's CPU estimate states ("N P-cores x G GHz"). How
+    TFLite's kernels compare with Core ML's beyond that is the runtime's term. Chosen over scaling the spec
+    peak by the share of P-cores a row's threads use, by the TFLite rows of other chips held out: A11's
+    (S5) and A12's (S6) CPU rows left out come out -14% / -8% (share: +26% / +38%)."""
+    cpu = prof.units["cpu"]
+    text = " ".join(s.source for s in cpu.peak_gflops.values())
+    hit = re.search(r"P-cores x ([\d.]+) GHz", text)
+    if hit is None:
+        raise ProfileError(f"{prof.name}: the CPU peak's source states no P-core clock to derive NEON's rate")
+    rate = threads * float(hit.group(1)) * NEON_FLOP_PER_CYCLE
+    peak = Sourced(rate, f"NEON: {threads} P-core(s) x {hit.group(1)} GHz x {NEON_FLOP_PER_CYCLE} FLOP/cycle")
+    return replace(prof, units={**prof.units, "cpu": replace(cpu, peak_gflops={"fp32": peak})})
+
+
+def identified_tools(rows: Any) -> set[str]:
+    """Tool classes other than ``xcode`` that measured some chip's compute-unit setting beside another tool:
+    only there can a tool's term be told from the chip's own speed."""
+    sets = rows.groupby(["device", "units"])["tool"].agg(lambda t: set(t))
+    return {t for ts in sets if len(ts) > 1 for t in ts} - {"xcode"}
+
+
 def _main(rows: Any, specs: dict[str, DeviceProfile]) -> list[str]:
     """The unit each row measures: the Neural Engine for ``all`` where the chip has one, else its setting."""
     return [
@@ -223,16 +262,14 @@ def build_model(rows: Any, specs: dict[str, DeviceProfile]) -> Model:
     rows = rows.assign(unit=_main(rows, specs))
     for r in rows.itertuples():
         prof = restrict_units(specs[r.device], _UNITS_OF[r.units])
+        if r.tool == "tflite_cpu":
+            prof = neon_profile(prof, r.threads)
         plans.append(_plans(_graph(r.model, int(r.input)), prof, parse_quant(r.quant), r.device, parts))
     keys: list[tuple[str, ...]] = [("unit", p.unit, p.knob) for p in PARAMS]
     pairs = sorted(set(zip(rows["device"], _main(rows, specs), strict=True)))
     keys += [("level", u) for u in sorted({u for _, u in pairs})]
     keys += [("chip", d, u) for d, u in pairs]
-    by_chip: dict[str, set[str]] = {}
-    for r in rows.itertuples():
-        by_chip.setdefault(r.device, set()).add(r.tool)
-    tools = sorted({t for ts in by_chip.values() if len(ts) > 1 for t in ts} - {"xcode"})
-    keys += [("tool", t) for t in tools]
+    keys += [("tool", t) for t in sorted(identified_tools(rows))]
     clocks = {(p.device, p.unit): clock(specs[p.device], p.unit) for p in parts}
     onchip = {(p.device, p.unit): onchip_scale(specs[p.device], p.unit) for p in parts}
     return Model(rows, parts, plans, keys, clocks, onchip)
@@ -413,6 +450,8 @@ def _prior(key: tuple[str, ...]) -> tuple[float, float, float, float]:
         return math.log(p.prior), PARAM_SD, math.log(p.lo), math.log(p.hi)
     if key[0] == "level":
         return 0.0, LEVEL_SD, -LEVEL_BOUND, LEVEL_BOUND
+    if key[0] == "tool" and key[1] in RUNTIMES:
+        return 0.0, RUNTIME_SD, -RUNTIME_BOUND, RUNTIME_BOUND
     sd = CHIP_SD if key[0] == "chip" else TOOL_SD
     return 0.0, sd, -TERM_BOUND, TERM_BOUND
 
@@ -446,10 +485,7 @@ def fit(model: Model, train: np.ndarray | None = None, *, start: dict | None = N
     units_used = {model.parts[pl[0]].unit for i in idx for pl in model.plans[i]}
     units_used |= {model.parts[s].unit for i in idx for pl in model.plans[i] for s, _ in pl[1]}
     chips = set(zip(rows["device"], rows["unit"], strict=True))
-    tool_chips: dict[str, set[str]] = {}
-    for r in rows.itertuples():
-        tool_chips.setdefault(r.device, set()).add(r.tool)
-    tools = {t for ts in tool_chips.values() if len(ts) > 1 for t in ts} - {"xcode"}
+    tools = identified_tools(rows)
     has_w8a8 = bool((rows["quant"] == "w8a8").any())
     free = []
     for k in model.keys:
@@ -497,4 +533,4 @@ def row_units(model: Model, theta: dict) -> list[str]:
     return out
 
 
-__all__ += ["predict", "row_units", "tool_factor", "unit_tables"]
+__all__ += ["identified_tools", "neon_profile", "predict", "row_units", "tool_factor", "unit_tables"]

@@ -11,8 +11,14 @@ schema::
 
 and a table of excluded rows with the reason for each. What is kept, and why (the caveats of the .md):
 
-- Core ML only. Rows from other runtimes (TFLite, ncnn, MPS via SimpleNN, ExecuTorch's XNNPACK) run other
-  kernels; a frame-paced camera app (S4) measures the pipeline, not the model.
+- Core ML rows, and TFLite's fp32 rows on A11-A13 (S5, S6, S7: MobileNetV1 on the CPU at 1 or 2 threads
+  and on the GPU delegate) as evidence through a runtime term each (:data:`RUNTIMES`; identified on A13,
+  where S7 measured beside S3's Core ML rows; see :mod:`profiles._applefit`). They are the only rows of
+  A11's and A12's CPU, and the only A13 CPU / GPU rows outside S3, so leaving S3 out no longer leaves A13's
+  CPU and GPU without rows. Their uint8 rows are left out (no scheme of this toolkit). Other runtimes (ncnn,
+  MPS via SimpleNN, ExecuTorch's XNNPACK) stay out: their kernels differ (below for ncnn), and no chip holds
+  both their rows and Core ML's on the same unit but M1 (ncnn). A frame-paced camera app (S4) measures the
+  pipeline, not the model.
 - A chip that is a device class of this toolkit (M1 Max, M2 Max, M1 Pro, A18 Pro are not).
 - A model that is a reference model (:mod:`profiles.reference_models`) at a stated input size.
 - S3's ``.all`` rows (app loop on A13, preprocessing inside the model) are left out: the smallest nets read
@@ -41,6 +47,19 @@ folds fitted from one start, before the two-start folds of ``profiles._shipped``
   DRAM: the Neural Engine's on-chip ratio sits at its lower bound 1), which pulls A14's term: three other A14
   sources (MobileOne, EfficientFormer, S22) then come out about 30% too fast when they are left out.
 
+Tried for the TFLite rows (2026-12-03; two-start folds, against 47.7 / 34.4 / 44.9% without them; kept:
+NEON's rate on the row's threads, 44.5 / 35.0 / 44.0%, the TFLite CPU rows of A11 and A12 held out -14% /
+-8%):
+
+- the spec peak (AMX from A13 on) scaled by the share of P-cores the threads use: 38.9 / 36.3 / 45.3%, but
+  the same A11 / A12 rows held out +26% / +38%; S3's A13 CPU rows left out +56% in level (NEON's: -55%).
+  Either way one MobileNetV1 pair on another runtime does not pin Core ML's A13 CPU level; S3's GPU rows stay
+  -45% (-59% without TFLite rows).
+- the spec peak for every thread count, with a term per thread count (1 / 2): 29.3 / 36.1 / 46.1% over
+  all 148 rows (TFLite's included), S3's CPU level +3% left out; not kept: that level is where the prior
+  splits the two terms, which only A13's pair identifies against each other (A12's 2-thread row left out
+  +640%: A12's CPU peak is NEON's, A13's AMX's).
+
 Tools fall in classes (:data:`TOOLS`); ``xcode`` (Xcode performance report, median) is the reference the
 profiles predict. Row noise ``sigma`` (log scale): 0.05 for an Xcode report, 0.08 ModelBench, 0.10 a paper's
 table, 0.15 an app loop (mean of hundreds of runs) or a value read off a plot, 0.30 a single app timing or a
@@ -64,6 +83,12 @@ PUBLISHED = "apple-published-latencies.csv"
 MORE = "apple-latencies-more.csv"
 #: Tool class -> base log-noise of its rows.
 TOOLS = {"xcode": 0.05, "modelbench": 0.08, "paper": 0.10, "app": 0.15}
+#: Other runtimes whose rows join as evidence through a runtime term of their own (:data:`RUNTIMES`): TFLite's
+#: benchmark apps (S5 A11, S6 A12, S7 A13; mean of a loop) on the CPU (NEON kernels at 1 or 2 threads: the
+#: ``threads`` column) and on its GPU delegate, each a tool class, base noise that of an app loop.
+RUNTIMES = {"tflite_cpu": 0.15, "tflite_gpu": 0.15}
+TOOLS.update(RUNTIMES)
+_TFLITE = {"S5", "S6", "S7"}
 #: Timings the .md calls noisy or low-confidence (a single app timing, a blog post): their noise.
 LOOSE = 0.30
 _CHIPS = {
@@ -106,6 +131,8 @@ def _more_model(model: str, width: float) -> str | None:
     w = f"{width:g}" if width != 1 else "1.0"
     if re.match(r"mobilenet_?v2", m) and "gallery" not in m:
         return f"mobilenet_v2_{w}"
+    if re.match(r"mobilenet_?v1", m) and "keras" not in m:
+        return f"mobilenet_v1_{w}"
     if m.startswith("mobilenetv3-large"):
         return "mobilenet_v3_large_1.0"
     hit = re.match(r"mobileone-s(\d)", m)
@@ -130,6 +157,15 @@ def _more_model(model: str, width: float) -> str | None:
 def _input(text: str) -> int | None:
     m = re.match(r"\s*(\d+)", str(text)) or re.search(r"paper: (\d+)", str(text))
     return int(m.group(1)) if m else None
+
+
+def _tflite(text: str) -> tuple[str, str, int] | None:
+    """(units, tool class, CPU threads) of a TFLite CPU or GPU-delegate row, else None."""
+    t = text.lower()
+    if "tflite gpu delegate" in t:
+        return "gpu", "tflite_gpu", 0
+    hit = re.match(r"cpu (\d) threads? \(tflite\)", t)
+    return ("cpu", "tflite_cpu", int(hit.group(1))) if hit else None
 
 
 def _units(text: str) -> str | None:
@@ -179,12 +215,17 @@ def _more(df: Any) -> tuple[list[dict], list[dict]]:
         src, cu, tool_text = str(r["source"]), str(r["compute_units"]), str(r["tool"])
         label = f"{r['model']} x{r['width']:g} @{r['input']} {r['chip']} {cu} ({src})"
         units = _units(cu)
+        runtime = _tflite(cu) if src in _TFLITE else None
+        if runtime:
+            units = runtime[0]
         ref = _more_model(str(r["model"]), float(r["width"]))
         size = _input(r["input"])
         reason = None
         if src == "S4":
             reason = "frame-paced camera app (S4): measures the pipeline, not the model"
-        elif src in _OTHER_RUNTIMES or units is None:
+        elif runtime and "quant" in str(r["precision"]).lower():
+            reason = "TFLite's uint8 kernels: no scheme of this toolkit"
+        elif (src in _OTHER_RUNTIMES or units is None) and not runtime:
             reason = "another runtime's kernels (TFLite / ncnn / MPS / ExecuTorch), not Core ML"
         elif re.sub(r"[\s_-]", "", str(r["chip"])).lower() not in _CHIPS:
             reason = f"chip {r['chip']} is not a device class of this toolkit"
@@ -197,12 +238,12 @@ def _more(df: Any) -> tuple[list[dict], list[dict]]:
         if reason:
             drop.append({"label": label, "reason": reason})
             continue
-        tool = _tool(tool_text)
+        tool = runtime[1] if runtime else _tool(tool_text)
         ms = float(r["latency_ms"])
         step = 1.0 if src == "S3" else (0.1 if src in ("S19", "S21") else 0.01)
         keep.append(
             dict(model=ref, input=size, chip=str(r["chip"]), units=units, quant="fp16", tool=tool,
-                 source=_source_key(src), latency_ms=ms, label=label,
+                 threads=runtime[2] if runtime else 0, source=_source_key(src), latency_ms=ms, label=label,
                  sigma=_sigma(tool, ms, False, step, src == "S25"))
         )  # fmt: skip
     return keep, drop
@@ -223,6 +264,7 @@ def load_evidence(reference_dir: str | Path | None = None) -> tuple[Any, Any]:
     more = pd.read_csv(paths[1])
     k2, d2 = _more(more)
     rows = pd.DataFrame(keep + k2)
+    rows["threads"] = rows["threads"].fillna(0).astype(int)
     rows["device"] = rows["chip"].map(lambda c: _CHIPS[re.sub(r"[\s_-]", "", str(c)).lower()])
     rows["family"] = rows["model"].map(_family)
     app_only = _app_timed_neural_engine(rows)
@@ -241,7 +283,7 @@ def _app_timed_neural_engine(rows: Any) -> Any:
 
     macOS loops (S12, 1000 predictions) stay: their whole DenseNet-121 ``.all`` time is 1.8 ms, so the call
     overhead there is small."""
-    other_tools = rows[rows["tool"] != "app"].groupby("device").size()
+    other_tools = rows[(rows["tool"] != "app") & (rows["units"] == "all")].groupby("device").size()
     return (
         (rows["tool"] == "app")
         & (rows["units"] == "all")

@@ -1,8 +1,9 @@
 """How the shipped Apple profiles are calibrated, validated and given prediction intervals.
 
 1. Evidence: every usable Core ML row of ``shared/reference/apple-published-latencies.csv`` and
-   ``apple-latencies-more.csv`` (:func:`profiles._evidence.load_evidence`, with the reason for each row left
-   out).
+   ``apple-latencies-more.csv``, and TFLite's fp32 rows of A11-A13 through a runtime term
+   (:func:`profiles._evidence.load_evidence`, with the reason for each row left out). The validation
+   figures and intervals a profile stores are those of Core ML rows: what it predicts.
 2. One bounded fit for all chips (:mod:`profiles._applefit`): unit costs shared by every chip within their
    physical ranges, chips differing through their spec numbers, plus shrunk chip and tool terms.
 3. Grouped cross-validation, each fold a refit without the rows it predicts (from two starts, the full fit
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from profiles._applefit import PARAMS, Model, build_model, fit, predict, profile_costs, tool_factor
-from profiles._evidence import MORE, PUBLISHED, load_evidence
+from profiles._evidence import MORE, PUBLISHED, RUNTIMES, load_evidence
 from profiles._registry import DEVICES, DEVICES_DIR, load_profile
 from profiles._schema import (
     INTERVAL_LEVELS,
@@ -47,7 +48,8 @@ FOLDS = {"network": "family", "source": "source", "chip": "device", "row": None}
 #: Fewest held-out residuals of one chip and unit behind a chip-specific interval.
 MIN_RESIDUALS = 8
 _NOTE = (
-    "one bounded fit for every chip on {n} published Core ML rows ({files}); unit costs shared by all chips "
+    "one bounded fit for every chip on {n} published rows ({files}; {other} of them TFLite's, through a "
+    "runtime term); unit costs shared by all chips "
     "within their physical ranges, this chip's spec rates and bandwidth, {terms}; predicts an Xcode "
     "performance report (median)"
 )
@@ -124,6 +126,7 @@ def _validation(df: Any, mask: np.ndarray, kinds: list[str]) -> dict[str, float]
 def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, files: str) -> DeviceProfile:
     theta = res.theta
     mine = (df["device"] == name).to_numpy()
+    core = ~df["tool"].isin(RUNTIMES).to_numpy()  # what the profiles predict: the figures and intervals
     calibrated = {k[2] for k in theta if k[0] == "chip" and k[1] == name and mine.any()}
     calibrated &= set(df.loc[mine, "unit"])
     tools = {k[1]: math.exp(v) for k, v in theta.items() if k[0] == "tool"}
@@ -139,16 +142,16 @@ def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, f
             if u in calibrated
             else f"no rows on this unit: time scale x{level:.3g}, the {u} common term"
         )
-        note = _NOTE.format(n=len(df), files=files, terms=f"{why}; {terms}")
+        note = _NOTE.format(n=len(df), other=int((~core).sum()), files=files, terms=f"{why}; {terms}")
         theta_u = theta if u in calibrated else {k: v for k, v in theta.items() if k[:2] != ("chip", name)}
         units[u] = replace(unit, costs=profile_costs(theta_u, spec, u, basis, note))
     kinds = [k for k in FOLDS if f"{k}_pct" in df and k != "row"]
-    if mine.any():
-        validation = _validation(df, mine, kinds)
-        err = df.loc[mine, "network_pct"].to_numpy()
+    if (mine & core).any():
+        validation = _validation(df, mine & core, kinds)
+        err = df.loc[mine & core, "network_pct"].to_numpy()
     else:
-        validation = _validation(df, np.ones(len(df), dtype=bool), ["chip"])
-        err = df["chip_pct"].to_numpy()
+        validation = _validation(df, core, ["chip"])
+        err = df.loc[core, "chip_pct"].to_numpy()
     rows = tuple(
         CalibrationRow(
             model=f"{t.label} [{t.unit}]",
@@ -161,17 +164,19 @@ def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, f
         )
         for t in df[mine].itertuples()
     )
+    listed = [r for r, c in zip(rows, core[mine], strict=True) if c]
     worst = int(np.argmax(np.abs(err))) if len(err) else 0
-    interval, interval_basis = _intervals(name, spec, df, calibrated)
+    interval, interval_basis = _intervals(name, spec, df[core], calibrated)
     basis = "calibrated" if calibrated else "spec-derived"
-    held = "leave-one-network-out" if mine.any() else "leave-one-chip-out (all calibrated chips)"
+    held = "leave-one-network-out" if (mine & core).any() else "leave-one-chip-out (all calibrated chips)"
     cal = Calibration(
         basis=basis,
         data=f"{files}: {int(mine.sum())} rows for {spec.chip} ({len(df)} in the fit)",
-        note=_NOTE.format(n=len(df), files=files, terms=terms) + f"; errors below: {held}",
+        note=_NOTE.format(n=len(df), other=int((~core).sum()), files=files, terms=terms)
+        + f"; errors below: {held}, of Core ML rows",
         loo_median_abs_pct=round(float(np.median(np.abs(err))), 3) if len(err) else None,
         loo_worst_pct=round(float(np.max(np.abs(err))), 3) if len(err) else None,
-        worst_row=(rows[worst].model + f": {err[worst]:+.1f}%") if rows else "",
+        worst_row=(listed[worst].model + f": {err[worst]:+.1f}%") if listed else "",
         rows=rows,
         validation=validation,
         bounds=tuple(res.active),

@@ -12,7 +12,7 @@ import pytest
 
 from profiles import ProfileError, estimate, estimate_graph, extract_graph, load_profile
 from profiles._applefit import PARAMS
-from profiles._evidence import MORE, PUBLISHED, REFERENCE_DIR, load_evidence
+from profiles._evidence import MORE, PUBLISHED, REFERENCE_DIR, RUNTIMES, load_evidence
 from profiles._registry import DEVICES
 from profiles.reference_models import reference_model
 
@@ -40,7 +40,11 @@ def mobilenet():
 @needs_rows
 def test_evidence_keeps_core_ml_rows_and_says_why_others_are_left_out(evidence):
     rows, dropped = evidence
-    assert len(rows) >= 140 and set(rows["tool"]) <= {"xcode", "modelbench", "paper", "app"}
+    assert len(rows) >= 140 and set(rows["tool"]) <= {"xcode", "modelbench", "paper", "app", *RUNTIMES}
+    tflite = rows[rows["tool"].isin(RUNTIMES)]
+    assert set(tflite["source"]) == {"S5", "S6", "S7"} and (tflite["model"] == "mobilenet_v1_1.0").all()
+    assert set(tflite.loc[tflite["tool"] == "tflite_cpu", "threads"]) == {1, 2}
+    assert not rows[rows["source"].isin(["S8", "S10", "S11"])].size
     assert {"a11", "a13", "a14", "a16", "a17pro", "m1"} <= set(rows["device"])
     assert {"cpu", "gpu", "all"} == set(rows["units"])
     reasons = " ".join(dropped["reason"])
@@ -103,11 +107,51 @@ def test_compute_units_option_is_checked(mobilenet):
         )
 
 
+def test_a_tool_term_is_free_only_where_one_chip_unit_has_two_tools():
+    """A term must not stand in for a chip's speed: two tools on different units of one chip, or one tool
+    alone on a chip, identify nothing; the reference ``xcode`` never gets a term."""
+    import pandas as pd
+
+    from profiles._applefit import identified_tools
+
+    rows = pd.DataFrame(
+        {
+            "device": ["a11", "a11", "a13", "a13", "a13", "a14", "a14"],
+            "units": ["cpu", "gpu", "cpu", "cpu", "gpu", "all", "all"],
+            "tool": ["tflite_cpu", "app", "app", "tflite_cpu", "tflite_gpu", "xcode", "paper"],
+        }
+    )
+    assert identified_tools(rows) == {"app", "tflite_cpu", "paper"}
+    assert identified_tools(rows[rows["device"] != "a13"]) == {"paper"}
+    assert identified_tools(rows[rows["device"] == "a11"]) == set()
+
+
+def test_a_tflite_row_runs_at_neon_rate_on_its_threads():
+    """TFLite's CPU kernels use NEON, not the AMX rate of the spec's CPU peak: threads x P-core clock x 16."""
+    from profiles._applefit import neon_profile
+    from profiles._shipped import spec_profile
+
+    a13 = spec_profile("a13")
+    assert a13.units["cpu"].peak("fp32") == pytest.approx(1000.0)
+    assert neon_profile(a13, 2).units["cpu"].peak("fp32") == pytest.approx(2 * 2.65 * 16)
+    assert neon_profile(a13, 1).units["cpu"].peak("fp16") == pytest.approx(2.65 * 16)
+    a11 = spec_profile("a11")  # no AMX: its spec peak is the 2-core NEON estimate already
+    assert neon_profile(a11, 2).units["cpu"].peak("fp32") == pytest.approx(
+        a11.units["cpu"].peak("fp32"), rel=1e-3
+    )
+    assert neon_profile(a13, 1).units["gpu"] == a13.units["gpu"]
+    cpu = a13.units["cpu"]
+    blank = replace(a13, units={**a13.units, "cpu": replace(cpu, peak_gflops={
+        "fp32": replace(cpu.peak_gflops["fp32"], source="a guess")})})  # fmt: skip
+    with pytest.raises(ProfileError, match="states no P-core clock"):
+        neon_profile(blank, 1)
+
+
 @pytest.mark.slow
 @needs_rows
 def test_fit_predicts_exactly_what_the_shipped_profiles_predict(evidence):
     """The fit's vectorised predictions and ``estimate_graph`` on the written profiles agree on every row."""
-    from profiles._applefit import _UNITS_OF, _graph, build_model, predict
+    from profiles._applefit import _UNITS_OF, _graph, build_model, neon_profile, predict
     from profiles._cost import restrict_units, schedule
     from profiles._quant import parse_quant
     from profiles._shipped import spec_profile
@@ -118,6 +162,8 @@ def test_fit_predicts_exactly_what_the_shipped_profiles_predict(evidence):
     fitted = predict(model, theta)
     for i, r in enumerate(rows.itertuples()):
         prof = restrict_units(load_profile(r.device), _UNITS_OF[r.units])
+        if r.tool == "tflite_cpu":
+            prof = neon_profile(prof, r.threads)
         shipped = schedule(_graph(r.model, int(r.input)), prof, parse_quant(r.quant)).total_ms
         assert shipped == pytest.approx(fitted[i], rel=1e-4), r.label
 
