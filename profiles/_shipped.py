@@ -123,6 +123,17 @@ def _validation(df: Any, mask: np.ndarray, kinds: list[str]) -> dict[str, float]
     return out
 
 
+def _held_out(df: Any, mine: np.ndarray, core: np.ndarray) -> tuple[dict[str, float], np.ndarray, str]:
+    """(validation figures, held-out % errors, how they were held out) of the chip's Core ML rows, or of every
+    calibrated chip's, left out one chip at a time, where it has none."""
+    if (mine & core).any():
+        kinds = [k for k in FOLDS if f"{k}_pct" in df and k != "row"]
+        err = df.loc[mine & core, "network_pct"].to_numpy()
+        return _validation(df, mine & core, kinds), err, "leave-one-network-out"
+    err = df.loc[core, "chip_pct"].to_numpy()
+    return _validation(df, core, ["chip"]), err, "leave-one-chip-out (all calibrated chips)"
+
+
 def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, files: str) -> DeviceProfile:
     theta = res.theta
     mine = (df["device"] == name).to_numpy()
@@ -145,13 +156,7 @@ def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, f
         note = _NOTE.format(n=len(df), other=int((~core).sum()), files=files, terms=f"{why}; {terms}")
         theta_u = theta if u in calibrated else {k: v for k, v in theta.items() if k[:2] != ("chip", name)}
         units[u] = replace(unit, costs=profile_costs(theta_u, spec, u, basis, note))
-    kinds = [k for k in FOLDS if f"{k}_pct" in df and k != "row"]
-    if (mine & core).any():
-        validation = _validation(df, mine & core, kinds)
-        err = df.loc[mine & core, "network_pct"].to_numpy()
-    else:
-        validation = _validation(df, core, ["chip"])
-        err = df.loc[core, "chip_pct"].to_numpy()
+    validation, err, held = _held_out(df, mine, core)
     rows = tuple(
         CalibrationRow(
             model=f"{t.label} [{t.unit}]",
@@ -168,7 +173,6 @@ def _profile(name: str, spec: DeviceProfile, res: ShippedCalibration, df: Any, f
     worst = int(np.argmax(np.abs(err))) if len(err) else 0
     interval, interval_basis = _intervals(name, spec, df[core], calibrated)
     basis = "calibrated" if calibrated else "spec-derived"
-    held = "leave-one-network-out" if (mine & core).any() else "leave-one-chip-out (all calibrated chips)"
     cal = Calibration(
         basis=basis,
         data=f"{files}: {int(mine.sum())} rows for {spec.chip} ({len(df)} in the fit)",

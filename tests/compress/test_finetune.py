@@ -140,12 +140,15 @@ def test_plan_steps_times_two_models_at_once_as_one_round(train, two_threads):
     if pair["at_once"]:
         here, there = pair["seconds_per_step"]
         assert rounds["at once"] == pytest.approx(max(here, there), abs=1e-3)
-        if here > there:  # the first model (trained here) is the slower: it may widen
+        # only where the first model (trained here) is the slower may it widen; the plan compares unrounded
+        # timings, which two equal rounded ones (here == there) do not tell apart
+        if "at once, widened" in rounds:
+            assert here >= there
             assert rounds["at once, widened"] == pytest.approx(
                 there + (1 - there / here) * min(a0, here), abs=1e-3
             )
         else:
-            assert "at once, widened" not in rounds
+            assert here <= there
     else:
         assert pair["seconds_per_step"] == [a0, a1]
 
