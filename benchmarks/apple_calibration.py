@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -105,6 +106,8 @@ def main() -> None:
         "--rows-csv", default=None, help="also write every row's held-out predictions to this CSV"
     )
     args = ap.parse_args()
+    if args.rows_csv and not Path(args.rows_csv).resolve().parent.is_dir():
+        ap.error(f"--rows-csv {args.rows_csv}: its folder does not exist; create it or pick another path")
     torch.set_num_threads(1)
     pd.set_option("display.width", 200)
 
@@ -116,7 +119,10 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     everything = res.rows
     if args.rows_csv:
-        everything.to_csv(args.rows_csv, index=False)
+        try:
+            everything.to_csv(args.rows_csv, index=False)
+        except OSError as e:  # the tables below still print: the calibration's minutes are not lost
+            print(f"error: could not write --rows-csv {args.rows_csv}: {e.strerror}", file=sys.stderr)
     other = everything["tool"].isin(RUNTIMES)
     df = everything[~other]
     kinds = list(folds)

@@ -243,7 +243,7 @@ def neon_profile(prof: DeviceProfile, threads: int) -> DeviceProfile:
 def identified_tools(rows: Any) -> set[str]:
     """Tool classes other than ``xcode`` that measured some chip's compute-unit setting beside another tool:
     only there can a tool's term be told from the chip's own speed."""
-    sets = rows.groupby(["device", "units"])["tool"].agg(lambda t: set(t))
+    sets = rows.groupby(["device", "units"])["tool"].agg(set)
     return {t for ts in sets if len(ts) > 1 for t in ts} - {"xcode"}
 
 
