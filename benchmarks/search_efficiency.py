@@ -14,7 +14,7 @@ NSGA-II and TPE start as ``compress search`` starts them, from a size-stratified
 front's cheap end, it prints the best feasible quality at each count: what the run delivers.
 
     python benchmarks/search_efficiency.py [--run runs/search-10ms] [--seeds 3] [--eval-images N] [--populations 8,24]
-        [--only tpe,random]
+        [--only tpe,random] [--levels] [--trials 64]
 """
 
 from __future__ import annotations
@@ -42,13 +42,15 @@ def run(
     sampler_name: str, seed: int, n: int, space, scorer, limits, cache
 ) -> tuple[list[float], list[float]]:
     """Hypervolume and best feasible quality after each trial."""
-    name, _, pop = sampler_name.partition("/p")
-    options = {"population_size": int(pop)} if pop else {}
+    name, _, variant = sampler_name.partition("/")
+    options = {"population_size": int(variant[1:])} if variant.startswith("p") else {}
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=make_sampler(name, seed=seed, **options)
     )
-    if name != "random":  # as `compress search` starts a study: a size-stratified first population
-        seed_population(study, space, options.get("population_size", 16), seed=seed)
+    if name != "random":  # as `compress search` starts a study: a size-stratified first population, a
+        # quarter of it just under the budget (``/levels``: size levels alone, as before 2026-12-03)
+        budget = {} if variant == "levels" else {"cost": scorer.cost_row, "limits": limits}
+        seed_population(study, space, options.get("population_size", 16), seed=seed, **budget)
 
     def objective(trial):
         cand = space.sample(trial)
@@ -87,9 +89,22 @@ def main() -> None:
         default="",
         help="run only these rows, e.g. tpe,random (the verdicts need random and the default sampler)",
     )
+    ap.add_argument(
+        "--levels",
+        action="store_true",
+        help="also the model-based samplers started from size levels alone (rows nsga2/levels, tpe/levels)",
+    )
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=64,
+        help="trials of the model-based rows (random runs 4x as many); the verdicts need 64",
+    )
     args = ap.parse_args()
-    extra = [(f"nsga2/p{p}", 64) for p in args.populations.split(",") if p.strip()]
-    rows = [("random", 256), ("nsga2", 64), ("tpe", 64), *extra]
+    extra = [(f"nsga2/p{p}", args.trials) for p in args.populations.split(",") if p.strip()]
+    if args.levels:
+        extra += [("nsga2/levels", args.trials), ("tpe/levels", args.trials)]
+    rows = [("random", 4 * args.trials), ("nsga2", args.trials), ("tpe", args.trials), *extra]
     only = {r.strip() for r in args.only.split(",") if r.strip()}
     if only - {name for name, _ in rows}:  # said before the supernet's minutes
         ap.error(
@@ -150,12 +165,18 @@ def main() -> None:
     default = SearchConfig().sampler
     if "random" not in table or default not in table:
         return  # the targets need both rows
-    at48 = {name: statistics.median(cols[48]) for name, cols in table.items() if name != "random"}
+    if 48 not in table[default]:
+        return  # fewer trials than the default count
+    at48 = {
+        name: statistics.median(cols[48]) for name, cols in table.items() if name != "random" and 48 in cols
+    }
     best = max(at48, key=at48.get)
     print(
         f"highest median hypervolume at 48 trials (the default count): {best} {at48[best]:.2f}; "
         f"the default sampler is {default}: {'agrees' if best == default else 'DISAGREES'}"
     )
+    if 64 not in table[default] or 256 not in table["random"]:
+        return  # the target is at 64 trials
     d64, rand256 = statistics.median(table[default][64]), statistics.median(table["random"][256])
     print(
         f"{default} @64 {d64:.2f} vs random @256 {rand256:.2f}: {'meets' if d64 >= rand256 else 'MISSES'} the target"

@@ -231,8 +231,6 @@ def _open(
         config=cfg.study_config(space, identity),
         exclusive=rank == 0 and cfg.storage is None,  # the run dir's own study, its lock held, no worker yet
     )
-    if rank == 0 and cfg.sampler != "random":
-        seed_population(study, space, cfg.population_size, seed=cfg.seed)
     scorer = Scorer(
         supernet,
         data=cfg.data,
@@ -243,6 +241,10 @@ def _open(
         progress=progress,
         confidence=cfg.confidence,
     )
+    if rank == 0 and cfg.sampler != "random":  # a quarter of it just under the budget (costed, not scored)
+        seed_population(
+            study, space, cfg.population_size, seed=cfg.seed, cost=scorer.cost_row, limits=cfg.limits()
+        )
     return study, scorer
 
 

@@ -24,6 +24,8 @@ from search.space import Candidate
 
 __all__ = ["Score", "Scorer"]
 
+_COST_KEYS = ("latency_ms", "worst_", "disk_mb", "weights_mb", "peak_memory_mb")
+
 
 @dataclass
 class Score:
@@ -187,6 +189,22 @@ class Scorer:
         res = model.spec.resolution
         graph = extract_graph(model, (1, 3, res, res))
         return {d: estimate_graph(graph, d, quant=quant) for d in self.devices}, graph.flops
+
+    def cost_row(self, candidate: Candidate) -> dict[str, Any]:
+        """The cost columns of ``candidate``'s row (``Score.row``: latency, interval, bound, memory, disk) from
+        its structure alone: a fresh network of the pruned architecture, no weights, no evaluation (tens of
+        milliseconds, where scoring takes seconds). Pruning keeps what ``pruned_spec`` says it keeps, so the
+        graph, and every cost, is the scored candidate's."""
+        from compress.compression.pruning import PruneSpec, pruned_spec
+        from compress.model import extract
+
+        arch = candidate.spec
+        if any(candidate.prune):
+            arch = pruned_spec(extract(self.supernet, arch), PruneSpec(candidate.prune))
+        model = MultiTaskNet(arch).eval()
+        costs = self._cost(model, candidate.quant)[0]
+        row = Score(candidate, Quality({}), costs, 0, confidence=self.confidence).row()
+        return {k: v for k, v in row.items() if k.startswith(_COST_KEYS)}
 
     def score(self, candidate: Candidate, *, full_val: bool = False) -> Score:
         """Build, evaluate and cost ``candidate`` (once: a candidate scored before is not evaluated again; its

@@ -243,6 +243,69 @@ def test_seed_population_spans_the_size_range():
     assert len({c.spec.resolution for c in cands}) == len(space.arch.resolutions)
 
 
+def test_seed_population_puts_a_quarter_just_under_the_budget():
+    """Given a cost, a quarter of the first population lies in 80-100% of the budget; the cheapest member and
+    those over the budget stay as the size levels drew them, and no candidate is enqueued twice."""
+    import optuna
+
+    from compress.model import MultiTaskNet, count_parameters
+    from search import SearchSpace
+    from search.study import Limits, seed_population
+
+    space = SearchSpace.default(12)
+    limits = Limits(budget_ms=1.0, devices=("a11",))
+
+    def cost(candidate):  # latency in proportion to parameters, the budget at 40% of the range
+        params = count_parameters(MultiTaskNet(candidate.spec)) * (1 - sum(candidate.prune) / 20)
+        return {"latency_ms.a11": params / scale}
+
+    sizes = [count_parameters(MultiTaskNet(s)) for s in (space.arch.smallest(), space.arch.largest())]
+    scale = sizes[0] + 0.4 * (sizes[1] - sizes[0])
+
+    def loads(**kw):
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        assert seed_population(study, space, 16, seed=3, **kw) == 16
+        cands = [space.candidate(t.system_attrs["fixed_params"]) for t in study.trials]
+        assert len(set(cands)) == 16
+        return sorted(cost(c)["latency_ms.a11"] for c in cands)
+
+    plain, near = loads(), loads(cost=cost, limits=limits)
+    assert sum(0.8 < x <= 1.0 for x in plain) < 4 <= sum(0.8 < x <= 1.0 for x in near)
+    assert near[0] == plain[0] and [x for x in near if x > 1.0] == [x for x in plain if x > 1.0]
+    # a cost no draw can meet leaves the size levels as they were
+    assert loads(cost=lambda c: {"latency_ms.a11": 50.0}, limits=limits) == plain
+
+
+def test_cost_row_is_the_scored_rows_cost():
+    """The structural cost the first population is placed by equals the cost of the scored candidate."""
+    from compress.model import Supernet, default_space
+    from search.scorer import Scorer
+    from search.space import load_space
+
+    space = load_space(None, num_classes=12)
+    scorer = Scorer(
+        Supernet(default_space(num_classes=12)), data="builtin", devices=["a11", "m1"], eval_images=8,
+        calib_images=8, confidence=0.9,
+    )  # fmt: skip
+    cand = next(c for c in (space.sample(_Pick(seed)) for seed in range(50)) if sum(c.prune) > 0.5)
+    row, scored = scorer.cost_row(cand), scorer.score(cand).row()
+    assert {"latency_ms_bound.a11", "latency_ms_p90.m1", "worst_latency_ms", "disk_mb"} <= row.keys()
+    assert not any(k.startswith(("q.", "quality", "params", "arch")) for k in row)
+    assert row == pytest.approx({k: scored[k] for k in row})
+
+
+class _Pick:
+    """A stand-in trial choosing at random (seeded)."""
+
+    def __init__(self, seed):
+        import random
+
+        self.rng = random.Random(seed)
+
+    def suggest_categorical(self, name, choices):
+        return self.rng.choice(list(choices))
+
+
 def test_a_failed_baseline_training_beside_the_chosen_model_trains_it_after(
     finished, setup, tmp_path, monkeypatch, two_threads
 ):
