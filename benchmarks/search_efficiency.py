@@ -101,6 +101,8 @@ def main() -> None:
         help="trials of the model-based rows (random runs 4x as many); the verdicts need 64",
     )
     args = ap.parse_args()
+    if args.trials < 1 or args.seeds < 1:
+        ap.error(f"--trials {args.trials} --seeds {args.seeds}: both must be at least 1")
     extra = [(f"nsga2/p{p}", args.trials) for p in args.populations.split(",") if p.strip()]
     if args.levels:
         extra += [("nsga2/levels", args.trials), ("tpe/levels", args.trials)]
