@@ -4,7 +4,9 @@ One recipe (``FinetuneRecipe``) serves every comparison the toolkit makes, so th
 the same code and the same numbers: AdamW, linear warm-up then cosine decay, the multi-task loss, batches drawn
 with a seeded generator from the training split at the model's own resolution. ``finetune`` starts from
 whatever weights the model holds (inherited from the supernet, or fresh from ``reinitialize``);
-``plan_steps`` turns a time allowance into a step count by timing a few steps of each model to be trained.
+``plan_steps`` turns a time allowance into a step count by timing a few steps of each model to be trained;
+``finetune_in_turn`` trains several models a step each in turn, for the same steps, and can lower that count
+when the pace it measures in training says a deadline would pass.
 
 Two trainings of small models can run faster side by side, each on half the cores, than one after the other
 on all of them, where PyTorch's intra-op threads gain little on their layer sizes — or slower, where one of
@@ -38,6 +40,7 @@ __all__ = [
     "FinetuneRecipe",
     "at_once",
     "finetune",
+    "finetune_in_turn",
     "pair_threads",
     "plan_steps",
     "reinitialize",
@@ -76,8 +79,10 @@ class FinetuneRecipe:
         )
 
 
-def _lr(step: int, steps: int, recipe: FinetuneRecipe) -> float:
-    warm = int(round(recipe.warmup_fraction * steps))
+def _lr(step: int, steps: int, recipe: FinetuneRecipe, warm: int | None = None) -> float:
+    """The learning rate of ``step`` of ``steps``: linear warm-up over ``warm`` steps (default: the recipe's
+    fraction of ``steps``), then cosine decay to zero at ``steps``."""
+    warm = int(round(recipe.warmup_fraction * steps)) if warm is None else warm
     if step < warm:
         return recipe.lr * (step + 1) / warm
     t = (step - warm) / max(1, steps - warm)
@@ -97,34 +102,114 @@ def finetune(
     resolution) and return it in eval mode. ``on_step(step)`` is called after every step (progress)."""
     if steps <= 0:
         return model.eval()
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, leak nothing
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: leak nothing
+        trainer = _Stepper(model, train, recipe, seed)
+        for step in range(steps):
+            trainer.step(_lr(step, steps, recipe))
+            if on_step is not None:
+                on_step(step + 1)
+            for hook in _STEP_HOOKS:
+                hook()
+        return trainer.done()
+
+
+class _Stepper:
+    """One model's training under ``recipe``: its optimiser, its seeded batch draws and its own stream of the
+    global generator (dropout), a step at a time; models stepped in turn draw what each would draw alone.
+    Call it under ``torch.random.fork_rng``: it seeds the global generator."""
+
+    def __init__(self, model: nn.Module, train: Any, recipe: FinetuneRecipe, seed: int) -> None:
+        self.model, self.train, self.recipe = model, train, recipe
+        self.g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        return _train(model, train, steps, recipe, seed, on_step)
+        self.rng = torch.get_rng_state()
+        model.to(memory_format=torch.channels_last)  # PyTorch's depthwise backward is much faster so on CPU
+        self.opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        model.train()
+        self.seconds = 0.0  # spent in this model's steps
 
+    def step(self, lr: float) -> None:
+        from compress.model import multitask_loss
 
-def _train(
-    model: nn.Module, train: Any, steps: int, recipe: FinetuneRecipe, seed: int, on_step: Any
-) -> nn.Module:
-    from compress.model import multitask_loss
-
-    g = torch.Generator().manual_seed(seed)
-    model.to(memory_format=torch.channels_last)  # PyTorch's depthwise backward is much faster so on CPU
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    model.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, recipe)
-        idx = torch.randint(len(train), (recipe.batch_size,), generator=g)
-        batch = train.batch(idx)
-        loss = multitask_loss(model(batch["images"]), batch)["total"]
-        opt.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        torch.set_rng_state(self.rng)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(len(self.train), (self.recipe.batch_size,), generator=self.g)
+        batch = self.train.batch(idx)
+        loss = multitask_loss(self.model(batch["images"]), batch)["total"]
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if on_step is not None:
-            on_step(step + 1)
-        for hook in _STEP_HOOKS:
-            hook()
-    return model.to(memory_format=torch.contiguous_format).eval()
+        self.opt.step()
+        self.rng = torch.get_rng_state()
+        self.seconds += time.perf_counter() - t0
+
+    def done(self) -> nn.Module:
+        return self.model.to(memory_format=torch.contiguous_format).eval()
+
+
+#: ``finetune_in_turn`` with a deadline: the pace is the mean round over the last PACE_WINDOW rounds, and
+#: the step count is first checked after PACE_AFTER rounds (the first ones pay for allocation)
+PACE_AFTER, PACE_WINDOW = 8, 20
+
+
+def finetune_in_turn(
+    jobs: Sequence[tuple[nn.Module, Any]],
+    *,
+    steps: int,
+    recipe: FinetuneRecipe = FinetuneRecipe(),
+    seed: int = 0,
+    deadline: float | None = None,
+    lo: int = 1,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[list[nn.Module], dict[str, Any]]:
+    """Train every ``(model, train split)`` of ``jobs`` in place, in turn a step each, for the same steps
+    with the same schedule, and return them in eval mode with what happened. Each model draws the batches
+    ``finetune`` would give it with ``seed`` and comes out as ``finetune`` alone makes it.
+
+    ``deadline`` (a ``time.monotonic()`` value): the planned ``steps`` were timed on a few steps before the
+    training, and this machine's speed drifts by up to ~20% within minutes. After every round (a step of each
+    model) past the first ``PACE_AFTER``, the step count is lowered, never raised and never below ``lo``, to
+    what the recent pace fits before the deadline; the cosine decay then ends at the new count (the warm-up
+    stays as planned). Every model trains the same steps whatever the cut, so the pair stays comparable.
+    ``on_step(done, total)`` after every round. Returns the models and ``{"steps", "planned", "cut",
+    "seconds"}`` (``seconds``: each model's own time in its steps)."""
+    if steps <= 0:
+        return [m.eval() for m, _ in jobs], {
+            "steps": 0,
+            "planned": steps,
+            "cut": False,
+            "seconds": [0.0] * len(jobs),
+        }
+    warm = int(round(recipe.warmup_fraction * steps))
+    total = steps
+    with torch.random.fork_rng(devices=[]):
+        trainers = [_Stepper(m, d, recipe, seed) for m, d in jobs]
+        stamps = [time.monotonic()]
+        done = 0
+        while done < total:
+            lr = _lr(done, total, recipe, warm)
+            for trainer in trainers:
+                trainer.step(lr)
+                for hook in _STEP_HOOKS:
+                    hook()
+            done += 1
+            stamps.append(time.monotonic())
+            if deadline is not None and done >= PACE_AFTER and done < total:
+                recent = stamps[-(PACE_WINDOW + 1) :]
+                pace = max(1e-6, (recent[-1] - recent[0]) / (len(recent) - 1))
+                fit = done + int(max(0.0, deadline - recent[-1]) / pace)
+                total = min(total, max(lo, done, fit))
+            if on_step is not None:
+                on_step(done, total)
+        models = [t.done() for t in trainers]
+    info = {
+        "steps": done,
+        "planned": steps,
+        "cut": done < steps,
+        "seconds": [round(t.seconds, 2) for t in trainers],
+    }
+    return models, info
 
 
 def reinitialize(model: nn.Module, *, seed: int = 0) -> nn.Module:

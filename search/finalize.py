@@ -5,7 +5,8 @@ Steps:
 1. **Train what ships.** The chosen architecture is rebuilt from the supernet (extract → BN recalibration →
    pruning) and trained further with ``compress.finetune`` (one recipe for every comparison) on the training
    split at its own resolution. Its step count is ``finetune_steps``, or — by default — as many as the run's
-   time goal leaves, measured by timing a few steps of each model to be trained. The trained weights are kept
+   time goal leaves once the scoring after training (timed on the inherited models just before) and the
+   export are kept out, measured by timing a few steps of each model to be trained. The trained weights are kept
    when they score at least as well on the *validation* split as the inherited ones (both figures are in
    the card); the scheme is then simulated.
 2. **The fair comparison.** The best hand-scaled MobileNetV3 that meets the same budget (``baselines.csv``,
@@ -18,7 +19,11 @@ Steps:
    takes every thread once the baseline is done (``widen``). Which way is fastest depends on the pair (a
    chosen model that gains x1.7 from a second thread trains slower at once than in turn), so the plan times
    each model both ways and takes the fastest (``plan_steps``, the card's ``training.plan.mode``). If the
-   child fails, the baseline trains here afterwards and the card says why.
+   child fails, the baseline trains here afterwards and the card says why. In turn, the two train a step
+   each (``compress.finetune.finetune_in_turn``): a few timed steps misread this machine's steady pace by up
+   to ~20% either way (the dd2b7ef run's 0.59 s a round ran at 0.71 and overran the goal by 8 s), so the pace
+   measured in training lowers the step count of both together when it says the goal would be overrun
+   (the card's ``training.plan.steps_planned`` and ``cut_note``).
 3. **Export.** ``model.safetensors`` (ArchSpec JSON + weights), ``model.mlpackage`` (coremltools applies the
    same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and ``card.json``. An export step
    that fails is recorded in the card with its reason; nothing else is lost. When the backbone was
@@ -65,11 +70,24 @@ from search.rundir import (
 from search.scorer import Scorer
 from search.space import Candidate
 
-__all__ = ["FINAL_RESERVE_S", "TrialCutoff", "Trained", "finalize", "train_and_score", "train_candidate"]
+__all__ = [
+    "EXPORT_RESERVE_S",
+    "FINAL_RESERVE_S",
+    "TrialCutoff",
+    "Trained",
+    "finalize",
+    "train_and_score",
+    "train_candidate",
+]
 
-# Seconds the steps after training take (scoring on val and test, Core ML and ONNX export, the compression
-# table): kept out of the training allowance so the run ends near its time goal.
+# Seconds what follows the trials takes besides the training steps: scoring both models on val and test
+# before and after training (about 35 s for the dd2b7ef run's pal4 chosen model and its fp16 baseline), the
+# plan's timing and the export (Core ML, ONNX, the compression table: 23 s on that run). TrialCutoff keeps it.
 FINAL_RESERVE_S = 75.0
+# Of it, what the final training's plan keeps for the export (and the end of the process) once the scoring
+# after training is known: the inherited scoring just before the plan is timed, and the scoring after repeats
+# it. 23 s measured on the dd2b7ef run, with margin for a larger chosen model.
+EXPORT_RESERVE_S = 45.0
 # Final-training steps the time goal can buy: never fewer than FLOOR_STEPS (the card then says the model is
 # barely trained and what time goal would train it), never more than CEILING_STEPS.
 FLOOR_STEPS, CEILING_STEPS = 40, 600
@@ -182,34 +200,54 @@ def _from_scores(cand: Candidate, inherited: MultiTaskNet, data: dict[str, Any])
     return Trained(cand, inherited, bool(data["kept"]), seconds=float(data["seconds"]), **q)
 
 
-def train_and_score(
-    scorer: Scorer, cand: Candidate, model: MultiTaskNet, splits: Splits, *, steps: int, seed: int, label: str,
-    progress: bool,
-) -> Trained:  # fmt: skip
-    """Train ``model`` (``cand`` inherited from the supernet) ``steps`` steps; keep by validation; score test."""
+def _score(scorer: Scorer, cand: Candidate, model: torch.nn.Module, data: Any) -> Quality:
+    """``model`` scored on ``data`` as it ships: under ``cand``'s compression scheme."""
     from compress.compression import simulate
     from compress.evaluate import evaluate
-    from compress.model import recalibrate_bn
-    from compress.progress import step_bar
 
     calib = scorer.calibration(cand.spec.resolution)
+    return evaluate(simulate(model, cand.quant, calibration=calib).eval(), data)
 
-    def score(m: torch.nn.Module, data: Any) -> Quality:
-        return evaluate(simulate(m, cand.quant, calibration=calib).eval(), data)
 
-    val_inh, test_inh = score(model, splits.val), score(model, splits.test)
+def _inherited(
+    scorer: Scorer, cand: Candidate, model: MultiTaskNet, splits: Splits
+) -> tuple[Quality, Quality]:
+    """Validation and test quality of ``model`` as the supernet left it (before its final training)."""
+    return _score(scorer, cand, model, splits.val), _score(scorer, cand, model, splits.test)
+
+
+def _kept(
+    scorer: Scorer, cand: Candidate, model: MultiTaskNet, tuned: torch.nn.Module, splits: Splits,
+    inherited: tuple[Quality, Quality], seconds: float,
+) -> Trained:  # fmt: skip
+    """``tuned`` (``model`` after its training) with its BatchNorm statistics recalibrated, kept only if it
+    scores at least as well on validation as ``model``; test scored on the kept one."""
+    from compress.model import recalibrate_bn
+
+    recalibrate_bn(tuned, scorer.calibration(cand.spec.resolution))
+    val_inh, test_inh = inherited
+    val_tuned = _score(scorer, cand, tuned, splits.val)
+    kept = val_tuned.aggregate >= val_inh.aggregate
+    final = cast(MultiTaskNet, tuned) if kept else model
+    test = _score(scorer, cand, final, splits.test) if kept else test_inh
+    return Trained(cand, final, kept, val_inh, val_tuned, test, test_inh, seconds)
+
+
+def train_and_score(
+    scorer: Scorer, cand: Candidate, model: MultiTaskNet, splits: Splits, *, steps: int, seed: int, label: str,
+    progress: bool, inherited: tuple[Quality, Quality] | None = None,
+) -> Trained:  # fmt: skip
+    """Train ``model`` (``cand`` inherited from the supernet) ``steps`` steps; keep by validation; score test.
+    ``inherited``: its validation and test quality before training, when already scored (``_inherited``)."""
+    from compress.progress import step_bar
+
+    inherited = inherited or _inherited(scorer, cand, model, splits)
     t0 = time.perf_counter()
     with step_bar(f"training {label}", total=steps, enabled=progress) as advance:
         tuned = finetune(
             copy.deepcopy(model), splits.train, steps=steps, recipe=RECIPE, seed=seed, on_step=advance
         )
-    recalibrate_bn(tuned, calib)
-    seconds = time.perf_counter() - t0
-    val_tuned = score(tuned, splits.val)
-    kept = val_tuned.aggregate >= val_inh.aggregate
-    final = cast(MultiTaskNet, tuned) if kept else model
-    test = score(final, splits.test) if kept else test_inh
-    return Trained(cand, final, kept, val_inh, val_tuned, test, test_inh, seconds)
+    return _kept(scorer, cand, model, tuned, splits, inherited, time.perf_counter() - t0)
 
 
 def train_candidate(
@@ -246,8 +284,10 @@ def _plan(
     started: float | None,
     models: Sequence[tuple[torch.nn.Module, Any]],
     threads: int | None = None,
+    after_s: float = 0.0,
 ) -> tuple[int, dict]:
-    """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves; with
+    """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves once the
+    scoring after the training (``after_s``) and the export (``EXPORT_RESERVE_S``) are kept out; with
     ``threads``, the two models are timed both ways and the plan says whether they train at once
     (``compress.finetune.plan_steps``)."""
     if cfg.finetune_steps is not None:
@@ -257,14 +297,16 @@ def _plan(
         info.pop("allowance_s")
         return cfg.finetune_steps, {**info, "rule": "--finetune-steps"}
     elapsed = time.monotonic() - started if started is not None else 0.0
-    allowance = max(0.0, cfg.time_goal_s - elapsed - FINAL_RESERVE_S)
+    reserve = EXPORT_RESERVE_S + after_s
+    allowance = max(0.0, cfg.time_goal_s - elapsed - reserve)
     steps, info = plan_steps(
         models, allowance, recipe=RECIPE, lo=FLOOR_STEPS, hi=CEILING_STEPS, threads=threads
     )
-    info.update(rule=f"time goal {cfg.time_goal_s:g} s, {elapsed:.0f} s elapsed", elapsed_s=round(elapsed, 1))
+    info.update(rule=f"time goal {cfg.time_goal_s:g} s, {elapsed:.0f} s elapsed", elapsed_s=round(elapsed, 1),
+                reserve_s={"scoring_after_training": round(after_s, 1), "export": EXPORT_RESERVE_S})  # fmt: skip
     per_step = info.get("seconds_per_round", sum(info["seconds_per_step"]))
     if per_step > 0 and allowance < FLOOR_STEPS * per_step:  # the goal was spent before the final training
-        goal_min = math.ceil((elapsed + FINAL_RESERVE_S + CEILING_STEPS * per_step) / 60)
+        goal_min = math.ceil((elapsed + reserve + CEILING_STEPS * per_step) / 60)
         info["note"] = (
             f"the time goal was spent before the final training, which ran its floor of {FLOOR_STEPS} steps: "
             f"the delivered model is barely trained; --time-goal {goal_min}min (or --finetune-steps "
@@ -368,19 +410,24 @@ def _train_both(
     console: Any,
     progress: bool,
 ) -> tuple[Trained, Trained | None, int, dict]:
-    """The final training of the chosen model and (``base_job``) its baseline for the same planned steps: at
-    once where ``pair_threads`` allows and the plan times it faster (``plan_steps``), else one after the
-    other. Returns both, the steps and the plan."""
-    cand, chosen_model, splits = chosen_job
-    todo = [(model, data.train) for _, model, data in (chosen_job, *([base_job] if base_job else []))]
+    """The final training of the chosen model and (``base_job``) its baseline for the same steps: at once
+    where ``pair_threads`` allows and the plan times it faster (``plan_steps``), else in turn a step each
+    (``finetune_in_turn``), where a time-goal run lowers the step count of both when the pace measured in
+    training says the goal would be overrun. Both are scored as inherited first: the scoring after training
+    repeats it, so its measured time is kept out of the plan. Returns both, the steps and the plan."""
+    jobs = [chosen_job, *([base_job] if base_job else [])]
+    t0 = time.perf_counter()
+    inherited = [_inherited(scorer, cand, model, splits) for cand, model, splits in jobs]
+    scoring_s = time.perf_counter() - t0
+    todo = [(model, splits.train) for _, model, splits in jobs]
     threads = pair_threads() if base_job is not None else None
     try:
-        steps, plan = _plan(cfg, started, todo, threads)
+        steps, plan = _plan(cfg, started, todo, threads, after_s=scoring_s)
     except AtOnceError as e:  # the baseline's timing in a forked child failed: both train here, in turn
         threads = None
-        steps, plan = _plan(cfg, started, todo)
+        steps, plan = _plan(cfg, started, todo, after_s=scoring_s)
         plan["at_once_failed"] = str(e).strip().splitlines()[-1]
-    if threads and not plan.get("at_once"):  # the pair trains faster one after the other
+    if threads and not plan.get("at_once"):  # the pair trains faster in turn
         threads = None
     side = f"; {plan['mode']}" if "mode" in plan else ""
     side += f", {threads} thread{'s' if threads != 1 else ''} each" if threads else ""
@@ -389,20 +436,24 @@ def _train_both(
     )
     if "note" in plan:
         console.print(f"note: {plan['note']}", markup=False)
+    if not threads:
+        chosen, base, steps = _train_in_turn(
+            cfg, started, scorer, jobs, inherited, steps, plan, scoring_s, progress
+        )
+        if "cut_note" in plan:
+            console.print(f"note: {plan['cut_note']}", markup=False)
+        return chosen, base, steps, plan
+    assert base_job is not None and base_row is not None
+    cand, chosen_model, splits = chosen_job
 
     def train_chosen() -> Trained:
         return train_and_score(scorer, cand, chosen_model, splits, steps=steps, seed=cfg.seed, label="chosen",
-                               progress=progress)  # fmt: skip
+                               progress=progress, inherited=inherited[0])  # fmt: skip
 
     def train_base(shown: bool) -> Trained:
-        assert base_job is not None and base_row is not None
         return train_and_score(scorer, *base_job, steps=steps, seed=cfg.seed, label=str(base_row["name"]),
-                               progress=shown)  # fmt: skip
+                               progress=shown, inherited=inherited[1])  # fmt: skip
 
-    if base_job is None:
-        return train_chosen(), None, steps, plan
-    if not threads:
-        return train_chosen(), train_base(progress), steps, plan
     try:
         chosen, data = at_once(
             train_chosen, lambda: _scores(train_base(False)), threads=threads, widen=bool(plan.get("widen"))
@@ -415,6 +466,44 @@ def _train_both(
             markup=False,
         )
         return cast(Trained, e.here), train_base(progress), steps, plan
+
+
+def _train_in_turn(
+    cfg: SearchConfig, started: float | None, scorer: Scorer, jobs: list[tuple[Candidate, MultiTaskNet, Splits]],
+    inherited: list[tuple[Quality, Quality]], steps: int, plan: dict[str, Any], scoring_s: float, progress: bool,
+) -> tuple[Trained, Trained | None, int]:  # fmt: skip
+    """``jobs`` (the chosen model, then its baseline) trained in turn a step each (``finetune_in_turn``), then
+    each kept by validation and scored; under a time goal (no ``--finetune-steps``), both stop early together
+    where the pace in training says the scoring after them and the export would end past the goal. The plan
+    records the steps planned and trained."""
+    from compress.finetune import finetune_in_turn
+    from compress.progress import Bar
+
+    deadline = None
+    if cfg.finetune_steps is None and started is not None:
+        deadline = started + cfg.time_goal_s - scoring_s - EXPORT_RESERVE_S
+    models = [copy.deepcopy(model) for _, model, _ in jobs]
+    with Bar("final training", total=steps, enabled=progress) as bar:
+
+        def shown(done: int, total: int) -> None:
+            bar.set_total(total)
+            bar.update(done)
+
+        tuned, info = finetune_in_turn(
+            [(m, splits.train) for m, (_, _, splits) in zip(models, jobs, strict=True)], steps=steps,
+            recipe=RECIPE, seed=cfg.seed, deadline=deadline, lo=min(steps, FLOOR_STEPS), on_step=shown,
+        )  # fmt: skip
+    plan["steps_planned"], plan["cut_in_training"] = steps, info["cut"]
+    if info["cut"]:
+        plan["cut_note"] = (
+            f"trained {info['steps']} of the {steps} planned steps: the pace measured in training was slower "
+            "than the plan's timing, and both models stopped together to keep the time goal"
+        )
+    trained = [
+        _kept(scorer, cand, model, t, splits, inh, secs)
+        for (cand, model, splits), t, inh, secs in zip(jobs, tuned, inherited, info["seconds"], strict=True)
+    ]
+    return trained[0], (trained[1] if len(trained) > 1 else None), int(info["steps"])
 
 
 def _training_card(chosen: Trained, steps: int, plan: dict[str, Any]) -> dict[str, Any]:

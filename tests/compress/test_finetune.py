@@ -12,6 +12,7 @@ from compress.finetune import (
     FinetuneRecipe,
     at_once,
     finetune,
+    finetune_in_turn,
     pair_threads,
     plan_steps,
     reinitialize,
@@ -55,6 +56,59 @@ def test_finetune_lowers_the_training_loss_and_is_seeded(train):
     assert all(
         torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     )
+
+
+def _same(a, b) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def _pair(n: int):
+    torch.manual_seed(0)
+    first = MultiTaskNet(tiny_spec(64))
+    copies = [MultiTaskNet(tiny_spec(64)) for _ in range(n)]
+    for c in copies:
+        c.load_state_dict(first.state_dict())
+    return first, copies
+
+
+def test_training_in_turn_gives_each_model_what_finetune_gives_it_alone(train):
+    """The final training trains the chosen model and its baseline a step each in turn; with no deadline a
+    model comes out exactly as ``finetune`` alone makes it (same batches, same schedule)."""
+    recipe = FinetuneRecipe(lr=3e-3, batch_size=8)
+    alone, (one, other) = _pair(2)
+    finetune(alone, train, steps=12, recipe=recipe, seed=4)
+    rounds = []
+    models, info = finetune_in_turn(
+        [(one, train)], steps=12, recipe=recipe, seed=4, on_step=lambda d, t: rounds.append((d, t))
+    )
+    assert models == [one] and _same(alone, one) and not one.training
+    assert info["steps"] == 12 == info["planned"] and not info["cut"] and rounds[-1] == (12, 12)
+    [a, b], _ = finetune_in_turn([(other, train), (_pair(1)[1][0], train)], steps=12, recipe=recipe, seed=4)
+    assert _same(a, b) and _same(a, alone)  # each model of a pair trains as it would alone
+
+
+def test_a_deadline_stops_every_model_at_the_same_lowered_step_count(train):
+    import compress.finetune as ft
+
+    recipe = FinetuneRecipe(lr=3e-3, batch_size=4)
+    _, (a, b) = _pair(2)
+    rounds = []
+    past = time.monotonic()  # already passed: the count falls to the first check, or the floor
+    _, info = finetune_in_turn([(a, train), (b, train)], steps=60, recipe=recipe, seed=1, deadline=past,
+                               lo=3, on_step=lambda d, t: rounds.append((d, t)))  # fmt: skip
+    assert info["steps"] == ft.PACE_AFTER and info["planned"] == 60 and info["cut"]
+    assert rounds[-1] == (ft.PACE_AFTER, ft.PACE_AFTER) and all(
+        t == 60 for _, t in rounds[: ft.PACE_AFTER - 1]
+    )
+    assert _same(a, b) and len(info["seconds"]) == 2 and all(s > 0 for s in info["seconds"])
+    _, (c,) = _pair(1)
+    _, floor = finetune_in_turn([(c, train)], steps=60, recipe=recipe, seed=1, deadline=past, lo=20)
+    assert floor["steps"] == 20  # never below the floor, however late
+    _, (d,) = _pair(1)
+    _, far = finetune_in_turn([(d, train)], steps=15, recipe=recipe, seed=1, deadline=time.monotonic() + 1e6)
+    assert far["steps"] == 15 and not far["cut"]  # never raised past the plan
 
 
 def test_reinitialize_keeps_the_architecture_and_forgets_the_weights():

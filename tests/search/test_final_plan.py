@@ -19,8 +19,12 @@ def test_a_spent_time_goal_runs_the_floor_and_says_what_would_train_the_model(mo
     started = time.monotonic() - 590.0  # 590 s of a 600 s goal already spent
     steps, plan = fin._plan(_cfg(), started, [])
     assert steps == fin.FLOOR_STEPS and plan["allowance_s"] == 0.0
-    # 590 s elapsed + 75 s reserve + 600 steps x 0.5 s = 965 s -> 17 min
-    assert f"--time-goal 17min (or --finetune-steps {fin.CEILING_STEPS})" in plan["note"]
+    # 590 s elapsed + 45 s export reserve + 600 steps x 0.5 s = 935 s -> 16 min
+    assert f"--time-goal 16min (or --finetune-steps {fin.CEILING_STEPS})" in plan["note"]
+    # the scoring after training, timed on the inherited models, is kept out of the allowance too
+    _, plan = fin._plan(_cfg(), time.monotonic() - 400.0, [], after_s=30.0)
+    assert 600 - 400 - 45 - 30 - 1 <= plan["allowance_s"] <= 600 - 400 - 45 - 30
+    assert plan["reserve_s"] == {"scoring_after_training": 30.0, "export": fin.EXPORT_RESERVE_S}
 
 
 def test_a_goal_with_time_left_plans_without_a_note(monkeypatch):
@@ -33,33 +37,67 @@ def test_a_goal_with_time_left_plans_without_a_note(monkeypatch):
 @pytest.mark.parametrize("mode", ["one after the other", "at once", "at once, widened"])
 def test_the_plan_decides_whether_the_pair_trains_at_once_and_widened(monkeypatch, two_threads, mode):
     """``plan_steps`` times the chosen model and its baseline both ways; the final training follows its
-    choice: in turn here, or at once (the chosen model taking every thread once the baseline is done)."""
+    choice: in turn here (``finetune_in_turn``, a step each, with the time goal's deadline), or at once (the
+    chosen model taking every thread once the baseline is done). Both are scored as inherited before the
+    plan, and that scoring's time is kept out of it."""
+    import compress.finetune as ft
     from compress.metrics import Quality
 
     q = Quality.from_tasks({"tagging": {"map": 0.5}})
-    order, calls = [], []
+    order, calls, turns, planned = [], [], [], []
 
-    def trained(scorer, cand, model, splits, *, steps, seed, label, progress):
+    def trained(scorer, cand, model, splits, *, steps, seed, label, progress, inherited):
         order.append((cand, steps))
+        assert inherited == (q, q)
         return fin.Trained(cand, model, True, q, q, q, q, 1.0)
+
+    def in_turn(jobs, *, steps, recipe, seed, deadline, lo, on_step):
+        turns.append((len(jobs), steps, deadline, lo))
+        return [m for m, _ in jobs], {
+            "steps": steps - 2,
+            "planned": steps,
+            "cut": True,
+            "seconds": [1.0, 2.0],
+        }
+
+    def kept(scorer, cand, model, tuned, splits, inherited, seconds):
+        order.append((cand, seconds))
+        return fin.Trained(cand, model, True, q, q, q, q, seconds)
 
     def at_once(here, there, *, threads, widen):
         calls.append((threads, widen))
         return here(), there()
 
+    def plan_steps(models, seconds, **kw):
+        planned.append(seconds)
+        return 9, {**plan, "seconds_per_round": 0.1, "seconds_per_step": [0.1, 0.1], "allowance_s": seconds}
+
     plan = {"mode": mode, "at_once": mode != "one after the other", "widen": mode.endswith("widened")}
-    monkeypatch.setattr(fin, "plan_steps", lambda models, seconds, **kw: (9, {**plan, "seconds_per_round": 0.1, "seconds_per_step": [0.1, 0.1], "allowance_s": seconds}))  # fmt: skip
+    monkeypatch.setattr(fin, "plan_steps", plan_steps)
     monkeypatch.setattr(fin, "train_and_score", trained)
+    monkeypatch.setattr(fin, "_inherited", lambda scorer, cand, model, splits: (time.sleep(0.05), (q, q))[1])
+    monkeypatch.setattr(fin, "_kept", kept)
+    monkeypatch.setattr(ft, "finetune_in_turn", in_turn)
     monkeypatch.setattr(fin, "at_once", at_once)
     data = SimpleNamespace(train=None)
     console = SimpleNamespace(print=lambda *a, **k: order.append(a[0]))
+    started = time.monotonic()
     chosen, base, steps, got = fin._train_both(
-        _cfg(seed=0), time.monotonic(), None, ("chosen", None, data), ("base", None, data), {"name": "b"},
+        _cfg(seed=0), started, None, ("chosen", None, data), ("base", None, data), {"name": "b"},
         console, False,
     )  # fmt: skip
-    assert steps == 9 and got["mode"] == mode and (chosen.candidate, base.candidate) == ("chosen", "base")
-    assert ("chosen", 9) in order and ("base", 9) in order
-    assert calls == ([] if mode == "one after the other" else [(1, mode.endswith("widened"))])
+    assert got["mode"] == mode and (chosen.candidate, base.candidate) == ("chosen", "base")
+    scoring = got["reserve_s"]["scoring_after_training"]
+    assert scoring >= 0.1 and planned[0] <= 600 - scoring - fin.EXPORT_RESERVE_S
+    if mode == "one after the other":  # in turn, cut together: the steps trained are the card's
+        [(n, nine, deadline, lo)] = turns
+        assert (n, nine, lo, steps) == (2, 9, 9, 7) and got["steps_planned"] == 9 and got["cut_in_training"]
+        assert deadline == pytest.approx(started + 600 - scoring - fin.EXPORT_RESERVE_S, abs=0.01)
+        assert ("chosen", 1.0) in order and ("base", 2.0) in order and not calls
+        assert any(isinstance(x, str) and "trained 7 of the 9 planned steps" in x for x in order)
+    else:
+        assert steps == 9 and ("chosen", 9) in order and ("base", 9) in order and not turns
+        assert calls == [(1, mode.endswith("widened"))]
     assert any(isinstance(x, str) and f"; {mode}" in x for x in order)  # the console says which way
 
 
