@@ -258,7 +258,8 @@ def plan_steps(
     threads: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The step count that lets every ``(model, train split)`` in ``models`` train that many steps within
-    ``seconds`` in total, clipped to ``[lo, hi]``; with the measured seconds per step of each.
+    ``seconds`` in total from this call (the timing spends some of them), clipped to ``[lo, hi]``; with the
+    measured seconds per step of each.
 
     With ``threads`` (``pair_threads()``) and two models, each is timed as it could train: at once on
     ``threads`` threads each (``at_once``: the first model here, the second in the child), and alone on every
@@ -268,6 +269,7 @@ def plan_steps(
     second is done, the first one's step alone (``at_once(widen=True)``). Which is fastest depends on the
     pair: a model that gains x1.7 from a second thread trains slower at once than in turn."""
     pair = threads is not None and len(models) == 2
+    t0 = time.perf_counter()
     info: dict[str, Any] = {"allowance_s": seconds}
     alone = [_seconds_per_step(m, d, recipe, probe_steps) for m, d in models]  # every thread of this process
     per = alone
@@ -289,8 +291,11 @@ def plan_steps(
         info.update(mode=mode, at_once=mode != "one after the other", widen=mode == "at once, widened",
                     at_once_threads=threads, seconds_per_step_alone=[round(x, 4) for x in alone],
                     seconds_per_round_by_mode={k: round(v, 4) for k, v in rounds.items()})  # fmt: skip
-    steps = int(seconds / total) if total > 0 else hi
-    info.update(seconds_per_step=[round(p, 4) for p in per], seconds_per_round=round(total, 4))
+    timing = time.perf_counter() - t0  # the timing itself spends the allowance
+    left = max(0.0, seconds - timing)
+    steps = int(left / total) if total > 0 else hi
+    info.update(seconds_per_step=[round(p, 4) for p in per], seconds_per_round=round(total, 4),
+                timing_s=round(timing, 3))  # fmt: skip
     return max(lo, min(hi, steps)), info
 
 

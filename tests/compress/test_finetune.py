@@ -132,6 +132,7 @@ def test_plan_steps_fits_the_allowance_within_bounds(train):
     recipe = FinetuneRecipe(batch_size=4)
     steps, info = plan_steps([(model, train), (model, train)], 1e6, recipe=recipe, hi=77)
     assert steps == 77 and len(info["seconds_per_step"]) == 2
+    assert info["timing_s"] > 0  # the timing spends the allowance it plans
     assert plan_steps([(model, train)], 0.0, recipe=recipe, lo=5)[0] == 5
     per = sum(info["seconds_per_step"])
     mid, _ = plan_steps([(model, train), (model, train)], 50 * per, recipe=recipe, lo=1, hi=10_000)
