@@ -169,9 +169,11 @@ def finetune_in_turn(
 
     ``deadline`` (a ``time.monotonic()`` value): the planned ``steps`` were timed on a few steps before the
     training, and this machine's speed drifts by up to ~20% within minutes. After every round (a step of each
-    model) past the first ``PACE_AFTER``, the step count is lowered, never raised and never below ``lo``, to
-    what the recent pace fits before the deadline; the cosine decay then ends at the new count (the warm-up
-    stays as planned). Every model trains the same steps whatever the cut, so the pair stays comparable.
+    model) past the first ``PACE_AFTER``, the step count is set to what the recent pace fits before the
+    deadline, never above the planned ``steps`` and never below ``lo`` (or the rounds done: a count reached
+    ends the training); the cosine decay then ends at the current count (the warm-up stays as planned). The
+    count may rise back after a slow stretch: a count that could only fall would follow the slowest window
+    of the whole training (the 2625bc0 run's training ended 15-20 s before its deadline, by its files' times). Every model trains the same steps whatever the cut, so the pair stays comparable.
     ``on_step(done, total)`` after every round. Returns the models and ``{"steps", "planned", "cut",
     "seconds"}`` (``seconds``: each model's own time in its steps)."""
     if steps <= 0:
@@ -199,7 +201,7 @@ def finetune_in_turn(
                 recent = stamps[-(PACE_WINDOW + 1) :]
                 pace = max(1e-6, (recent[-1] - recent[0]) / (len(recent) - 1))
                 fit = done + int(max(0.0, deadline - recent[-1]) / pace)
-                total = min(total, max(lo, done, fit))
+                total = min(steps, max(lo, done, fit))  # back up to the plan when the pace recovers
             if on_step is not None:
                 on_step(done, total)
         models = [t.done() for t in trainers]

@@ -111,6 +111,30 @@ def test_a_deadline_stops_every_model_at_the_same_lowered_step_count(train):
     assert far["steps"] == 15 and not far["cut"]  # never raised past the plan
 
 
+def test_the_step_count_follows_the_pace_down_and_back_up_never_past_the_plan(train, monkeypatch):
+    """A slow stretch lowers the count; when the pace recovers the count rises back, never above the plan."""
+    import types
+
+    import compress.finetune as ft
+
+    clock = {"t": 0.0, "round": 0}
+
+    def monotonic() -> float:  # called once before the first round, then once after each round
+        clock["t"] += 0.0 if clock["round"] == 0 else (2.0 if clock["round"] <= 25 else 0.2)
+        clock["round"] += 1
+        return clock["t"]
+
+    monkeypatch.setattr(
+        ft, "time", types.SimpleNamespace(monotonic=monotonic, perf_counter=time.perf_counter)
+    )
+    _, (a,) = _pair(1)
+    totals = []
+    _, info = finetune_in_turn([(a, train)], steps=80, recipe=FinetuneRecipe(lr=3e-3, batch_size=4), seed=1,
+                               deadline=70.0, lo=5, on_step=lambda d, t: totals.append(t))  # fmt: skip
+    assert min(totals) < 40  # 25 rounds of 2 s: at that pace the 70 s fit about 35
+    assert info["steps"] == totals[-1] > min(totals) and max(totals) == 80  # back up once 0.2 s a round
+
+
 def test_reinitialize_keeps_the_architecture_and_forgets_the_weights():
     torch.manual_seed(0)
     model = MultiTaskNet(tiny_spec(64))
