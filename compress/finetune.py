@@ -5,8 +5,8 @@ the same code and the same numbers: AdamW, linear warm-up then cosine decay, the
 with a seeded generator from the training split at the model's own resolution. ``finetune`` starts from
 whatever weights the model holds (inherited from the supernet, or fresh from ``reinitialize``);
 ``plan_steps`` turns a time allowance into a step count by timing a few steps of each model to be trained;
-``finetune_in_turn`` trains several models a step each in turn, for the same steps, and can lower that count
-when the pace it measures in training says a deadline would pass.
+``finetune_in_turn`` trains several models a step each in turn, for the same steps, and lowers that count
+while the pace it measures in training says a deadline would pass.
 
 Two trainings of small models can run faster side by side, each on half the cores, than one after the other
 on all of them, where PyTorch's intra-op threads gain little on their layer sizes — or slower, where one of
@@ -173,7 +173,8 @@ def finetune_in_turn(
     deadline, never above the planned ``steps`` and never below ``lo`` (or the rounds done: a count reached
     ends the training); the cosine decay then ends at the current count (the warm-up stays as planned). The
     count may rise back after a slow stretch: a count that could only fall would follow the slowest window
-    of the whole training (the 2625bc0 run's training ended 15-20 s before its deadline, by its files' times). Every model trains the same steps whatever the cut, so the pair stays comparable.
+    of the whole training (the 2625bc0 run's training ended 15-20 s before its deadline, by its files'
+    times). Every model trains the same steps whatever the cut, so the pair stays comparable.
     ``on_step(done, total)`` after every round. Returns the models and ``{"steps", "planned", "cut",
     "seconds"}`` (``seconds``: each model's own time in its steps)."""
     if steps <= 0:

@@ -22,8 +22,8 @@ Steps:
    child fails, the baseline trains here afterwards and the card says why. In turn, the two train a step
    each (``compress.finetune.finetune_in_turn``): a few timed steps misread this machine's steady pace by up
    to ~20% either way (the dd2b7ef run's 0.59 s a round ran at 0.71 and overran the goal by 8 s), so the pace
-   measured in training lowers the step count of both together when it says the goal would be overrun
-   (the card's ``training.plan.steps_planned`` and ``cut_note``).
+   measured in training sets the step count of both together, never above the plan, to what ends by the goal
+   (the card's ``training.plan.steps_planned`` and ``cut_note``). At once, the plan's count stands.
 3. **Export.** ``model.safetensors`` (ArchSpec JSON + weights), ``model.mlpackage`` (coremltools applies the
    same scheme), ``model.onnx`` (the simulated weights), ``layers.csv`` and ``card.json``. An export step
    that fails is recorded in the card with its reason; nothing else is lost. When the backbone was
@@ -413,7 +413,7 @@ def _train_both(
 ) -> tuple[Trained, Trained | None, int, dict]:
     """The final training of the chosen model and (``base_job``) its baseline for the same steps: at once
     where ``pair_threads`` allows and the plan times it faster (``plan_steps``), else in turn a step each
-    (``finetune_in_turn``), where a time-goal run lowers the step count of both when the pace measured in
+    (``finetune_in_turn``), where a time-goal run lowers the step count of both while the pace measured in
     training says the goal would be overrun. Both are scored as inherited first: the scoring after training
     repeats it, so its measured time is kept out of the plan. Returns both, the steps and the plan."""
     jobs = [chosen_job, *([base_job] if base_job else [])]
