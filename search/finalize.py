@@ -445,28 +445,40 @@ def _train_both(
             console.print(f"note: {plan['cut_note']}", markup=False)
         return chosen, base, steps, plan
     assert base_job is not None and base_row is not None
-    cand, chosen_model, splits = chosen_job
+    chosen, base = _train_at_once(cfg, scorer, jobs, inherited, steps, plan, threads, str(base_row["name"]),
+                                  console, progress)  # fmt: skip
+    return chosen, base, steps, plan
+
+
+def _train_at_once(
+    cfg: SearchConfig, scorer: Scorer, jobs: list[tuple[Candidate, MultiTaskNet, Splits]],
+    inherited: list[tuple[Quality, Quality]], steps: int, plan: dict[str, Any], threads: int, base_name: str,
+    console: Any, progress: bool,
+) -> tuple[Trained, Trained]:  # fmt: skip
+    """The chosen model here and its baseline in a forked child at the same time, ``steps`` each
+    (``at_once``); when the child fails, the baseline trains here afterwards and the plan says why."""
+    chosen_job, base_job = jobs
 
     def train_chosen() -> Trained:
-        return train_and_score(scorer, cand, chosen_model, splits, steps=steps, seed=cfg.seed, label="chosen",
+        return train_and_score(scorer, *chosen_job, steps=steps, seed=cfg.seed, label="chosen",
                                progress=progress, inherited=inherited[0])  # fmt: skip
 
     def train_base(shown: bool) -> Trained:
-        return train_and_score(scorer, *base_job, steps=steps, seed=cfg.seed, label=str(base_row["name"]),
+        return train_and_score(scorer, *base_job, steps=steps, seed=cfg.seed, label=base_name,
                                progress=shown, inherited=inherited[1])  # fmt: skip
 
     try:
         chosen, data = at_once(
             train_chosen, lambda: _scores(train_base(False)), threads=threads, widen=bool(plan.get("widen"))
         )
-        return chosen, _from_scores(base_job[0], base_job[1], data), steps, plan
+        return chosen, _from_scores(base_job[0], base_job[1], data)
     except AtOnceError as e:  # the baseline's half failed: train it here, after the chosen model
         plan["at_once_failed"] = why = str(e).strip().splitlines()[-1]
         console.print(
             f"warning: the baseline's training beside the chosen model failed ({why}); training it now",
             markup=False,
         )
-        return cast(Trained, e.here), train_base(progress), steps, plan
+        return cast(Trained, e.here), train_base(progress)
 
 
 def _train_in_turn(
