@@ -12,7 +12,8 @@ quality with predicted A11 latency and the quality-vs-latency slope (points per 
 seeds trained (``--seed 1`` ...): standalone training's own tau across seeds, and the search's tau against the
 mean over seeds. Last, the size-only reference: standalone quality fitted to log(params) and log(resolution)
 on the hand-scaled shapes ranks the held-out searched trials; the search's score must beat it to be worth its
-supernet. With a quality model, whose calibration trained the six shapes and architectures drawn from the
+supernet. For the quantized candidates, the scheme's loss as the search subtracts it (on inherited weights) is
+printed beside its loss after standalone training (``standalone_fp16`` minus ``standalone``). With a quality model, whose calibration trained the six shapes and architectures drawn from the
 space (on validation), the figure that counts is the one on the searched trials it never saw, printed beside
 the inherited score's on the same.
 
@@ -94,7 +95,13 @@ def _standalone_results(files: list[Path], *, steps: int, seed: int) -> dict[str
             continue
         df = pd.read_csv(f)
         df = df[(df["steps"] == steps) & (df["seed"] == seed)]
-        cols = ["standalone", "train_s", *[c for c in df.columns if c.startswith("standalone.")]]
+        cols = [
+            "standalone",
+            "standalone_fp16",
+            "train_s",
+            *[c for c in df.columns if c.startswith("standalone.")],
+        ]
+        cols = [c for c in cols if c in df.columns]
         for _, r in df.iterrows():
             found.setdefault(str(r["arch"]), {c: r[c] for c in cols if pd.notna(r[c])})
     return found
@@ -228,6 +235,39 @@ def _capacity_reference(df: pd.DataFrame) -> None:
         print(f"  {label:<40} tau {kendalltau(pred, y_held).statistic:.3f}   coefficients {coef}")
 
 
+def _float_test(scorer: Any, cand: Any, model: Any) -> float:
+    """Test quality of the trained float model, before ``cand``'s scheme: beside ``standalone`` (after it), the
+    scheme's loss on trained weights, which the search estimates on inherited ones (``inherited_fp16`` minus
+    ``inherited``)."""
+    from compress.data import load_splits
+    from compress.evaluate import evaluate
+
+    if cand.quant == "fp16":
+        return float("nan")  # the scheme is float: no loss to measure
+    splits = load_splits(
+        scorer.data, resolution=cand.spec.resolution, cache_dir=scorer.cache_dir, progress=False
+    )
+    return float(evaluate(model.eval(), splits.test).aggregate)
+
+
+def _scheme_loss(df: pd.DataFrame) -> None:
+    """The scheme's loss as the search subtracts it (inherited weights, validation subset) beside the loss after
+    standalone training (trained weights, test split), over the quantized candidates: whether the search's
+    estimate holds on the weights that ship."""
+    if "standalone_fp16" not in df or "inherited_fp16" not in df:
+        return
+    q = df[df["standalone_fp16"].notna() & df["inherited_fp16"].notna()]
+    if q.empty:
+        return
+    searched = (q["inherited_fp16"] - q["inherited"]).to_numpy(float)
+    trained = (q["standalone_fp16"] - q["standalone"]).to_numpy(float)
+    print(
+        f"scheme loss over the {len(q)} quantized candidates (points): as the search subtracts it (inherited) mean "
+        f"{searched.mean():+.2f}, range {searched.min():+.2f} to {searched.max():+.2f};  after standalone training "
+        f"mean {trained.mean():+.2f}, range {trained.min():+.2f} to {trained.max():+.2f}"
+    )
+
+
 def _task_columns(prefix: str, quality: Any) -> dict[str, float]:
     return {f"{prefix}.{t}.{k}": float(v) for t, m in quality.tasks.items() for k, v in m.items()}
 
@@ -348,6 +388,7 @@ def main() -> None:
             trained = trained_quality(scorer, cand, steps=args.steps, seed=args.seed, init="scratch")
             standalone = {
                 "standalone": trained.test.aggregate,
+                "standalone_fp16": _float_test(scorer, cand, trained.model),
                 "train_s": round(trained.seconds, 1),
                 **_task_columns("standalone", trained.test),
             }
@@ -360,6 +401,7 @@ def main() -> None:
                 "resolution": cand.spec.resolution,
                 "search_score": score.value,
                 "inherited": score.quality.aggregate,
+                "inherited_fp16": score.inherited_fp16,
                 **standalone,
                 "steps": args.steps,
                 "seed": args.seed,
@@ -392,6 +434,7 @@ def main() -> None:
     if qm is not None:
         _held_out(df, [out, *args.reuse], steps=args.steps, seed=args.seed)
     _capacity_reference(df)
+    _scheme_loss(df)
     for col, label in (("search_score", "search-scored"), ("standalone", "standalone-trained")):
         v = df[col]
         lat_rho = spearmanr(df["a11_ms"], v).statistic

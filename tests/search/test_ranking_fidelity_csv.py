@@ -98,3 +98,18 @@ def test_eval_images_widens_validation_and_keeps_the_runs_calibration_images(tin
     _module()._widen_validation(scorer, 6, [96])
     assert len(scorer.val(96)) == 6
     assert torch.equal(scorer.calibration(96), before)
+
+
+def test_a_reused_result_keeps_its_float_quality(tmp_path: Path) -> None:
+    """``--reuse`` carries the trained float model's quality with the result, so the scheme's loss after training
+    is printed for reused candidates too."""
+    csv = tmp_path / "rf.csv"
+    pd.DataFrame(
+        [
+            _row("a", 0, 50.0) | {"standalone_fp16": 50.4, "train_s": 3.0},
+            _row("b", 0, 51.0) | {"train_s": 2.0},
+        ]
+    ).to_csv(csv, index=False)
+    found = _module()._standalone_results([csv], steps=300, seed=0)
+    assert found["a"]["standalone_fp16"] == 50.4 and found["a"]["standalone"] == 50.0
+    assert "standalone_fp16" not in found["b"]  # a float candidate has no scheme to lose
