@@ -12,10 +12,11 @@ quality with predicted A11 latency and the quality-vs-latency slope (points per 
 seeds trained (``--seed 1`` ...): standalone training's own tau across seeds, and the search's tau against the
 mean over seeds. Last, the size-only reference: standalone quality fitted to log(params) and log(resolution)
 on the hand-scaled shapes ranks the held-out searched trials; the search's score must beat it to be worth its
-supernet. For the quantized candidates, the scheme's loss as the search subtracts it (on inherited weights) is
-printed beside its loss after standalone training (``standalone_fp16`` minus ``standalone``). With a quality model, whose calibration trained the six shapes and architectures drawn from the
-space (on validation), the figure that counts is the one on the searched trials it never saw, printed beside
-the inherited score's on the same.
+supernet; so must it beat predicted A11 latency alone, printed beside it. For the quantized candidates, the
+scheme's loss as the search subtracts it (on inherited weights) is printed beside its loss after standalone
+training (``standalone_fp16`` minus ``standalone``). With a quality model, whose calibration trained the six
+shapes and architectures drawn from the space (on validation), the figure that counts is the one on the
+searched trials it never saw, printed beside the inherited score's on the same.
 
     python benchmarks/ranking_fidelity.py --run runs/search-10ms [--steps 300] [--searched 6] [--seed 0]
         [--quality-calibration FILE]   # refit a quality model on this run's supernet (runs made without one)
