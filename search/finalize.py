@@ -415,8 +415,8 @@ def _train_both(
 ) -> tuple[Trained, Trained | None, int, dict]:
     """The final training of the chosen model and (``base_job``) its baseline for the same steps: at once
     where ``pair_threads`` allows and the plan times it faster (``plan_steps``), else in turn a step each
-    (``finetune_in_turn``), where a time-goal run lowers the step count of both while the pace measured in
-    training says the goal would be overrun. Both are scored as inherited first: the scoring after training
+    (``finetune_in_turn``), where in a time-goal run the pace measured in training sets the step count of
+    both, never above the plan, to what ends by the goal. Both are scored as inherited first: the scoring after training
     repeats it, so its measured time is kept out of the plan. Returns both, the steps and the plan."""
     jobs = [chosen_job, *([base_job] if base_job else [])]
     t0 = time.perf_counter()
