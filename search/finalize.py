@@ -71,10 +71,11 @@ from search.scorer import Scorer
 from search.space import Candidate
 
 __all__ = [
-    "EXPORT_RESERVE_S",
+    "EXPORT_FIXED_S",
     "FINAL_RESERVE_S",
     "TrialCutoff",
     "Trained",
+    "export_reserve_s",
     "finalize",
     "train_and_score",
     "train_candidate",
@@ -84,13 +85,14 @@ __all__ = [
 # before and after training (about 35 s for the dd2b7ef run's pal4 chosen model and its fp16 baseline), the
 # plan's timing and the export (Core ML, ONNX, the compression table: 23 s on that run). TrialCutoff keeps it.
 FINAL_RESERVE_S = 75.0
-# Of it, what the final training's plan keeps for the export (and the end of the process) once the scoring
-# after training is known: the inherited scoring just before the plan is timed, and the scoring after repeats
-# it. The export took 23-26 s on the dd2b7ef, f527427, 2625bc0 and 3a8bc1d runs (the same chosen pal4 model);
-# the rest is margin for a larger chosen model and the process's start and exit, which the time goal does not
-# see. In the at-once mode the baseline's inherited scoring now runs here before the fork, not in the child
-# beside the chosen model's: a few seconds more, measured and kept out of the plan.
-EXPORT_RESERVE_S = 35.0
+# Of it, what the final training's plan keeps for the export once the scoring after training is known (the
+# inherited scoring just before the plan is timed, and the scoring after repeats it): EXPORT_FIXED_S for Core ML
+# and ONNX conversion, the files, the per-layer table and the card (9 s on the 2026-12-03 r6 run's machine,
+# where the supernet trained at 61.6 img/s: Core ML 5.1 s, ONNX 2.1 s), plus the compression table's
+# evaluations, each priced at the chosen model's inherited test scoring, timed in this run (export_reserve_s).
+# The table's 4 evaluations took 22.7 s on that machine, and a fixed 35 s for the whole export (it took 23-26 s on
+# the faster machines of the dd2b7ef ... 3a8bc1d runs) left that run 6 s past its goal.
+EXPORT_FIXED_S = 15.0
 # Final-training steps the time goal can buy: never fewer than FLOOR_STEPS (the card then says the model is
 # barely trained and what time goal would train it), never more than CEILING_STEPS.
 FLOOR_STEPS, CEILING_STEPS = 40, 600
@@ -288,9 +290,10 @@ def _plan(
     models: Sequence[tuple[torch.nn.Module, Any]],
     threads: int | None = None,
     after_s: float = 0.0,
+    export_s: float = EXPORT_FIXED_S,
 ) -> tuple[int, dict]:
     """Steps of the final training: ``cfg.finetune_steps`` if set, else what the time goal leaves once the
-    scoring after the training (``after_s``) and the export (``EXPORT_RESERVE_S``) are kept out; with
+    scoring after the training (``after_s``) and the export (``export_s``: ``export_reserve_s``) are kept out; with
     ``threads``, the two models are timed both ways and the plan says whether they train at once
     (``compress.finetune.plan_steps``)."""
     if cfg.finetune_steps is not None:
@@ -300,13 +303,13 @@ def _plan(
         info.pop("allowance_s")
         return cfg.finetune_steps, {**info, "rule": "--finetune-steps"}
     elapsed = time.monotonic() - started if started is not None else 0.0
-    reserve = EXPORT_RESERVE_S + after_s
+    reserve = export_s + after_s
     allowance = max(0.0, cfg.time_goal_s - elapsed - reserve)
     steps, info = plan_steps(
         models, allowance, recipe=RECIPE, lo=FLOOR_STEPS, hi=CEILING_STEPS, threads=threads
     )
     info.update(rule=f"time goal {cfg.time_goal_s:g} s, {elapsed:.0f} s elapsed", elapsed_s=round(elapsed, 1),
-                reserve_s={"scoring_after_training": round(after_s, 1), "export": EXPORT_RESERVE_S})  # fmt: skip
+                reserve_s={"scoring_after_training": round(after_s, 1), "export": round(export_s, 1)})  # fmt: skip
     per_step = info.get("seconds_per_round", sum(info["seconds_per_step"]))
     if per_step > 0 and allowance < FLOOR_STEPS * per_step:  # the goal was spent before the final training
         goal_min = math.ceil((elapsed + reserve + CEILING_STEPS * per_step) / 60)
@@ -316,6 +319,16 @@ def _plan(
             f"{CEILING_STEPS}) would give it {CEILING_STEPS} steps, measured at this run's speed"
         )
     return steps, info
+
+
+def export_reserve_s(cfg: SearchConfig, cand: Candidate, splits: Splits, scoring_s: float) -> float:
+    """Seconds the final training's plan keeps for the export: ``EXPORT_FIXED_S``, plus the compression table's
+    evaluations (the chosen model on test under each other scheme of the space, ``_compression_table``), each
+    priced at the test split's share of the chosen model's inherited scoring (validation and test under its
+    scheme), which took ``scoring_s`` in this run: the reserve follows the machine's speed."""
+    others = len(set(scorer_schemes(cfg)) - {cand.quant})
+    n_val, n_test = len(splits.val), len(splits.test)
+    return EXPORT_FIXED_S + others * scoring_s * n_test / max(1, n_val + n_test)
 
 
 def _comparison(chosen: Trained, base: Trained | None, base_row: pd.Series | None, steps: int) -> dict:
@@ -419,16 +432,19 @@ def _train_both(
     both, never above the plan, to what ends by the goal. Both are scored as inherited first: the scoring after training
     repeats it, so its measured time is kept out of the plan. Returns both, the steps and the plan."""
     jobs = [chosen_job, *([base_job] if base_job else [])]
-    t0 = time.perf_counter()
-    inherited = [_inherited(scorer, cand, model, splits) for cand, model, splits in jobs]
-    scoring_s = time.perf_counter() - t0
+    inherited, seconds = [], []
+    for cand, model, splits in jobs:
+        t0 = time.perf_counter()
+        inherited.append(_inherited(scorer, cand, model, splits))
+        seconds.append(time.perf_counter() - t0)
+    scoring_s, export_s = sum(seconds), export_reserve_s(cfg, chosen_job[0], chosen_job[2], seconds[0])
     todo = [(model, splits.train) for _, model, splits in jobs]
     threads = pair_threads() if base_job is not None else None
     try:
-        steps, plan = _plan(cfg, started, todo, threads, after_s=scoring_s)
+        steps, plan = _plan(cfg, started, todo, threads, after_s=scoring_s, export_s=export_s)
     except AtOnceError as e:  # the baseline's timing in a forked child failed: both train here, in turn
         threads = None
-        steps, plan = _plan(cfg, started, todo, after_s=scoring_s)
+        steps, plan = _plan(cfg, started, todo, after_s=scoring_s, export_s=export_s)
         plan["at_once_failed"] = str(e).strip().splitlines()[-1]
     if threads and not plan.get("at_once"):  # the pair trains faster in turn
         threads = None
@@ -441,7 +457,7 @@ def _train_both(
         console.print(f"note: {plan['note']}", markup=False)
     if not threads:
         chosen, base, steps = _train_in_turn(
-            cfg, started, scorer, jobs, inherited, steps, plan, scoring_s, progress
+            cfg, started, scorer, jobs, inherited, steps, plan, scoring_s + export_s, progress
         )
         if "cut_note" in plan:
             console.print(f"note: {plan['cut_note']}", markup=False)
@@ -485,18 +501,18 @@ def _train_at_once(
 
 def _train_in_turn(
     cfg: SearchConfig, started: float | None, scorer: Scorer, jobs: list[tuple[Candidate, MultiTaskNet, Splits]],
-    inherited: list[tuple[Quality, Quality]], steps: int, plan: dict[str, Any], scoring_s: float, progress: bool,
+    inherited: list[tuple[Quality, Quality]], steps: int, plan: dict[str, Any], after_s: float, progress: bool,
 ) -> tuple[Trained, Trained | None, int]:  # fmt: skip
     """``jobs`` (the chosen model, then its baseline) trained in turn a step each (``finetune_in_turn``), then
     each kept by validation and scored; under a time goal (no ``--finetune-steps``), both stop early together
-    where the pace in training says the scoring after them and the export would end past the goal. The plan
-    records the steps planned and trained."""
+    where the pace in training says what follows them (``after_s``: the scoring after them and the export)
+    would end past the goal. The plan records the steps planned and trained."""
     from compress.finetune import finetune_in_turn
     from compress.progress import Bar
 
     deadline = None
     if cfg.finetune_steps is None and started is not None:
-        deadline = started + cfg.time_goal_s - scoring_s - EXPORT_RESERVE_S
+        deadline = started + cfg.time_goal_s - after_s
     models = [copy.deepcopy(model) for _, model, _ in jobs]
     with Bar("final training", total=steps, enabled=progress) as bar:
 

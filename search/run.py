@@ -286,24 +286,27 @@ def _trial_cutoff(cfg: SearchConfig, space: SearchSpace, started: float) -> Tria
 
 
 def run_search(
-    cfg: SearchConfig, *, progress: bool = True, callbacks: Sequence[Callable[[Any, Any], None]] = ()
-) -> SearchResult:
+    cfg: SearchConfig, *, progress: bool = True, callbacks: Sequence[Callable[[Any, Any], None]] = (),
+    started: float | None = None,
+) -> SearchResult:  # fmt: skip
     """Run (or continue) the search ``cfg`` describes and write the run directory.
 
     ``callbacks`` are Optuna study callbacks ``f(study, frozen_trial)`` called after each trial of this
     process (e.g. optuna-integration's MLflow or Weights & Biases callbacks). The run directory is locked
     while the search runs: a second search on the same directory fails at once (``search._lock``).
+    ``started``: the ``time.monotonic()`` the time goal counts from (the ``compress`` command passes its
+    process's start); default: now.
     """
     from search._lock import run_lock
 
+    started = time.monotonic() if started is None else min(started, time.monotonic())
     with run_lock(cfg.run_dir):
-        return _search(cfg, progress=progress, callbacks=callbacks)
+        return _search(cfg, progress=progress, callbacks=callbacks, started=started)
 
 
 def _search(
-    cfg: SearchConfig, *, progress: bool, callbacks: Sequence[Callable[[Any, Any], None]]
+    cfg: SearchConfig, *, progress: bool, callbacks: Sequence[Callable[[Any, Any], None]], started: float
 ) -> SearchResult:
-    started = time.monotonic()  # the time goal of the final training counts from here
     space = _check_before_work(cfg)
     space, trained, identity = _data_and_supernet(cfg, space, progress, started)
     calibration, why = applicable(

@@ -56,3 +56,27 @@ def test_disabled_and_off_terminal_transient_bars_draw_nothing(capsys):
         bar.update(1, info="loss=1")
         assert bar._progress is None
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_time_goal_counts_from_the_commands_process_start(monkeypatch):
+    """Run as the console script (no ``argv``), ``compress search``'s time goal counts from the process's
+    creation, so the interpreter's start and the imports lie inside it; called in-process with arguments (a
+    test, an API user), from the search's own start. The search command hands that start to ``run_search``."""
+    import sys
+    import time
+
+    import compress.cli as cli
+    import search
+
+    monkeypatch.setattr(cli, "STARTED", None)
+    assert main(["--version"]) == 0 and cli.STARTED is None
+    monkeypatch.setattr(sys, "argv", ["compress", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    assert cli.STARTED is not None and cli.STARTED < time.monotonic()
+
+    got = []
+    monkeypatch.setattr(search, "run_search", lambda cfg, *, progress, started: got.append(started))
+    monkeypatch.setattr("search.summary.print_summary", lambda result: None)
+    main(["search", "--budget", "10ms", "--out", "/nonexistent-not-written"])
+    assert got == [cli.STARTED]

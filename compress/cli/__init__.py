@@ -140,9 +140,33 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 _python_show_warning = warnings.showwarning
 
+#: ``time.monotonic()`` at which this process started, set by :func:`main` when the process runs as the
+#: ``compress`` command: ``compress search``'s time goal counts from it, so the interpreter's start and the
+#: imports before the search (about 4 s of torch, coremltools and NNCF) lie inside the goal, as they lie inside
+#: the wall time a user sees. None when the commands run in a longer-lived process (a test calling ``main`` with
+#: arguments, an API user): the goal then counts from the search's own start.
+STARTED: float | None = None
+
+
+def _process_start() -> float | None:
+    """``time.monotonic()`` at this process's creation (psutil, from the OS's process table); None where the
+    table cannot be read."""
+    import time
+
+    try:
+        import psutil
+
+        age = time.time() - psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 - no readable process table: the goal counts from the search's start
+        return None
+    return time.monotonic() - max(0.0, age)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``compress`` console script; returns the exit code (and exits with it)."""
+    global STARTED
+    if argv is None:  # the console script: this process was started to run the command
+        STARTED = _process_start()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("COMPRESS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]

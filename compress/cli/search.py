@@ -139,9 +139,9 @@ def search_cmd(
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, steps=train_steps), supernet_time_share=None
         )
-    from compress.cli import quiet
+    from compress.cli import STARTED, quiet
 
-    result = run_search(config, progress=not (no_progress or quiet()))
+    result = run_search(config, progress=not (no_progress or quiet()), started=STARTED)
     if not quiet():
         from search.summary import print_summary
 

@@ -19,12 +19,25 @@ def test_a_spent_time_goal_runs_the_floor_and_says_what_would_train_the_model(mo
     started = time.monotonic() - 590.0  # 590 s of a 600 s goal already spent
     steps, plan = fin._plan(_cfg(), started, [])
     assert steps == fin.FLOOR_STEPS and plan["allowance_s"] == 0.0
-    # 590 s elapsed + 35 s export reserve + 600 steps x 0.5 s = 925 s -> 16 min
+    # 590 s elapsed + 15 s export reserve (none measured) + 600 steps x 0.5 s = 905 s -> 16 min
     assert f"--time-goal 16min (or --finetune-steps {fin.CEILING_STEPS})" in plan["note"]
     # the scoring after training, timed on the inherited models, is kept out of the allowance too
-    _, plan = fin._plan(_cfg(), time.monotonic() - 400.0, [], after_s=30.0)
-    assert 600 - 400 - 35 - 30 - 1 <= plan["allowance_s"] <= 600 - 400 - 35 - 30
-    assert plan["reserve_s"] == {"scoring_after_training": 30.0, "export": fin.EXPORT_RESERVE_S}
+    _, plan = fin._plan(_cfg(), time.monotonic() - 400.0, [], after_s=30.0, export_s=42.0)
+    assert 600 - 400 - 42 - 30 - 1 <= plan["allowance_s"] <= 600 - 400 - 42 - 30
+    assert plan["reserve_s"] == {"scoring_after_training": 30.0, "export": 42.0}
+
+
+def test_the_export_reserve_follows_the_measured_scoring():
+    """The compression table evaluates the chosen model on test under each other scheme of the space: each is
+    priced at the test split's share of the chosen model's timed inherited scoring (validation + test)."""
+    cand = SimpleNamespace(quant="pal4")
+    splits = SimpleNamespace(val=[0] * 400, test=[0] * 200)
+    others = len(set(fin.scorer_schemes(_cfg(space_file=None))) - {"pal4"})
+    assert others == 4  # fp16, int8, pal8, pal6 in the default space
+    fast = fin.export_reserve_s(_cfg(space_file=None), cand, splits, 6.0)
+    slow = fin.export_reserve_s(_cfg(space_file=None), cand, splits, 12.0)
+    assert fast == pytest.approx(fin.EXPORT_FIXED_S + 4 * 2.0)
+    assert slow - fin.EXPORT_FIXED_S == pytest.approx(2 * (fast - fin.EXPORT_FIXED_S))
 
 
 def test_a_goal_with_time_left_plans_without_a_note(monkeypatch):
@@ -79,24 +92,28 @@ def test_the_plan_decides_whether_the_pair_trains_at_once_and_widened(monkeypatc
     monkeypatch.setattr(fin, "_kept", kept)
     monkeypatch.setattr(ft, "finetune_in_turn", in_turn)
     monkeypatch.setattr(fin, "at_once", at_once)
-    data = SimpleNamespace(train=None)
+    data = SimpleNamespace(train=None, val=[0] * 4, test=[0] * 4)
     console = SimpleNamespace(print=lambda *a, **k: order.append(a[0]))
+    chosen_cand = SimpleNamespace(quant="pal4")
     started = time.monotonic()
     chosen, base, steps, got = fin._train_both(
-        _cfg(seed=0), started, None, ("chosen", None, data), ("base", None, data), {"name": "b"},
+        _cfg(seed=0, space_file=None), started, None, (chosen_cand, None, data),
+        ("base", None, data), {"name": "b"},
         console, False,
     )  # fmt: skip
-    assert got["mode"] == mode and (chosen.candidate, base.candidate) == ("chosen", "base")
-    scoring = got["reserve_s"]["scoring_after_training"]
-    assert scoring >= 0.1 and planned[0] <= 600 - scoring - fin.EXPORT_RESERVE_S
+    assert got["mode"] == mode and (chosen.candidate, base.candidate) == (chosen_cand, "base")
+    scoring, export = got["reserve_s"]["scoring_after_training"], got["reserve_s"]["export"]
+    # the chosen model's scoring (0.05 s, half of it on test) prices each of the 4 other schemes' evaluations
+    assert export == pytest.approx(fin.EXPORT_FIXED_S + 4 * 0.025, abs=0.05)
+    assert scoring >= 0.1 and planned[0] <= 600 - scoring - export
     if mode == "one after the other":  # in turn, cut together: the steps trained are the card's
         [(n, nine, deadline, lo)] = turns
         assert (n, nine, lo, steps) == (2, 9, 9, 7) and got["steps_planned"] == 9 and got["cut_in_training"]
-        assert deadline == pytest.approx(started + 600 - scoring - fin.EXPORT_RESERVE_S, abs=0.01)
-        assert ("chosen", 1.0) in order and ("base", 2.0) in order and not calls
+        assert deadline == pytest.approx(started + 600 - scoring - export, abs=0.06)
+        assert (chosen_cand, 1.0) in order and ("base", 2.0) in order and not calls
         assert any(isinstance(x, str) and "trained 7 of the 9 planned steps" in x for x in order)
     else:
-        assert steps == 9 and ("chosen", 9) in order and ("base", 9) in order and not turns
+        assert steps == 9 and (chosen_cand, 9) in order and ("base", 9) in order and not turns
         assert calls == [(1, mode.endswith("widened"))]
     assert any(isinstance(x, str) and f"; {mode}" in x for x in order)  # the console says which way
 
