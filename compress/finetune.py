@@ -259,6 +259,7 @@ def plan_steps(
     hi: int = 600,
     probe_steps: int = 3,
     threads: int | None = None,
+    at_once_margin: float = 1.0,
 ) -> tuple[int, dict[str, Any]]:
     """The step count that lets every ``(model, train split)`` in ``models`` train that many steps within
     ``seconds`` in total from this call (the timing spends some of them), clipped to ``[lo, hi]``; with the
@@ -270,7 +271,9 @@ def plan_steps(
     (the sum of the alone steps), at once (the slower step at once), or at once widened, where the first
     model is the slower: the second one's step plus, for the share of its steps the first has left once the
     second is done, the first one's step alone (``at_once(widen=True)``). Which is fastest depends on the
-    pair: a model that gains x1.7 from a second thread trains slower at once than in turn."""
+    pair: a model that gains x1.7 from a second thread trains slower at once than in turn. ``at_once_margin``
+    divides the step count when the pair trains at once, where nothing adapts the count in training: how much
+    slower the steady pace may run than the short probes time it (``info["pace_margin"]``)."""
     pair = threads is not None and len(models) == 2
     t0 = time.perf_counter()
     info: dict[str, Any] = {"allowance_s": seconds}
@@ -296,7 +299,10 @@ def plan_steps(
                     seconds_per_round_by_mode={k: round(v, 4) for k, v in rounds.items()})  # fmt: skip
     timing = time.perf_counter() - t0  # the timing itself spends the allowance
     left = max(0.0, seconds - timing)
-    steps = int(left / total) if total > 0 else hi
+    margin = at_once_margin if info.get("at_once") else 1.0
+    steps = int(left / (total * margin)) if total > 0 else hi
+    if margin != 1.0:
+        info["pace_margin"] = margin
     info.update(seconds_per_step=[round(p, 4) for p in per], seconds_per_round=round(total, 4),
                 timing_s=round(timing, 3))  # fmt: skip
     return max(lo, min(hi, steps)), info

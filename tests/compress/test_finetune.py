@@ -260,3 +260,21 @@ def test_recipe_rejects_bad_values():
         FinetuneRecipe(lr=0)
     with pytest.raises(ConfigError, match="batch size must be >= 2"):
         FinetuneRecipe(batch_size=1)
+
+
+def test_plan_steps_keeps_a_margin_only_where_the_pair_trains_at_once(monkeypatch):
+    """At once nothing cuts the count in training, so the plan divides it by ``at_once_margin``; in turn the
+    pace measured in training does (``finetune_in_turn``), and the plan's count stands as timed."""
+    import compress.finetune as ft
+
+    monkeypatch.setattr(ft, "_seconds_per_step", lambda *a, **k: 1.0)  # every step alone: 1 s
+    for at_once_step, mode, steps in (
+        (0.6, "at once", int(100 / (0.6 * 1.2))),
+        (2.5, "one after the other", 50),
+    ):
+        monkeypatch.setattr(ft, "at_once", lambda here, there, *, threads, s=at_once_step: (s, s))
+        got, info = plan_steps(
+            [(None, None), (None, None)], 100.0, lo=1, hi=10_000, threads=1, at_once_margin=1.2
+        )
+        assert info["mode"] == mode and got in (steps, steps - 1)  # the timing spends a hair of the 100 s
+        assert info.get("pace_margin") == (1.2 if mode == "at once" else None)
