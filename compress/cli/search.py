@@ -73,8 +73,8 @@ def search_cmd(
     time_goal: Annotated[
         str | None,
         typer.Option(
-            help="Wall time the whole run aims at (default '10min'): sizes the final training, and stops starting "
-            "trials when what follows them would overrun it."
+            help="Wall time the whole run aims at, counted from the command's start (default '10min'): sizes the "
+            "final training, and stops starting trials when what follows them would overrun it."
         ),
     ] = None,
     eval_images: Annotated[int | None, typer.Option(help="Validation images per trial (0 = all).")] = None,
